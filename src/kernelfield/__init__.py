@@ -1,0 +1,30 @@
+"""kernelfield: trained kernels of recurrent and deep networks from a mean-field theory in
+which RNNs and DNNs differ only by which time steps share weights."""
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+from .nonlinearities import Nonlinearity, available, get_nonlinearity, register  # noqa: E402
+from .spec import Architecture, Prior, Task  # noqa: E402
+from .theory.lazy import prior_kernel  # noqa: E402
+from .theory.predict import Prediction  # noqa: E402
+from .theory.solver import Branch, ConvergenceWarning, Solution, solve  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Architecture",
+    "Prior",
+    "Task",
+    "Nonlinearity",
+    "register",
+    "available",
+    "get_nonlinearity",
+    "solve",
+    "Solution",
+    "Branch",
+    "ConvergenceWarning",
+    "prior_kernel",
+    "Prediction",
+]
