@@ -9,7 +9,7 @@ from .nonlinearities import Nonlinearity, available, get_nonlinearity, register 
 from .spec import Architecture, Prior, Task  # noqa: E402
 from .theory.lazy import prior_kernel  # noqa: E402
 from .theory.predict import Prediction  # noqa: E402
-from .theory.solver import Branch, ConvergenceWarning, Solution, solve  # noqa: E402
+from .theory.solver import Branch, ConvergenceWarning, Solution, predict, solve  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -22,6 +22,7 @@ __all__ = [
     "available",
     "get_nonlinearity",
     "solve",
+    "predict",
     "Solution",
     "Branch",
     "ConvergenceWarning",

@@ -63,14 +63,16 @@ def shift_adjoint(D, P: int):
     return jnp.pad(D[P:, P:], ((0, P), (0, P)))
 
 
-def _components(arch: Architecture, supervised_times: np.ndarray) -> np.ndarray:
-    """Connected components of the graph on time steps with an edge (t, s) whenever ``C_ts``
-    enters the action: via ``W_{t+1} ≡ W_{s+1}`` or via a shared readout between supervised
-    steps."""
+def _components(arch: Architecture, K_in_blocks: np.ndarray, supervised_times: np.ndarray) -> np.ndarray:
+    """Connected components of the graph on time steps with an edge (t, s) whenever block
+    ``C_ts`` enters the action: through ``K`` (``W_{t+1} ≡ W_{s+1}``), through ``tr(K⁻¹C)``
+    wherever ``K`` itself couples t and s (``W_t ≡ W_s``, or a nonzero input/bias block), or
+    through a readout shared between supervised steps. Between components ``C`` is zero at the
+    maximum of ``S`` (Fischer's inequality: only ``log det C`` sees those blocks)."""
     T = arch.T
-    adj = np.zeros((T, T), dtype=bool)
-    MW = arch.mask("W")
-    adj[: T - 1, : T - 1] |= MW[1:, 1:] > 0
+    MW = arch.mask("W") > 0
+    adj = MW | (K_in_blocks > 0)
+    adj[: T - 1, : T - 1] |= MW[1:, 1:]
     sup = np.zeros(T, dtype=bool)
     sup[supervised_times] = True
     adj |= (arch.mask("v") > 0) & sup[:, None] & sup[None, :]
@@ -117,7 +119,7 @@ def make_problem(arch: Architecture, task: Task, prior: Prior, kappa: float) -> 
         S=S,
         y=task.y_supervised,
         kappa=kappa,
-        components=_components(arch, np.unique(S // P)),
+        components=_components(arch, np.abs(K_in).reshape(T, P, T, P).max(axis=(1, 3)), np.unique(S // P)),
     )
 
 

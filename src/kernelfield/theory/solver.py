@@ -32,7 +32,7 @@ from .action import action_terms, residuals
 from .kernels import Problem, make_problem
 from .lazy import lazy_kernel
 
-__all__ = ["solve", "Solution", "Branch", "ConvergenceWarning", "broken_start"]
+__all__ = ["solve", "predict", "Solution", "Branch", "ConvergenceWarning", "broken_start"]
 
 
 class ConvergenceWarning(UserWarning):
@@ -237,3 +237,15 @@ def solve(
             stacklevel=2,
         )
     return sol
+
+
+def predict(sol: Solution, new_inputs, N: int | None = None, **solve_kwargs):
+    """Posterior predictive for new sequences ``new_inputs`` ``(P_new, T, D)``: they are
+    appended to the task as unsupervised rows, the theory is solved again on the enlarged set
+    (same architecture, prior, phi, kappa) and the prediction for the new rows is returned
+    (a :class:`~kernelfield.Prediction` with arrays of shape ``(P_new, T)``)."""
+    task = sol.task.with_sequences(new_inputs)
+    enlarged = solve(sol.arch, task, prior=sol.prior, phi=sol.phi, kappa=sol.kappa, **solve_kwargs)
+    full = enlarged.predict(N=N)
+    P = sol.task.P
+    return type(full)(mean=full.mean[P:], var=full.var[P:], N=N)

@@ -1,0 +1,302 @@
+"""Finite-width ground truth (THEORY.md §5): HMC samples of the posterior of §2 at width ``N``.
+
+The sampler is BlackJAX's HMC on the standardised weights ``z`` (all entries ``N(0, 1)`` under
+the prior, :mod:`kernelfield.networks`), so one step size fits every family. Each chain starts
+from its own prior draw and runs its **own** Stan-style warm-up (:func:`blackjax.window_adaptation`:
+dual-averaging step size and diagonal inverse mass matrix), vmapped over chains; independent
+warm-ups keep chains that settle in different modes (e.g. the two signs of the ``W -> -W``
+symmetry) properly tuned. Sampling then runs all chains with ``jax.vmap`` inside ``lax.scan``
+chunks, accumulating kernel and output sums in the scan carry so memory does not grow with
+``num_samples``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from functools import partial
+
+import blackjax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from blackjax.adaptation.base import get_filter_adapt_info_fn
+from blackjax.diagnostics import effective_sample_size
+from rich.progress import Progress
+
+from . import networks
+from .nonlinearities import Nonlinearity, get_nonlinearity
+from .spec import FAMILIES, Architecture, Prior, Task, check_compatible
+from .theory.predict import Prediction
+
+__all__ = ["sample", "Samples"]
+
+_MAX_CHUNKS = 20  # progress-bar granularity: the sampling phase runs in at most this many scans
+
+
+@dataclass(frozen=True, eq=False)
+class Samples:
+    """Posterior samples of the width-``N`` network, summarised.
+
+    C_chains: ``(num_chains, n, n)`` per-chain mean of the empirical kernel ``Φᵀ Φ / N`` (§3),
+    time-major index ``t·P + a``. C_mean: ``(n, n)`` mean over chains after aligning each chain to
+    chain 0 under ``W -> -W`` (``C_ts -> (-1)^(t-s) C_ts``, the parity closer to chain 0).
+    C_sem: ``(n, n)`` standard error of ``C_mean``: ``sqrt(var / ess)`` with ``var`` the pooled
+    posterior variance of each entry and ``ess`` below; with ``num_chains >= 2`` the larger of that
+    and the between-chain estimate ``std(aligned chain means) / sqrt(num_chains)``.
+    f_mean, f_var: ``(P, T)`` posterior mean and variance of the outputs ``f_a(t)`` over all
+    samples. weights: family -> ``(num_chains·keep_weights, groups, ...)`` weight samples in
+    natural units (evenly spaced in each chain), for spectra (§4: the posterior mean of ``W`` is
+    zero, spectra need individual samples). acceptance_rate: mean HMC acceptance probability;
+    num_divergent: divergent transitions; ess: minimum effective sample size (BlackJAX, over
+    chains) of the per-sample summaries: diagonal-block means of ``C``, the cross-time energy
+    ``Σ_{t≠s} |C_ts|²`` (T > 1) and the log posterior. step_size: ``(num_chains,)`` adapted HMC
+    step sizes. seconds: wall time of :func:`sample`, compilation included.
+    """
+
+    arch: Architecture
+    task: Task
+    prior: Prior
+    phi: str
+    kappa: float
+    N: int
+    seed: int
+    num_samples: int
+    num_chains: int
+    num_warmup: int
+    num_integration_steps: int
+    thin: int
+    C_chains: np.ndarray
+    C_mean: np.ndarray
+    C_sem: np.ndarray
+    f_mean: np.ndarray
+    f_var: np.ndarray
+    weights: dict
+    acceptance_rate: float
+    num_divergent: int
+    ess: float
+    step_size: np.ndarray
+    seconds: float
+
+    def predict(self) -> Prediction:
+        """Sampled posterior predictive: mean and variance of ``f_a(t)`` at width ``N``."""
+        return Prediction(mean=self.f_mean, var=self.f_var, N=self.N)
+
+
+@dataclass(frozen=True)
+class _Model:
+    """The static (hashable) part of the posterior; the data are passed as arrays."""
+
+    arch: Architecture
+    prior: Prior
+    phi: Nonlinearity
+    kappa: float
+
+    def logdensity(self, z, inputs, targets):
+        return networks.log_posterior(z, self.arch, inputs, targets, self.prior, self.phi, self.kappa)
+
+
+@partial(jax.jit, static_argnames=("model", "num_warmup", "num_integration_steps"))
+def _warmup(keys, positions, inputs, targets, model: _Model, num_warmup: int, num_integration_steps: int):
+    """Per-chain window adaptation; returns the HMC states, step sizes and inverse mass matrices."""
+    adaptation = blackjax.window_adaptation(
+        blackjax.hmc,
+        partial(model.logdensity, inputs=inputs, targets=targets),
+        num_integration_steps=num_integration_steps,
+        adaptation_info_fn=get_filter_adapt_info_fn(),
+    )
+
+    def one_chain(key, position):
+        (state, parameters), _ = adaptation.run(key, position, num_warmup)
+        return state, parameters["step_size"], parameters["inverse_mass_matrix"]
+
+    return jax.vmap(one_chain)(keys, positions)
+
+
+@partial(
+    jax.jit,
+    static_argnames=("model", "num_integration_steps", "thin", "length", "num_samples", "stride", "keep"),
+)
+def _sample_chunk(
+    carry, key, start, step_size, inverse_mass_matrix, inputs, targets,
+    model: _Model, num_integration_steps: int, thin: int, length: int, num_samples: int, stride: int, keep: int,
+):
+    """``length`` samples (each ``thin`` HMC transitions) for every chain, starting at sample index
+    ``start``; indices ``>= num_samples`` (padding of the last chunk) are not accumulated."""
+    logdensity = partial(model.logdensity, inputs=inputs, targets=targets)
+    kernel = blackjax.hmc.build_kernel()
+    arch, prior = model.arch, model.prior
+    N, D = carry[0].position["U"].shape[-2:]
+    T = arch.T
+    P = inputs.shape[0]
+
+    def chain(carry, key, step_size, inverse_mass_matrix):
+        def transition(state, k):
+            state, info = kernel(k, state, logdensity, step_size, inverse_mass_matrix, num_integration_steps)
+            return state, (info.acceptance_rate, info.is_divergent)
+
+        def one_sample(carry, xs):
+            i, k = xs
+            state, acc = carry
+            state, (rate, divergent) = jax.lax.scan(transition, state, jax.random.split(k, thin))
+            params = networks.scale(state.position, prior, N, D)
+            phi_h = model.phi.fn(networks.preactivations(params, arch, inputs, model.phi))
+            C = networks.empirical_kernel(phi_h)
+            f = networks.readout(params, arch, phi_h)
+            w = (i < num_samples).astype(C.dtype)
+            slot = jnp.minimum(i // stride, keep - 1)
+            store = (i < num_samples) & (i % stride == stride - 1) & (i // stride < keep)
+            acc = {
+                "C": acc["C"] + w * C,
+                "C2": acc["C2"] + w * C**2,
+                "f": acc["f"] + w * f,
+                "f2": acc["f2"] + w * f**2,
+                "accept": acc["accept"] + w * jnp.mean(rate),
+                "divergent": acc["divergent"] + w * jnp.sum(divergent),
+                "weights": jax.tree.map(
+                    lambda buf, z: buf.at[slot].set(jnp.where(store, z, buf[slot])), acc["weights"], state.position
+                ),
+            }
+            blocks = C.reshape(T, P, T, P)
+            diag = jnp.einsum("tatb->t", blocks) / P**2
+            summary = [diag, state.logdensity[None]]
+            if T > 1:
+                energy = jnp.sum(blocks**2, axis=(1, 3))
+                summary.insert(1, (jnp.sum(energy) - jnp.trace(energy))[None])
+            return (state, acc), jnp.concatenate(summary)
+
+        return jax.lax.scan(one_sample, carry, (start + jnp.arange(length), jax.random.split(key, length)))
+
+    keys = jax.random.split(key, step_size.shape[0])
+    return jax.vmap(chain)(carry, keys, step_size, inverse_mass_matrix)
+
+
+def _integer(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name}: must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _validate(arch, task, prior, kappa, N, num_samples, num_warmup, num_chains, seed,
+              num_integration_steps, thin, keep_weights, progress):
+    for name, value, cls in (("arch", arch, Architecture), ("task", task, Task), ("prior", prior, Prior)):
+        if not isinstance(value, cls):
+            raise ValueError(f"{name}: must be a kernelfield {cls.__name__}, got {type(value).__name__}")
+    check_compatible(arch, task)
+    try:
+        kappa = float(kappa)
+    except (TypeError, ValueError):
+        raise ValueError(f"kappa: must be a real number > 0, got {kappa!r}") from None
+    if not (np.isfinite(kappa) and kappa > 0):
+        raise ValueError(f"kappa: must be finite and > 0, got {kappa}")
+    ints = {
+        "N": _integer("N", N, 1),
+        "num_samples": _integer("num_samples", num_samples, 2),
+        "num_warmup": _integer("num_warmup", num_warmup, 1),
+        "num_chains": _integer("num_chains", num_chains, 1),
+        "seed": _integer("seed", seed, 0),
+        "num_integration_steps": _integer("num_integration_steps", num_integration_steps, 1),
+        "thin": _integer("thin", thin, 1),
+        "keep_weights": _integer("keep_weights", keep_weights, 0),
+    }
+    if ints["keep_weights"] > ints["num_samples"]:
+        raise ValueError(f"keep_weights: must be <= num_samples = {num_samples}, got {keep_weights}")
+    if not isinstance(progress, bool):
+        raise ValueError(f"progress: must be True or False, got {progress!r}")
+    return kappa, ints
+
+
+def sample(
+    arch: Architecture,
+    task: Task,
+    N: int = 256,
+    prior: Prior = Prior(),
+    phi="linear",
+    kappa: float = 0.1,
+    num_samples: int = 1000,
+    num_warmup: int = 500,
+    num_chains: int = 4,
+    seed: int = 0,
+    num_integration_steps: int = 16,
+    thin: int = 1,
+    keep_weights: int = 20,
+    progress: bool = True,
+) -> Samples:
+    """Sample the posterior ``p(θ | data) ∝ p(θ) exp(-(N/2κ) Σ_S (f - y)²)`` (§2) of the width-``N``
+    network with HMC and summarise its kernels and outputs (§5).
+
+    Each retained sample is ``thin`` HMC transitions of ``num_integration_steps`` leapfrog steps;
+    every registered ``phi`` works. Same ``seed`` and arguments give identical results.
+    """
+    started = time.perf_counter()
+    nl = get_nonlinearity(phi)
+    kappa, ints = _validate(arch, task, prior, kappa, N, num_samples, num_warmup, num_chains, seed,
+                            num_integration_steps, thin, keep_weights, progress)
+    N, num_samples, num_warmup, num_chains, seed, num_integration_steps, thin, keep_weights = (
+        ints[k] for k in ("N", "num_samples", "num_warmup", "num_chains", "seed", "num_integration_steps", "thin",
+                          "keep_weights")
+    )
+    model = _Model(arch, prior, nl, kappa)
+    T, P, D = task.T, task.P, task.D
+    n = T * P
+    inputs, targets = jnp.asarray(task.inputs), jnp.asarray(task.targets)
+
+    key_init, key_warmup, key_sample = jax.random.split(jax.random.PRNGKey(seed), 3)
+    positions = jax.vmap(lambda k: networks.init_standardised(k, arch, N, D))(jax.random.split(key_init, num_chains))
+    num_chunks = min(num_samples, _MAX_CHUNKS)
+    length = math.ceil(num_samples / num_chunks)
+    stride = num_samples // keep_weights if keep_weights else num_samples
+    chunk = partial(
+        _sample_chunk, model=model, num_integration_steps=num_integration_steps, thin=thin, length=length,
+        num_samples=num_samples, stride=stride, keep=max(keep_weights, 1),
+    )
+
+    with Progress(disable=not progress) as bar:
+        task_warmup = bar.add_task(f"warm-up  N={N} {arch.name}", total=1)
+        states, step_size, inverse_mass_matrix = _warmup(
+            jax.random.split(key_warmup, num_chains), positions, inputs, targets,
+            model=model, num_warmup=num_warmup, num_integration_steps=num_integration_steps,
+        )
+        jax.block_until_ready(step_size)
+        bar.advance(task_warmup)
+        task_sampling = bar.add_task(f"sampling N={N} {arch.name}", total=num_samples)
+        zeros = lambda *shape: jnp.zeros((num_chains, *shape))  # noqa: E731
+        acc = {
+            "C": zeros(n, n), "C2": zeros(n, n), "f": zeros(P, T), "f2": zeros(P, T),
+            "accept": zeros(), "divergent": zeros(),
+            "weights": jax.tree.map(lambda z: jnp.zeros((z.shape[0], max(keep_weights, 1), *z.shape[1:])), positions),
+        }
+        carry, summaries = (states, acc), []
+        for c, key in enumerate(jax.random.split(key_sample, num_chunks)):
+            carry, summary = chunk(carry, key, c * length, step_size, inverse_mass_matrix, inputs, targets)
+            summaries.append(np.asarray(summary))
+            bar.advance(task_sampling, min(length, num_samples - c * length))
+    acc = jax.tree.map(np.asarray, carry[1])
+    summaries = np.concatenate(summaries, axis=1)[:, :num_samples]
+
+    ess = float(np.min(np.asarray(effective_sample_size(jnp.asarray(summaries), chain_axis=0, sample_axis=1))))
+    C_chains = acc["C"] / num_samples
+    parity = np.repeat((-1.0) ** np.arange(T), P)
+    flipped = parity[:, None] * C_chains * parity[None, :]
+    closer = np.linalg.norm(flipped - C_chains[0], axis=(1, 2)) < np.linalg.norm(C_chains - C_chains[0], axis=(1, 2))
+    aligned = np.where(closer[:, None, None], flipped, C_chains)
+    C_mean = aligned.mean(axis=0)
+    C_var = np.maximum(acc["C2"].sum(axis=0) / (num_chains * num_samples) - C_mean**2, 0.0)
+    C_sem = np.sqrt(C_var / max(ess, 1.0))
+    if num_chains >= 2:
+        C_sem = np.maximum(C_sem, aligned.std(axis=0, ddof=1) / np.sqrt(num_chains))
+    f_mean = acc["f"].sum(axis=0) / (num_chains * num_samples)
+    f_var = np.maximum(acc["f2"].sum(axis=0) / (num_chains * num_samples) - f_mean**2, 0.0)
+    natural = networks.scale(acc["weights"], prior, N, D)
+    weights = {
+        fam: np.asarray(natural[fam][:, :keep_weights]).reshape(num_chains * keep_weights, *natural[fam].shape[2:])
+        for fam in FAMILIES
+    }
+    return Samples(
+        arch=arch, task=task, prior=prior, phi=nl.name, kappa=kappa, N=N, seed=seed, num_samples=num_samples,
+        num_chains=num_chains, num_warmup=num_warmup, num_integration_steps=num_integration_steps, thin=thin,
+        C_chains=C_chains, C_mean=C_mean, C_sem=C_sem, f_mean=f_mean, f_var=f_var, weights=weights,
+        acceptance_rate=float(acc["accept"].mean() / num_samples), num_divergent=int(acc["divergent"].sum()),
+        ess=ess, step_size=np.asarray(step_size), seconds=time.perf_counter() - started,
+    )

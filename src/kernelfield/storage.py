@@ -1,0 +1,381 @@
+"""Labelled, self-describing results: ``xarray.Dataset`` <-> netCDF (h5netcdf).
+
+Layout (all datasets):
+
+* kernels ``(n, n)`` in time-major order ``t*P + a`` are stored as 4-d arrays with dims
+  ``(t, a, t2, a2)``, i.e. ``C.reshape(T, P, T, P)``; :func:`kernel_matrix` undoes it;
+* ``inputs`` ``(a, t, d)`` and ``targets`` ``(a, t)`` (``NaN`` = unsupervised) so the task can
+  be rebuilt;
+* attrs: ``kind`` (``"solution"``, ``"samples"`` or ``"comparison"``), ``kernelfield_version``,
+  ``created`` (ISO 8601, UTC), ``config`` (JSON of ``arch.to_dict()``, ``prior.to_dict()``,
+  ``phi``, ``kappa`` and, for samples, ``N``, ``seed`` and the sampler settings) and the
+  diagnostics of the run. Booleans are stored as ``0``/``1`` integers (netCDF has no bool).
+
+Solutions (:func:`solution_to_dataset`): ``C``, ``Ct`` of the dominant branch,
+``prediction_mean`` / ``prediction_var_coeff`` ``(a, t)`` (``N·var``, width independent),
+and per branch (dim ``branch``, sorted by decreasing ``S``): ``branch_C``, ``branch_Ct``,
+``branch_S``, ``branch_Gamma``, ``branch_E``, ``branch_init``, ``branch_converged``,
+``branch_residual_forward``, ``branch_residual_backward``, ``branch_iterations``.
+Attrs ``S``, ``converged``, ``residual``, ``seconds``.
+
+Samples (:func:`samples_to_dataset`): ``C`` (= ``C_mean``), ``C_sem``, ``C_chains``
+``(chain, t, a, t2, a2)``, ``f_mean``/``f_var`` ``(a, t)``, and the kept weight samples as
+``weights_<family>`` with dims ``(sample, <family>_group, <family>_axis0, ...)``.
+Attrs ``acceptance_rate``, ``ess``, ``step_size``, ``seconds``.
+
+Comparisons (:func:`comparison_to_dataset`): ``C_theory``, ``C_sampled``, ``C_sem``,
+``block_error``/``block_error_bar`` ``(t, t2)``; attrs ``error``, ``error_bar``,
+``prediction_error``, ``parity``, ``N``.
+
+:func:`save` writes atomically (netCDF-4 via h5netcdf; netCDF-3 via scipy when h5py is missing); :func:`load` reads fully into memory and closes the file.
+:func:`solution_from_dataset` rebuilds a full :class:`~kernelfield.Solution` (``predict()``
+works); :func:`samples_from_dataset` a ``Samples``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import xarray as xr
+
+from .spec import Architecture, Prior, Task
+
+__all__ = [
+    "solution_to_dataset",
+    "samples_to_dataset",
+    "comparison_to_dataset",
+    "solution_from_dataset",
+    "samples_from_dataset",
+    "spec_from_dataset",
+    "kernel_matrix",
+    "save",
+    "load",
+]
+
+KERNEL_DIMS = ("t", "a", "t2", "a2")
+
+_UMASK = os.umask(0o022)  # read the process umask once (restored immediately) for file modes
+os.umask(_UMASK)
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _kernel(C, T: int, P: int) -> np.ndarray:
+    C = np.asarray(C, dtype=np.float64)
+    if C.shape[-2:] != (T * P, T * P):
+        raise ValueError(f"C: expected a ({T * P}, {T * P}) kernel for T = {T}, P = {P}, got shape {C.shape}")
+    return C.reshape(C.shape[:-2] + (T, P, T, P))
+
+
+def kernel_matrix(da) -> np.ndarray:
+    """The ``(n, n)`` time-major matrix of a kernel stored with dims ``(..., t, a, t2, a2)``."""
+    arr = np.asarray(da)
+    T, P = arr.shape[-4], arr.shape[-3]
+    return arr.reshape(arr.shape[:-4] + (T * P, T * P))
+
+
+def _coords(T: int, P: int, D: int | None = None) -> dict:
+    coords = {"t": np.arange(T), "a": np.arange(P), "t2": np.arange(T), "a2": np.arange(P)}
+    if D is not None:
+        coords["d"] = np.arange(D)
+    return coords
+
+
+def _task_vars(task: Task) -> dict:
+    return {
+        "inputs": (("a", "t", "d"), np.asarray(task.inputs), {"description": "input x_a(t)"}),
+        "targets": (("a", "t"), np.asarray(task.targets), {"description": "target y_a(t); NaN = unsupervised"}),
+    }
+
+
+def _config(arch: Architecture, prior: Prior, phi: str, kappa: float, **extra) -> str:
+    cfg = {"architecture": arch.to_dict(), "prior": prior.to_dict(), "phi": str(phi), "kappa": float(kappa)}
+    cfg.update({k: v for k, v in extra.items() if v is not None})
+    return json.dumps(cfg, default=_json_default)
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _attr(value):
+    """A netCDF-safe attribute value (no bools, no None)."""
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if value is None:
+        return "none"
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _base_attrs(kind: str, config: str) -> dict:
+    return {"kind": kind, "kernelfield_version": _version(), "created": _now(), "config": config}
+
+
+# --------------------------------------------------------------------------------------------
+# to Dataset
+
+
+def solution_to_dataset(sol) -> xr.Dataset:
+    """Dataset of a :class:`~kernelfield.Solution` (see the module docstring for the layout)."""
+    task = sol.task
+    T, P, D = task.T, task.P, task.D
+    branches = list(sol.branches)
+    pred = sol.predict()
+    kdims = KERNEL_DIMS
+    data_vars = {
+        "C": (kdims, _kernel(sol.C, T, P), {"description": "trained kernel C (dominant branch)"}),
+        "Ct": (kdims, _kernel(sol.Ct, T, P), {"description": "conjugate kernel C-tilde (dominant branch)"}),
+        "prediction_mean": (("a", "t"), np.asarray(pred.mean), {"description": "posterior predictive mean"}),
+        "prediction_var_coeff": (
+            ("a", "t"),
+            np.asarray(pred.var),
+            {"description": "N * posterior predictive variance (width independent)"},
+        ),
+        "branch_C": (("branch",) + kdims, np.stack([_kernel(b.C, T, P) for b in branches])),
+        "branch_Ct": (("branch",) + kdims, np.stack([_kernel(b.Ct, T, P) for b in branches])),
+        "branch_S": (("branch",), np.array([b.S for b in branches], dtype=np.float64)),
+        "branch_Gamma": (("branch",), np.array([b.Gamma for b in branches], dtype=np.float64)),
+        "branch_E": (("branch",), np.array([b.E for b in branches], dtype=np.float64)),
+        "branch_init": (("branch",), np.array([str(b.init) for b in branches], dtype=object)),
+        "branch_converged": (("branch",), np.array([int(b.converged) for b in branches], dtype=np.int64)),
+        "branch_residual_forward": (("branch",), np.array([b.residual_forward for b in branches], dtype=np.float64)),
+        "branch_residual_backward": (("branch",), np.array([b.residual_backward for b in branches], dtype=np.float64)),
+        "branch_iterations": (("branch",), np.array([b.iterations for b in branches], dtype=np.int64)),
+        **_task_vars(task),
+    }
+    coords = _coords(T, P, D)
+    coords["branch"] = np.arange(len(branches))
+    attrs = _base_attrs("solution", _config(sol.arch, sol.prior, sol.phi, sol.kappa))
+    attrs.update(
+        S=float(sol.S),
+        converged=int(bool(sol.converged)),
+        residual=float(sol.residual),
+        seconds=float(sol.seconds),
+        best_branch=int(np.argmax([b.S for b in branches])),
+    )
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+_SAMPLER_SETTINGS = ("num_samples", "num_warmup", "num_chains", "num_integration_steps", "thin", "keep_weights")
+
+
+def samples_to_dataset(samples) -> xr.Dataset:
+    """Dataset of :class:`~kernelfield.sampling.Samples` (see the module docstring for the layout)."""
+    task = samples.task
+    T, P, D = task.T, task.P, task.D
+    kdims = KERNEL_DIMS
+    C_chains = _kernel(samples.C_chains, T, P)
+    data_vars = {
+        "C": (kdims, _kernel(samples.C_mean, T, P), {"description": "posterior mean empirical kernel"}),
+        "C_sem": (kdims, _kernel(samples.C_sem, T, P), {"description": "standard error of C (between chains)"}),
+        "C_chains": (("chain",) + kdims, C_chains, {"description": "per-chain mean kernel"}),
+        "f_mean": (("a", "t"), np.asarray(samples.f_mean, dtype=np.float64), {"description": "posterior mean output"}),
+        "f_var": (("a", "t"), np.asarray(samples.f_var, dtype=np.float64), {"description": "posterior output variance"}),
+        **_task_vars(task),
+    }
+    coords = _coords(T, P, D)
+    coords["chain"] = np.arange(C_chains.shape[0])
+    weights = getattr(samples, "weights", None) or {}
+    for fam, arr in weights.items():
+        arr = np.asarray(arr)
+        dims = ("sample", f"{fam}_group") + tuple(f"{fam}_axis{k}" for k in range(arr.ndim - 2))
+        data_vars[f"weights_{fam}"] = (dims[: arr.ndim], arr, {"description": f"kept posterior samples of {fam}"})
+
+    settings = {k: getattr(samples, k) for k in _SAMPLER_SETTINGS if hasattr(samples, k)}
+    config = _config(samples.arch, samples.prior, samples.phi, samples.kappa, N=int(samples.N),
+                     seed=int(samples.seed), **settings)
+    attrs = _base_attrs("samples", config)
+    attrs.update(N=int(samples.N), seed=int(samples.seed),
+                 acceptance_rate=float(samples.acceptance_rate), ess=float(samples.ess),
+                 seconds=float(samples.seconds))
+    step = np.asarray(samples.step_size, dtype=np.float64)
+    if step.size == 1:
+        attrs["step_size"] = float(step.reshape(()))
+    else:  # e.g. one adapted step size per chain
+        data_vars["step_size"] = (tuple(f"step_size_axis{k}" for k in range(step.ndim)), step)
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def comparison_to_dataset(cmp, config: dict | str | None = None) -> xr.Dataset:
+    """Dataset of a :class:`~kernelfield.compare.Comparison`. ``config`` (a dict or JSON string,
+    e.g. the solution's ``ds.attrs["config"]``) is stored as provenance when given."""
+    T, P = cmp.T, cmp.P
+    kdims = KERNEL_DIMS
+    data_vars = {
+        "C_theory": (kdims, _kernel(cmp.C_theory, T, P)),
+        "C_sampled": (kdims, _kernel(cmp.C_sampled, T, P), {"description": "after the parity flip"}),
+        "C_sem": (kdims, _kernel(cmp.C_sem, T, P)),
+        "block_error": (("t", "t2"), np.asarray(cmp.block_error, dtype=np.float64)),
+        "block_error_bar": (("t", "t2"), np.asarray(cmp.block_error_bar, dtype=np.float64)),
+    }
+    if isinstance(config, dict):
+        config = json.dumps(config, default=_json_default)
+    attrs = _base_attrs("comparison", config if config is not None else "{}")
+    attrs.update(N=int(cmp.N), error=float(cmp.error), error_bar=float(cmp.error_bar),
+                 prediction_error=float(cmp.prediction_error), parity=int(cmp.parity))
+    return xr.Dataset(data_vars, coords=_coords(T, P), attrs=attrs)
+
+
+# --------------------------------------------------------------------------------------------
+# from Dataset
+
+
+def spec_from_dataset(ds: xr.Dataset) -> tuple[Architecture, Prior, Task, str, float]:
+    """``(arch, task, prior, phi, kappa)`` rebuilt from a solution or samples dataset."""
+    cfg = json.loads(ds.attrs["config"])
+    a = cfg["architecture"]
+    arch = Architecture(a["T"], a["W_groups"], a["U_groups"], a["b_groups"], a["v_groups"], name=a.get("name", "custom"))
+    prior = Prior(**cfg["prior"])
+    task = Task(np.asarray(ds["inputs"].values), np.asarray(ds["targets"].values))
+    return arch, task, prior, str(cfg["phi"]), float(cfg["kappa"])
+
+
+def solution_from_dataset(ds: xr.Dataset):
+    """Rebuild the :class:`~kernelfield.Solution` stored by :func:`solution_to_dataset`.
+
+    Architecture, prior, task, ``phi``, ``kappa`` and every branch (kernels, actions,
+    diagnostics) are restored; the solver's internal ``problem`` is re-assembled from them, so
+    ``predict()`` works as on the original.
+    """
+    from .theory.kernels import make_problem
+    from .theory.solver import Branch, Solution
+
+    if ds.attrs.get("kind", "solution") != "solution":
+        raise ValueError(f"ds: holds a {ds.attrs.get('kind')!r} dataset, not a solution")
+    arch, task, prior, phi, kappa = spec_from_dataset(ds)
+    branches = tuple(
+        Branch(
+            C=kernel_matrix(ds["branch_C"].values[i]),
+            Ct=kernel_matrix(ds["branch_Ct"].values[i]),
+            S=float(ds["branch_S"].values[i]),
+            Gamma=float(ds["branch_Gamma"].values[i]),
+            E=float(ds["branch_E"].values[i]),
+            init=str(ds["branch_init"].values[i]),
+            converged=bool(ds["branch_converged"].values[i]),
+            residual_forward=float(ds["branch_residual_forward"].values[i]),
+            residual_backward=float(ds["branch_residual_backward"].values[i]),
+            iterations=int(ds["branch_iterations"].values[i]),
+        )
+        for i in range(ds.sizes["branch"])
+    )
+    problem = make_problem(arch, task, prior, kappa)
+    return Solution(arch, task, prior, phi, kappa, branches, problem, float(ds.attrs.get("seconds", 0.0)))
+
+
+def samples_from_dataset(ds: xr.Dataset):
+    """Rebuild the ``Samples`` stored by :func:`samples_to_dataset` (a
+    :class:`kernelfield.sampling.Samples` when that class accepts the stored fields, otherwise a
+    ``types.SimpleNamespace`` with the same attributes)."""
+    if ds.attrs.get("kind", "samples") != "samples":
+        raise ValueError(f"ds: holds a {ds.attrs.get('kind')!r} dataset, not samples")
+    arch, task, prior, phi, kappa = spec_from_dataset(ds)
+    cfg = json.loads(ds.attrs["config"])
+    weights = {
+        name[len("weights_"):]: np.asarray(ds[name].values) for name in ds.data_vars if name.startswith("weights_")
+    }
+    step = ds.attrs["step_size"] if "step_size" in ds.attrs else np.asarray(ds["step_size"].values)
+    fields = dict(
+        arch=arch, task=task, prior=prior, phi=phi, kappa=kappa, N=int(ds.attrs["N"]), seed=int(ds.attrs["seed"]),
+        num_samples=cfg.get("num_samples"), num_chains=cfg.get("num_chains", ds.sizes["chain"]),
+        num_warmup=cfg.get("num_warmup"),
+        C_chains=kernel_matrix(ds["C_chains"].values), C_mean=kernel_matrix(ds["C"].values),
+        C_sem=kernel_matrix(ds["C_sem"].values), f_mean=np.asarray(ds["f_mean"].values),
+        f_var=np.asarray(ds["f_var"].values), weights=weights,
+        acceptance_rate=float(ds.attrs["acceptance_rate"]), ess=float(ds.attrs["ess"]), step_size=step,
+        seconds=float(ds.attrs["seconds"]),
+    )
+    try:
+        from .sampling import Samples
+
+        names = {f.name for f in dataclasses.fields(Samples)}
+        return Samples(**{k: v for k, v in fields.items() if k in names})
+    except Exception:  # sampling module unavailable or its fields differ
+        return SimpleNamespace(**fields)
+
+
+# --------------------------------------------------------------------------------------------
+# files
+
+
+def _h5py_available() -> bool:
+    try:
+        import h5py  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+_warned_fallback = False
+
+
+def save(ds: xr.Dataset, path, engine: str | None = None) -> Path:
+    """Write ``ds`` to netCDF at ``path`` atomically: the file is written to a temporary name in
+    the same directory and moved into place with ``os.replace``, so ``path`` is never left
+    half-written and no temporary file remains. Parent directories are created. Returns the path.
+
+    engine: ``"h5netcdf"`` (netCDF-4/HDF5, the default) or ``"scipy"`` (netCDF-3). With
+    ``engine=None`` h5netcdf is used when its HDF5 backend ``h5py`` is installed; otherwise the
+    file is written as netCDF-3 with scipy (a ``UserWarning`` says so once): the content and
+    :func:`load` are the same, 64-bit integers are stored as 32-bit.
+    """
+    global _warned_fallback
+    path = Path(path)
+    if engine is None:
+        engine = "h5netcdf" if _h5py_available() else "scipy"
+        if engine == "scipy" and not _warned_fallback:
+            _warned_fallback = True
+            warnings.warn(
+                "save: h5py (the HDF5 backend of h5netcdf) is not installed; writing netCDF-3 with scipy "
+                "instead. Install h5py for netCDF-4 files.",
+                UserWarning,
+                stacklevel=2,
+            )
+    if engine not in ("h5netcdf", "scipy"):
+        raise ValueError(f"engine: must be 'h5netcdf', 'scipy' or None, got {engine!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds = ds.copy()
+    ds.attrs = {k: _attr(v) for k, v in ds.attrs.items()}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
+        ds.to_netcdf(tmp, engine=engine)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def load(path) -> xr.Dataset:
+    """Read a dataset written by :func:`save`, fully into memory; the file is closed on return."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path: no such file {str(path)!r}")
+    with xr.open_dataset(path) as ds:  # engine detected from the file (h5netcdf or scipy)
+        return ds.load()

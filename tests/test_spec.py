@@ -1,0 +1,109 @@
+"""Validation of the specification objects: every bad input names its field."""
+
+import numpy as np
+import pytest
+
+import kernelfield as kf
+from conftest import endpoint_task
+
+
+def test_presets_and_masks():
+    T = 4
+    rnn, dnn = kf.Architecture.rnn(T), kf.Architecture.dnn(T)
+    assert np.all(rnn.mask("U") == 1) and np.all(rnn.mask("W")[1:, 1:] == 1)
+    assert np.all(rnn.mask("W")[0] == 0) and np.all(rnn.mask("W")[:, 0] == 0)
+    assert np.array_equal(dnn.mask("v"), np.eye(T))
+    assert kf.Architecture(T, [0] * T, [0] * T, [0] * T, [0] * T) == rnn
+    tied = kf.Architecture.tied_every(T, 2)
+    assert tied.W_groups[1:] == (0, 0, 1)
+    assert np.array_equal(kf.Architecture.tied_every(T, 1).mask("W"), dnn.mask("W"))
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        (dict(W_groups=[0, 0]), "W_groups"),
+        (dict(v_groups=[0.5, 0, 0]), "v_groups"),
+        (dict(U_groups=[[0], [0], [0]]), "U_groups"),
+    ],
+)
+def test_architecture_group_errors(kwargs, field):
+    base = dict(W_groups=[0] * 3, U_groups=[0] * 3, b_groups=[0] * 3, v_groups=[0] * 3)
+    base.update(kwargs)
+    with pytest.raises(ValueError, match=field):
+        kf.Architecture(3, **base)
+
+
+def test_architecture_T_and_k_errors():
+    with pytest.raises(ValueError, match="T"):
+        kf.Architecture.rnn(0)
+    with pytest.raises(ValueError, match="k"):
+        kf.Architecture.tied_every(4, 0)
+
+
+@pytest.mark.parametrize("field, value", [("g", 0.0), ("sigma_u", -1.0), ("sigma_v", 0.0), ("sigma_b", -0.1), ("g", np.nan), ("g", "x")])
+def test_prior_errors(field, value):
+    with pytest.raises(ValueError, match=field):
+        kf.Prior(**{field: value})
+
+
+def test_prior_defaults():
+    assert kf.Prior() == kf.Prior(g=1.0, sigma_u=1.0, sigma_b=0.0, sigma_v=1.0)
+
+
+def test_task_errors():
+    X = np.ones((2, 3, 4))
+    Y = np.full((2, 3), np.nan)
+    with pytest.raises(ValueError, match="nothing is supervised"):
+        kf.Task(X, Y)
+    Y[0, 2] = 1.0
+    with pytest.raises(ValueError, match=r"inputs.*\(P, T, D\)"):
+        kf.Task(X[0], Y)
+    with pytest.raises(ValueError, match="targets.*shape"):
+        kf.Task(X, Y[:, :2])
+    bad = X.copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="inputs.*NaN"):
+        kf.Task(bad, Y)
+    Yinf = Y.copy()
+    Yinf[1, 1] = np.inf
+    with pytest.raises(ValueError, match="targets.*inf"):
+        kf.Task(X, Yinf)
+
+
+def test_task_is_immutable_and_indices():
+    task = endpoint_task(P=3, T=3)
+    with pytest.raises(ValueError):
+        task.inputs[0, 0, 0] = 1.0
+    assert list(task.supervised) == [6, 7, 8]  # t = 2, a = 0..2 in time-major order
+    bigger = task.with_sequences(np.zeros((2, 3, 4)))
+    assert bigger.P == 5 and np.all(np.isnan(bigger.targets[3:]))
+    with pytest.raises(ValueError, match="new_inputs"):
+        task.with_sequences(np.zeros((2, 4, 4)))
+
+
+def test_solver_input_errors(endpoint):
+    rnn = kf.Architecture.rnn(3)
+    with pytest.raises(ValueError, match="kappa"):
+        kf.solve(rnn, endpoint, kappa=0.0)
+    with pytest.raises(ValueError, match="kappa"):
+        kf.solve(rnn, endpoint, kappa=-1)
+    with pytest.raises(ValueError, match="phi.*allowed"):
+        kf.solve(rnn, endpoint, phi="sigmoid")
+    with pytest.raises(ValueError, match="T = 3"):
+        kf.solve(kf.Architecture.rnn(4), endpoint)
+    with pytest.raises(ValueError, match="init"):
+        kf.solve(rnn, endpoint, init="random")
+    with pytest.raises(ValueError, match="init.*positive definite"):
+        kf.solve(rnn, endpoint, init=-np.eye(9))
+
+
+def test_singular_input_kernel_has_hint():
+    # P = 3 sequences in D = 2 dimensions: x(0) x(0)ᵀ has rank 2 < 3
+    task = endpoint_task(P=3, T=2, D=2)
+    with pytest.raises(ValueError, match="singular.*sigma_b"):
+        kf.solve(kf.Architecture.rnn(2), task)
+    with pytest.raises(ValueError, match="singular"):
+        kf.prior_kernel(kf.Architecture.rnn(2), task)
+    # a bias fixes it (rank 2 + 1)
+    kf.prior_kernel(kf.Architecture.rnn(2), task, prior=kf.Prior(sigma_b=1.0))
