@@ -133,7 +133,7 @@ def test_branches_are_reported_with_their_action(endpoint):
 
 def test_non_convergence_is_reported(sequential):
     with pytest.warns(kf.ConvergenceWarning, match="residual"):
-        sol = kf.solve(kf.Architecture.rnn(4), sequential, max_iter=2, max_restarts=0, init="prior")
+        sol = kf.solve(kf.Architecture.rnn(4), sequential, max_iter=2, inner=2, init="prior")
     assert not sol.converged and sol.residual > 1e-6
 
 

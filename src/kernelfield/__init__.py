@@ -10,6 +10,10 @@ from .spec import Architecture, Prior, Task  # noqa: E402
 from .theory.lazy import prior_kernel  # noqa: E402
 from .theory.predict import Prediction  # noqa: E402
 from .theory.solver import Branch, ConvergenceWarning, Solution, predict, solve  # noqa: E402
+from .sampling import Samples, sample  # noqa: E402
+from .compare import Comparison, compare  # noqa: E402
+from .storage import load, save  # noqa: E402
+from . import tasks  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -28,4 +32,11 @@ __all__ = [
     "ConvergenceWarning",
     "prior_kernel",
     "Prediction",
+    "sample",
+    "Samples",
+    "compare",
+    "Comparison",
+    "save",
+    "load",
+    "tasks",
 ]

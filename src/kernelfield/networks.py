@@ -73,17 +73,20 @@ def _phi_fn(phi):
 def preactivations(params: dict, arch: Architecture, inputs, phi="linear"):
     """``h`` of shape ``(T, P, N)`` for ``inputs`` ``(P, T, D)`` and natural-unit ``params``."""
     fn = _phi_fn(phi)
+    params = jax.tree.map(jnp.asarray, params)
     x = jnp.swapaxes(jnp.asarray(inputs), 0, 1)  # (T, P, D)
     U = params["U"][group_index(arch, "U")]  # (T, N, D)
     b = params["b"][group_index(arch, "b")]  # (T, N)
     drive = jnp.einsum("tpd,tnd->tpn", x, U) + b[:, None, :]
+    if arch.T == 1:  # no recurrent step (and no W to index)
+        return drive
 
     def step(h_prev, xs):
         w_idx, drive_t = xs
         h = fn(h_prev) @ params["W"][w_idx].T + drive_t
         return h, h
 
-    _, later = jax.lax.scan(step, drive[0], (jnp.asarray(group_index(arch, "W")), drive[1:]))
+    _, later = jax.lax.scan(step, drive[0], (jnp.asarray(group_index(arch, "W")), drive[1:]), unroll=8)
     return jnp.concatenate([drive[:1], later], axis=0)
 
 

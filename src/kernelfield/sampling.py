@@ -26,6 +26,7 @@ from blackjax.diagnostics import effective_sample_size
 from rich.progress import Progress
 
 from . import networks
+from .compare import output_parity, parity_flip
 from .nonlinearities import Nonlinearity, get_nonlinearity
 from .spec import FAMILIES, Architecture, Prior, Task, check_compatible
 from .theory.predict import Prediction
@@ -42,6 +43,7 @@ class Samples:
     C_chains: ``(num_chains, n, n)`` per-chain mean of the empirical kernel ``Φᵀ Φ / N`` (§3),
     time-major index ``t·P + a``. C_mean: ``(n, n)`` mean over chains after aligning each chain to
     chain 0 under ``W -> -W`` (``C_ts -> (-1)^(t-s) C_ts``, the parity closer to chain 0).
+    The outputs of a flipped chain are aligned with it (:func:`kernelfield.compare.output_parity`).
     C_sem: ``(n, n)`` standard error of ``C_mean``: ``sqrt(var / ess)`` with ``var`` the pooled
     posterior variance of each entry and ``ess`` below; with ``num_chains >= 2`` the larger of that
     and the between-chain estimate ``std(aligned chain means) / sqrt(num_chains)``.
@@ -79,6 +81,11 @@ class Samples:
     step_size: np.ndarray
     seconds: float
 
+    @property
+    def keep_weights(self) -> int:
+        """Weight samples kept per chain."""
+        return len(self.weights["W"]) // self.num_chains
+
     def predict(self) -> Prediction:
         """Sampled posterior predictive: mean and variance of ``f_a(t)`` at width ``N``."""
         return Prediction(mean=self.f_mean, var=self.f_var, N=self.N)
@@ -86,32 +93,37 @@ class Samples:
 
 @dataclass(frozen=True)
 class _Model:
-    """The static (hashable) part of the posterior; the data are passed as arrays."""
+    """The static (hashable) part of the posterior; data and ``kappa`` are passed as arrays, so
+    calls that differ only in those share one compilation."""
 
     arch: Architecture
     prior: Prior
     phi: Nonlinearity
-    kappa: float
 
-    def logdensity(self, z, inputs, targets):
-        return networks.log_posterior(z, self.arch, inputs, targets, self.prior, self.phi, self.kappa)
+    def logdensity(self, z, inputs, targets, kappa):
+        return networks.log_posterior(z, self.arch, inputs, targets, self.prior, self.phi, kappa)
 
 
-@partial(jax.jit, static_argnames=("model", "num_warmup", "num_integration_steps"))
-def _warmup(keys, positions, inputs, targets, model: _Model, num_warmup: int, num_integration_steps: int):
-    """Per-chain window adaptation; returns the HMC states, step sizes and inverse mass matrices."""
+@partial(jax.jit, static_argnames=("model", "N", "num_chains", "num_warmup", "num_integration_steps"))
+def _warmup(
+    key, inputs, targets, kappa, model: _Model, N: int, num_chains: int, num_warmup: int, num_integration_steps: int
+):
+    """Prior draws as starting points, then per-chain window adaptation; returns the HMC states,
+    step sizes and inverse mass matrices, each with a leading chain axis."""
     adaptation = blackjax.window_adaptation(
         blackjax.hmc,
-        partial(model.logdensity, inputs=inputs, targets=targets),
+        partial(model.logdensity, inputs=inputs, targets=targets, kappa=kappa),
         num_integration_steps=num_integration_steps,
         adaptation_info_fn=get_filter_adapt_info_fn(),
     )
 
-    def one_chain(key, position):
-        (state, parameters), _ = adaptation.run(key, position, num_warmup)
+    def one_chain(key):
+        key_init, key_run = jax.random.split(key)
+        position = networks.init_standardised(key_init, model.arch, N, inputs.shape[-1])
+        (state, parameters), _ = adaptation.run(key_run, position, num_warmup)
         return state, parameters["step_size"], parameters["inverse_mass_matrix"]
 
-    return jax.vmap(one_chain)(keys, positions)
+    return jax.vmap(one_chain)(jax.random.split(key, num_chains))
 
 
 @partial(
@@ -119,57 +131,63 @@ def _warmup(keys, positions, inputs, targets, model: _Model, num_warmup: int, nu
     static_argnames=("model", "num_integration_steps", "thin", "length", "num_samples", "stride", "keep"),
 )
 def _sample_chunk(
-    carry, key, start, step_size, inverse_mass_matrix, inputs, targets,
+    carry, key, start, step_size, inverse_mass_matrix, inputs, targets, kappa,
     model: _Model, num_integration_steps: int, thin: int, length: int, num_samples: int, stride: int, keep: int,
 ):
     """``length`` samples (each ``thin`` HMC transitions) for every chain, starting at sample index
     ``start``; indices ``>= num_samples`` (padding of the last chunk) are not accumulated."""
-    logdensity = partial(model.logdensity, inputs=inputs, targets=targets)
+    logdensity = partial(model.logdensity, inputs=inputs, targets=targets, kappa=kappa)
     kernel = blackjax.hmc.build_kernel()
     arch, prior = model.arch, model.prior
-    N, D = carry[0].position["U"].shape[-2:]
+    num_chains, N, D = carry[0].position["U"].shape[:1] + carry[0].position["U"].shape[-2:]
     T = arch.T
     P = inputs.shape[0]
 
-    def chain(carry, key, step_size, inverse_mass_matrix):
-        def transition(state, k):
-            state, info = kernel(k, state, logdensity, step_size, inverse_mass_matrix, num_integration_steps)
-            return state, (info.acceptance_rate, info.is_divergent)
+    def transition(state, k, step_size, inverse_mass_matrix):
+        state, info = kernel(k, state, logdensity, step_size, inverse_mass_matrix, num_integration_steps)
+        return state, (info.acceptance_rate, info.is_divergent)
 
-        def one_sample(carry, xs):
-            i, k = xs
-            state, acc = carry
-            state, (rate, divergent) = jax.lax.scan(transition, state, jax.random.split(k, thin))
-            params = networks.scale(state.position, prior, N, D)
-            phi_h = model.phi.fn(networks.preactivations(params, arch, inputs, model.phi))
-            C = networks.empirical_kernel(phi_h)
-            f = networks.readout(params, arch, phi_h)
-            w = (i < num_samples).astype(C.dtype)
-            slot = jnp.minimum(i // stride, keep - 1)
-            store = (i < num_samples) & (i % stride == stride - 1) & (i // stride < keep)
-            acc = {
-                "C": acc["C"] + w * C,
-                "C2": acc["C2"] + w * C**2,
-                "f": acc["f"] + w * f,
-                "f2": acc["f2"] + w * f**2,
-                "accept": acc["accept"] + w * jnp.mean(rate),
-                "divergent": acc["divergent"] + w * jnp.sum(divergent),
-                "weights": jax.tree.map(
-                    lambda buf, z: buf.at[slot].set(jnp.where(store, z, buf[slot])), acc["weights"], state.position
-                ),
-            }
-            blocks = C.reshape(T, P, T, P)
-            diag = jnp.einsum("tatb->t", blocks) / P**2
-            summary = [diag, state.logdensity[None]]
-            if T > 1:
-                energy = jnp.sum(blocks**2, axis=(1, 3))
-                summary.insert(1, (jnp.sum(energy) - jnp.trace(energy))[None])
-            return (state, acc), jnp.concatenate(summary)
+    def chain_sample(key, state, step_size, inverse_mass_matrix):
+        """``thin`` transitions of one chain, then its kernel, outputs and summaries."""
+        step = partial(transition, step_size=step_size, inverse_mass_matrix=inverse_mass_matrix)
+        state, (rate, divergent) = jax.lax.scan(step, state, jax.random.split(key, thin))
+        params = networks.scale(state.position, prior, N, D)
+        phi_h = networks.features(params, arch, inputs, model.phi)
+        C = networks.empirical_kernel(phi_h)
+        blocks = C.reshape(T, P, T, P)
+        summary = [jnp.einsum("tatb->t", blocks) / P**2, state.logdensity[None]]  # diagonal-block means
+        if T > 1:
+            energy = jnp.sum(blocks**2, axis=(1, 3))
+            summary.insert(1, (jnp.sum(energy) - jnp.trace(energy))[None])  # cross-time energy
+        stats = (C, networks.readout(params, arch, phi_h), jnp.mean(rate), jnp.sum(divergent))
+        return state, stats, jnp.concatenate(summary)
 
-        return jax.lax.scan(one_sample, carry, (start + jnp.arange(length), jax.random.split(key, length)))
+    def one_sample(carry, xs):
+        i, key = xs
+        states, acc = carry
+        keys = jax.random.split(key, num_chains)
+        states, (C, f, rate, divergent), summary = jax.vmap(chain_sample)(keys, states, step_size, inverse_mass_matrix)
+        w = (i < num_samples).astype(C.dtype)
+        slot = jnp.minimum(i // stride, keep - 1)  # shared by all chains: an in-place slice update
+        store = (i < num_samples) & (i % stride == stride - 1) & (i // stride < keep)
+        acc = {
+            "C": acc["C"] + w * C,
+            "C2": acc["C2"] + w * C**2,
+            "f": acc["f"] + w * f,
+            "f2": acc["f2"] + w * f**2,
+            "accept": acc["accept"] + w * rate,
+            "divergent": acc["divergent"] + w * divergent,
+            "weights": jax.tree.map(
+                lambda buf, z: buf.at[:, slot].set(jnp.where(store, z, buf[:, slot])), acc["weights"], states.position
+            ),
+        }
+        return (states, acc), summary
 
-    keys = jax.random.split(key, step_size.shape[0])
-    return jax.vmap(chain)(carry, keys, step_size, inverse_mass_matrix)
+    carry, summaries = jax.lax.scan(one_sample, carry, (start + jnp.arange(length), jax.random.split(key, length)))
+    return carry, jnp.swapaxes(summaries, 0, 1)
+
+
+_effective_sample_size = jax.jit(partial(effective_sample_size, chain_axis=0, sample_axis=1))
 
 
 def _integer(name: str, value, minimum: int) -> int:
@@ -193,7 +211,7 @@ def _validate(arch, task, prior, kappa, N, num_samples, num_warmup, num_chains, 
     ints = {
         "N": _integer("N", N, 1),
         "num_samples": _integer("num_samples", num_samples, 2),
-        "num_warmup": _integer("num_warmup", num_warmup, 1),
+        "num_warmup": _integer("num_warmup", num_warmup, 10),  # dual averaging needs a few steps
         "num_chains": _integer("num_chains", num_chains, 1),
         "seed": _integer("seed", seed, 0),
         "num_integration_steps": _integer("num_integration_steps", num_integration_steps, 1),
@@ -226,8 +244,11 @@ def sample(
     """Sample the posterior ``p(θ | data) ∝ p(θ) exp(-(N/2κ) Σ_S (f - y)²)`` (§2) of the width-``N``
     network with HMC and summarise its kernels and outputs (§5).
 
-    Each retained sample is ``thin`` HMC transitions of ``num_integration_steps`` leapfrog steps;
-    every registered ``phi`` works. Same ``seed`` and arguments give identical results.
+    ``num_chains`` chains each run ``num_warmup`` adaptation steps, then keep ``num_samples``
+    samples, each ``thin`` HMC transitions of ``num_integration_steps`` leapfrog steps;
+    ``keep_weights`` evenly spaced weight samples per chain are returned; ``progress`` shows a
+    ``rich`` progress bar. Every registered ``phi`` works. Same ``seed`` and arguments give
+    identical results.
     """
     started = time.perf_counter()
     nl = get_nonlinearity(phi)
@@ -237,15 +258,14 @@ def sample(
         ints[k] for k in ("N", "num_samples", "num_warmup", "num_chains", "seed", "num_integration_steps", "thin",
                           "keep_weights")
     )
-    model = _Model(arch, prior, nl, kappa)
+    model = _Model(arch, prior, nl)
     T, P, D = task.T, task.P, task.D
     n = T * P
     inputs, targets = jnp.asarray(task.inputs), jnp.asarray(task.targets)
 
-    key_init, key_warmup, key_sample = jax.random.split(jax.random.PRNGKey(seed), 3)
-    positions = jax.vmap(lambda k: networks.init_standardised(k, arch, N, D))(jax.random.split(key_init, num_chains))
-    num_chunks = min(num_samples, _MAX_CHUNKS)
-    length = math.ceil(num_samples / num_chunks)
+    key_warmup, key_sample = jax.random.split(jax.random.PRNGKey(seed))
+    length = math.ceil(num_samples / min(num_samples, _MAX_CHUNKS))
+    num_chunks = math.ceil(num_samples / length)
     stride = num_samples // keep_weights if keep_weights else num_samples
     chunk = partial(
         _sample_chunk, model=model, num_integration_steps=num_integration_steps, thin=thin, length=length,
@@ -255,30 +275,31 @@ def sample(
     with Progress(disable=not progress) as bar:
         task_warmup = bar.add_task(f"warm-up  N={N} {arch.name}", total=1)
         states, step_size, inverse_mass_matrix = _warmup(
-            jax.random.split(key_warmup, num_chains), positions, inputs, targets,
-            model=model, num_warmup=num_warmup, num_integration_steps=num_integration_steps,
+            key_warmup, inputs, targets, kappa, model=model, N=N, num_chains=num_chains, num_warmup=num_warmup,
+            num_integration_steps=num_integration_steps,
         )
         jax.block_until_ready(step_size)
         bar.advance(task_warmup)
         task_sampling = bar.add_task(f"sampling N={N} {arch.name}", total=num_samples)
-        zeros = lambda *shape: jnp.zeros((num_chains, *shape))  # noqa: E731
+        zeros = lambda *shape: np.zeros((num_chains, *shape))  # noqa: E731
         acc = {
             "C": zeros(n, n), "C2": zeros(n, n), "f": zeros(P, T), "f2": zeros(P, T),
             "accept": zeros(), "divergent": zeros(),
-            "weights": jax.tree.map(lambda z: jnp.zeros((z.shape[0], max(keep_weights, 1), *z.shape[1:])), positions),
+            "weights": jax.tree.map(
+                lambda z: np.zeros((num_chains, max(keep_weights, 1), *z.shape[1:])), states.position
+            ),
         }
         carry, summaries = (states, acc), []
         for c, key in enumerate(jax.random.split(key_sample, num_chunks)):
-            carry, summary = chunk(carry, key, c * length, step_size, inverse_mass_matrix, inputs, targets)
+            carry, summary = chunk(carry, key, c * length, step_size, inverse_mass_matrix, inputs, targets, kappa)
             summaries.append(np.asarray(summary))
             bar.advance(task_sampling, min(length, num_samples - c * length))
     acc = jax.tree.map(np.asarray, carry[1])
     summaries = np.concatenate(summaries, axis=1)[:, :num_samples]
 
-    ess = float(np.min(np.asarray(effective_sample_size(jnp.asarray(summaries), chain_axis=0, sample_axis=1))))
+    ess = float(np.min(_effective_sample_size(summaries)))
     C_chains = acc["C"] / num_samples
-    parity = np.repeat((-1.0) ** np.arange(T), P)
-    flipped = parity[:, None] * C_chains * parity[None, :]
+    flipped = parity_flip(C_chains, T, P)
     closer = np.linalg.norm(flipped - C_chains[0], axis=(1, 2)) < np.linalg.norm(C_chains - C_chains[0], axis=(1, 2))
     aligned = np.where(closer[:, None, None], flipped, C_chains)
     C_mean = aligned.mean(axis=0)
@@ -286,7 +307,8 @@ def sample(
     C_sem = np.sqrt(C_var / max(ess, 1.0))
     if num_chains >= 2:
         C_sem = np.maximum(C_sem, aligned.std(axis=0, ddof=1) / np.sqrt(num_chains))
-    f_mean = acc["f"].sum(axis=0) / (num_chains * num_samples)
+    f_chains = acc["f"] / num_samples
+    f_mean = np.where(closer[:, None, None], f_chains * output_parity(task), f_chains).mean(axis=0)
     f_var = np.maximum(acc["f2"].sum(axis=0) / (num_chains * num_samples) - f_mean**2, 0.0)
     natural = networks.scale(acc["weights"], prior, N, D)
     weights = {

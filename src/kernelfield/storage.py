@@ -21,13 +21,14 @@ Attrs ``S``, ``converged``, ``residual``, ``seconds``.
 Samples (:func:`samples_to_dataset`): ``C`` (= ``C_mean``), ``C_sem``, ``C_chains``
 ``(chain, t, a, t2, a2)``, ``f_mean``/``f_var`` ``(a, t)``, and the kept weight samples as
 ``weights_<family>`` with dims ``(sample, <family>_group, <family>_axis0, ...)``.
-Attrs ``acceptance_rate``, ``ess``, ``step_size``, ``seconds``.
+``step_size`` is an attr when scalar, else a variable (dim ``chain`` for one per chain).
+Attrs ``N``, ``seed``, ``acceptance_rate``, ``ess``, ``seconds``, ``num_divergent``.
 
 Comparisons (:func:`comparison_to_dataset`): ``C_theory``, ``C_sampled``, ``C_sem``,
 ``block_error``/``block_error_bar`` ``(t, t2)``; attrs ``error``, ``error_bar``,
 ``prediction_error``, ``parity``, ``N``.
 
-:func:`save` writes atomically (netCDF-4 via h5netcdf; netCDF-3 via scipy when h5py is missing); :func:`load` reads fully into memory and closes the file.
+:func:`save` writes atomically (netCDF-4 via h5netcdf); :func:`load` reads fully into memory and closes the file.
 :func:`solution_from_dataset` rebuilds a full :class:`~kernelfield.Solution` (``predict()``
 works); :func:`samples_from_dataset` a ``Samples``.
 """
@@ -39,7 +40,6 @@ import datetime as _dt
 import json
 import os
 import tempfile
-import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -56,6 +56,7 @@ __all__ = [
     "samples_from_dataset",
     "spec_from_dataset",
     "kernel_matrix",
+    "config_json",
     "save",
     "load",
 ]
@@ -104,7 +105,9 @@ def _task_vars(task: Task) -> dict:
     }
 
 
-def _config(arch: Architecture, prior: Prior, phi: str, kappa: float, **extra) -> str:
+def config_json(arch: Architecture, prior: Prior, phi: str, kappa: float, **extra) -> str:
+    """JSON provenance string: ``arch.to_dict()``, ``prior.to_dict()``, ``phi``, ``kappa`` and any
+    further (non-``None``) settings such as ``N`` and ``seed``."""
     cfg = {"architecture": arch.to_dict(), "prior": prior.to_dict(), "phi": str(phi), "kappa": float(kappa)}
     cfg.update({k: v for k, v in extra.items() if v is not None})
     return json.dumps(cfg, default=_json_default)
@@ -167,7 +170,7 @@ def solution_to_dataset(sol) -> xr.Dataset:
     }
     coords = _coords(T, P, D)
     coords["branch"] = np.arange(len(branches))
-    attrs = _base_attrs("solution", _config(sol.arch, sol.prior, sol.phi, sol.kappa))
+    attrs = _base_attrs("solution", config_json(sol.arch, sol.prior, sol.phi, sol.kappa))
     attrs.update(
         S=float(sol.S),
         converged=int(bool(sol.converged)),
@@ -204,7 +207,7 @@ def samples_to_dataset(samples) -> xr.Dataset:
         data_vars[f"weights_{fam}"] = (dims[: arr.ndim], arr, {"description": f"kept posterior samples of {fam}"})
 
     settings = {k: getattr(samples, k) for k in _SAMPLER_SETTINGS if hasattr(samples, k)}
-    config = _config(samples.arch, samples.prior, samples.phi, samples.kappa, N=int(samples.N),
+    config = config_json(samples.arch, samples.prior, samples.phi, samples.kappa, N=int(samples.N),
                      seed=int(samples.seed), **settings)
     attrs = _base_attrs("samples", config)
     attrs.update(N=int(samples.N), seed=int(samples.seed),
@@ -213,8 +216,12 @@ def samples_to_dataset(samples) -> xr.Dataset:
     step = np.asarray(samples.step_size, dtype=np.float64)
     if step.size == 1:
         attrs["step_size"] = float(step.reshape(()))
-    else:  # e.g. one adapted step size per chain
+    elif step.shape == (C_chains.shape[0],):  # one adapted step size per chain
+        data_vars["step_size"] = (("chain",), step, {"description": "adapted HMC step size per chain"})
+    else:
         data_vars["step_size"] = (tuple(f"step_size_axis{k}" for k in range(step.ndim)), step)
+    if hasattr(samples, "num_divergent"):
+        attrs["num_divergent"] = int(samples.num_divergent)
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
@@ -299,7 +306,8 @@ def samples_from_dataset(ds: xr.Dataset):
     fields = dict(
         arch=arch, task=task, prior=prior, phi=phi, kappa=kappa, N=int(ds.attrs["N"]), seed=int(ds.attrs["seed"]),
         num_samples=cfg.get("num_samples"), num_chains=cfg.get("num_chains", ds.sizes["chain"]),
-        num_warmup=cfg.get("num_warmup"),
+        num_warmup=cfg.get("num_warmup"), num_integration_steps=cfg.get("num_integration_steps"),
+        thin=cfg.get("thin"), num_divergent=int(ds.attrs.get("num_divergent", 0)),
         C_chains=kernel_matrix(ds["C_chains"].values), C_mean=kernel_matrix(ds["C"].values),
         C_sem=kernel_matrix(ds["C_sem"].values), f_mean=np.asarray(ds["f_mean"].values),
         f_var=np.asarray(ds["f_var"].values), weights=weights,
@@ -319,41 +327,12 @@ def samples_from_dataset(ds: xr.Dataset):
 # files
 
 
-def _h5py_available() -> bool:
-    try:
-        import h5py  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-_warned_fallback = False
-
-
-def save(ds: xr.Dataset, path, engine: str | None = None) -> Path:
-    """Write ``ds`` to netCDF at ``path`` atomically: the file is written to a temporary name in
-    the same directory and moved into place with ``os.replace``, so ``path`` is never left
-    half-written and no temporary file remains. Parent directories are created. Returns the path.
-
-    engine: ``"h5netcdf"`` (netCDF-4/HDF5, the default) or ``"scipy"`` (netCDF-3). With
-    ``engine=None`` h5netcdf is used when its HDF5 backend ``h5py`` is installed; otherwise the
-    file is written as netCDF-3 with scipy (a ``UserWarning`` says so once): the content and
-    :func:`load` are the same, 64-bit integers are stored as 32-bit.
-    """
-    global _warned_fallback
+def save(ds: xr.Dataset, path) -> Path:
+    """Write ``ds`` to netCDF-4 (h5netcdf) at ``path`` atomically: the file is written to a
+    temporary name in the same directory and moved into place with ``os.replace``, so ``path``
+    is never left half-written and no temporary file remains. Parent directories are created.
+    Returns the path."""
     path = Path(path)
-    if engine is None:
-        engine = "h5netcdf" if _h5py_available() else "scipy"
-        if engine == "scipy" and not _warned_fallback:
-            _warned_fallback = True
-            warnings.warn(
-                "save: h5py (the HDF5 backend of h5netcdf) is not installed; writing netCDF-3 with scipy "
-                "instead. Install h5py for netCDF-4 files.",
-                UserWarning,
-                stacklevel=2,
-            )
-    if engine not in ("h5netcdf", "scipy"):
-        raise ValueError(f"engine: must be 'h5netcdf', 'scipy' or None, got {engine!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     ds = ds.copy()
     ds.attrs = {k: _attr(v) for k, v in ds.attrs.items()}
@@ -361,7 +340,7 @@ def save(ds: xr.Dataset, path, engine: str | None = None) -> Path:
     os.close(fd)
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
-        ds.to_netcdf(tmp, engine=engine)
+        ds.to_netcdf(tmp, engine="h5netcdf")
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -377,5 +356,5 @@ def load(path) -> xr.Dataset:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"path: no such file {str(path)!r}")
-    with xr.open_dataset(path) as ds:  # engine detected from the file (h5netcdf or scipy)
+    with xr.open_dataset(path, engine="h5netcdf") as ds:
         return ds.load()

@@ -71,7 +71,8 @@ def integration(P: int, T: int, D: int = 1, supervise_every: int = 2, seed: int 
     ``t = supervise_every - 1, 2·supervise_every - 1, ...`` (so ``supervise_every = 1``
     supervises every step and ``supervise_every = 2`` the steps ``1, 3, 5, ...``); all other
     steps are ``NaN`` (unsupervised), which is where the theory predicts interpolation.
-    ``supervise_every`` must be ``<= T`` so that at least one step is supervised.
+    ``supervise_every`` must be ``<= T`` so that at least one step is supervised. The theory
+    needs a non-singular input kernel at ``t = 0``: use ``D >= P`` (or a bias, ``sigma_b > 0``).
     """
     P, T, D = _positive_int("P", P), _positive_int("T", T), _positive_int("D", D)
     supervise_every = _positive_int("supervise_every", supervise_every)

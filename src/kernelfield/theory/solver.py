@@ -1,15 +1,20 @@
 """Maximise the action ``S(C)`` over positive definite kernels (THEORY.md §3).
 
-Algorithm: ``C = R Rᵀ`` with ``R = L0 M``, ``L0`` the Cholesky factor of the current kernel
-and ``M`` lower triangular (identity at the start), so the search begins in whitened,
-affine-invariant coordinates where ``log det C`` is perfectly conditioned. L-BFGS maximises
-``S`` over the free entries of ``M`` with exact gradients (JAX autodiff, float64, jit); every
-``C`` it visits is positive definite by construction and its line search works on ``S``
-itself, which is what keeps strong learning signals stable where the plain forward–backward
-fixed point diverges. After each L-BFGS run the coordinates are re-centred (``L0 <- L0 M``)
-until both stationarity residuals are below ``tol``.
+Coordinates (causal innovations): the kernel is written through its innovation
+``D = C - K(C)``, ``C = (I - 𝒮)⁻¹(K_in + D)`` with ``𝒮(X) = g² M_W ∘ shift(X)`` nilpotent, so
+``T - 1`` forward sweeps give ``C`` and ``K(C) = C - D`` exactly. In these coordinates the
+Hessian of ``Gamma`` at ``D = 0`` is ``½||K^{-1/2} dD K^{-1/2}||²``: with ``D = D0 + L X Lᵀ`` and
+``L = chol K`` it is the identity, whereas in ``C`` coordinates it carries ``(I - 𝒮)ᵀ(I - 𝒮)``,
+which is ill-conditioned along the time chain (15–30× more iterations).
 
-Structure: ``M`` is restricted to the blocks of time steps that the sharing pattern couples
+Optimiser: optax L-BFGS on ``-S(X)`` with exact gradients (JAX autodiff, float64, jit) and a
+backtracking Armijo line search on ``S`` itself; a step where ``C`` or ``K`` is not positive
+definite gives a NaN action and is rejected, so every accepted iterate is a valid kernel and
+``S`` never decreases. This is what keeps strong learning signals stable where the plain
+forward–backward fixed point diverges. Every ``inner`` steps the coordinates are re-whitened
+(``D0 <- D``, ``L <- chol K``) and both stationarity residuals are checked against ``tol``.
+
+Structure: ``X`` is restricted to the blocks of time steps that the sharing pattern couples
 (connected components of the time-coupling graph; :mod:`.kernels`). For a DNN these are the
 equal-time blocks, so the search is over ``T·P(P+1)/2`` numbers instead of ``n(n+1)/2``.
 """
@@ -24,12 +29,13 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.optimize
+import optax
 
+from ..compare import parity_flip
 from ..nonlinearities import get_nonlinearity
 from ..spec import Architecture, Prior, Task
 from .action import action_terms, residuals
-from .kernels import Problem, make_problem
+from .kernels import Problem, make_problem, shift
 from .lazy import lazy_kernel
 
 __all__ = ["solve", "predict", "Solution", "Branch", "ConvergenceWarning", "broken_start"]
@@ -59,53 +65,71 @@ class Branch:
         return max(self.residual_forward, self.residual_backward)
 
 
-@partial(jax.jit, static_argnames=("P",))
-def _negative_action(m, rows, cols, L0, MW, Mv, K_in, S_idx, y, kappa, P):
-    n = L0.shape[0]
-    M = jnp.zeros((n, n)).at[rows, cols].set(m)
-    S, _, _ = action_terms(L0 @ M, MW, Mv, K_in, S_idx, y, kappa, P)
+def _kernel_from_innovation(B, MW, P: int, T: int):
+    """``C = (I - 𝒮)⁻¹ B``: ``T - 1`` sweeps of ``C <- MW ∘ shift(C) + B`` are exact."""
+    C = B
+    for _ in range(T - 1):
+        C = MW * shift(C, P) + B
+    return 0.5 * (C + C.T)
+
+
+def _negative_action(x, rows, cols, D0, L, MW, Mv, K_in, S_idx, y, kappa, P, T):
+    n = L.shape[0]
+    X = jnp.zeros((n, n)).at[rows, cols].set(x)
+    C = _kernel_from_innovation(K_in + D0 + L @ (X + X.T) @ L.T, MW, P, T)
+    S, _, _ = action_terms(jnp.linalg.cholesky(C), MW, Mv, K_in, S_idx, y, kappa, P)
     return -S
 
 
-_negative_action_and_grad = jax.jit(jax.value_and_grad(_negative_action), static_argnames=("P",))
+@partial(jax.jit, static_argnames=("P", "T", "steps"))
+def _lbfgs_steps(x, problem_arrays, kappa, P, T, steps):
+    """``steps`` L-BFGS iterations on ``-S``; returns the best finite point seen and its value."""
+    fun = lambda x: _negative_action(x, *problem_arrays, kappa, P, T)  # noqa: E731
+    opt = optax.lbfgs(
+        memory_size=30,
+        linesearch=optax.scale_by_backtracking_linesearch(max_backtracking_steps=60, decrease_factor=0.5, store_grad=True),
+    )
+    value_and_grad = optax.value_and_grad_from_state(fun)
+
+    def step(carry, _):
+        x, state, best_x, best_value = carry
+        value, grad = value_and_grad(x, state=state)
+        better = jnp.isfinite(value) & (value < best_value)
+        best_x = jnp.where(better, x, best_x)
+        best_value = jnp.where(better, value, best_value)
+        updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=fun)
+        return (optax.apply_updates(x, updates), state, best_x, best_value), None
+
+    carry = (x, opt.init(x), x, jnp.asarray(jnp.inf))
+    (x, _, best_x, best_value), _ = jax.lax.scan(step, carry, None, length=steps)
+    final = fun(x)
+    use_final = jnp.isfinite(final) & (final < best_value)
+    return jnp.where(use_final, x, best_x), jnp.where(use_final, final, best_value)
 
 
-def _maximise(prob: Problem, C0: np.ndarray, tol: float, max_iter: int, max_restarts: int, init: str) -> Branch:
+def _maximise(prob: Problem, C0: np.ndarray, tol: float, max_iter: int, inner: int, init: str) -> Branch:
     mask = np.tril(prob.block_mask())
     rows, cols = np.nonzero(mask)
-    eye = np.eye(prob.n)[rows, cols]
-    L0 = np.linalg.cholesky(0.5 * (C0 + C0.T)) * mask  # block-structured like C0
-    args = tuple(map(jnp.asarray, (rows, cols))), tuple(
-        map(jnp.asarray, (prob.MW, prob.Mv, prob.K_in, prob.S, prob.y))
-    )
-    iterations = 0
-
-    def objective(m, L0):
-        value, grad = _negative_action_and_grad(jnp.asarray(m), *args[0], jnp.asarray(L0), *args[1], prob.kappa, P=prob.P)
-        value = float(value)
-        if not np.isfinite(value):
-            return 1e300, np.zeros_like(m)
-        return value, np.asarray(grad)
-
-    for _ in range(max_restarts + 1):
-        result = scipy.optimize.minimize(
-            objective,
-            eye,
-            args=(L0,),
-            jac=True,
-            method="L-BFGS-B",
-            options={"maxiter": max_iter, "maxcor": 30, "gtol": 1e-3 * tol, "ftol": 1e-16},
-        )
-        iterations += int(result.nit)
-        M = np.zeros((prob.n, prob.n))
-        M[rows, cols] = result.x
-        L0 = L0 @ M
-        C = L0 @ L0.T
+    C = 0.5 * (C0 + C0.T) * prob.block_mask()
+    D0 = C - np.asarray(prob.K(C))  # innovation of the start: C0 = (I - 𝒮)⁻¹(K_in + D0)
+    iterations, best = 0, -np.inf
+    forward = backward = np.inf
+    while iterations < max_iter:
+        L = np.linalg.cholesky(C - D0)  # chol K(C): whitening of the innovation
+        arrays = (rows, cols, D0, L, prob.MW, prob.Mv, prob.K_in, prob.S, prob.y)
+        steps = min(inner, max_iter - iterations)
+        x, value = _lbfgs_steps(jnp.zeros(len(rows)), tuple(map(jnp.asarray, arrays)), prob.kappa, P=prob.P, T=prob.T, steps=steps)
+        iterations += steps
+        X = np.zeros((prob.n, prob.n))
+        X[rows, cols] = np.asarray(x)
+        D0 = D0 + L @ (X + X.T) @ L.T
+        C = np.asarray(_kernel_from_innovation(prob.K_in + D0, prob.MW, prob.P, prob.T))
         forward, backward, Ct = residuals(prob, C)
-        if max(forward, backward) < tol:
-            break
+        if max(forward, backward) < tol or not -float(value) > best:
+            break  # converged, or no progress in a whole round
+        best = -float(value)
     S, gamma, energy = action_terms(
-        jnp.asarray(L0), prob.MW, prob.Mv, prob.K_in, jnp.asarray(prob.S), prob.y, prob.kappa, prob.P
+        jnp.linalg.cholesky(jnp.asarray(C)), prob.MW, prob.Mv, prob.K_in, jnp.asarray(prob.S), prob.y, prob.kappa, prob.P
     )
     return Branch(
         C=C,
@@ -135,9 +159,8 @@ def broken_start(prob: Problem, C_sym: np.ndarray, mix: float = 0.5) -> np.ndarr
 
 def _same_branch(C1: np.ndarray, C2: np.ndarray, T: int, P: int, rtol: float = 1e-3) -> bool:
     """Equal up to the ``W -> -W`` symmetry (``C_ts -> (-1)^(t-s) C_ts``)."""
-    parity = np.repeat((-1.0) ** np.arange(T), P)
     scale = np.linalg.norm(C1)
-    return min(np.linalg.norm(C1 - C2), np.linalg.norm(C1 - parity[:, None] * C2 * parity)) < rtol * scale
+    return min(np.linalg.norm(C1 - C2), np.linalg.norm(C1 - parity_flip(C2, T, P))) < rtol * scale
 
 
 @dataclass(frozen=True, eq=False)
@@ -187,11 +210,12 @@ def solve(
     kappa: float = 0.1,
     init="auto",
     tol: float = 1e-6,
-    max_iter: int = 3000,
-    max_restarts: int = 6,
+    max_iter: int = 5000,
+    inner: int = 25,
 ) -> Solution:
     """Trained kernels: the maximiser of ``S(C) = -Gamma(C) - E(C)``.
 
+    max_iter: total L-BFGS iterations per start; inner: iterations between re-whitenings.
     init: ``"auto"`` (default) starts from the prior kernel and from a symmetry-broken kernel
     (:func:`broken_start`) and keeps every distinct branch; ``"prior"`` or ``"broken"`` uses one
     start; an ``(n, n)`` array is used as the start. The returned solution is the branch with the
@@ -205,7 +229,7 @@ def solve(
     started = time.perf_counter()
     prob = make_problem(arch, task, prior, kappa)
     C_prior = lazy_kernel(prob, nl)
-    run = partial(_maximise, prob, tol=tol, max_iter=max_iter, max_restarts=max_restarts)
+    run = partial(_maximise, prob, tol=tol, max_iter=max_iter, inner=inner)
 
     if isinstance(init, str) and init in ("auto", "prior", "broken"):
         first = run(C_prior, init="prior")
@@ -232,7 +256,7 @@ def solve(
     if not sol.converged:
         warnings.warn(
             f"solve: did not converge (residual {sol.residual:.2e} > tol {tol:.1e}) after "
-            f"{sol.best.iterations} L-BFGS iterations; check sol.converged / sol.residual",
+            f"{sol.best.iterations} L-BFGS iterations (max_iter={max_iter}); check sol.converged / sol.residual",
             ConvergenceWarning,
             stacklevel=2,
         )

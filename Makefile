@@ -1,0 +1,30 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   quick reproduction of the headline results -> results/
+#   make test   the test suite (CPU, a few minutes on 2 cores)
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test test-fast bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) examples/demo.py --out results
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow"
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/bench_solver.py
+	$(PY) benchmarks/bench_theory_vs_sampling.py
+
+clean:
+	rm -rf $(VENV) results

@@ -1,0 +1,237 @@
+"""Command line interface: ``kernelfield solve|sample|compare CONFIG --out DIR``.
+
+Every command reads a TOML configuration (see :mod:`kernelfield.config` and ``examples/``),
+writes netCDF results (:mod:`kernelfield.storage`) and PNG heatmaps (:mod:`kernelfield.plots`)
+to ``--out`` and prints a summary. Invalid configurations and invalid arguments are reported
+as one red line on stderr with exit code 2 (no traceback).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="kernelfield",
+    help="Trained kernels of recurrent and deep networks: mean-field theory (solve), "
+    "finite-width posterior samples (sample) and their comparison (compare). "
+    "Each command takes a TOML config; see examples/*.toml.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+console = Console()
+err_console = Console(stderr=True)
+
+CONFIG_HELP = r"TOML configuration file (tables \[architecture], \[prior], \[task], \[theory], \[sampling]); see examples/."
+OUT_HELP = "Output directory (created if missing); existing files of the same name are replaced."
+
+
+class _Failure(Exception):
+    """An error to report as one clear line (exit code 2)."""
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"error: {message}", style="bold red", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def _run(fn):
+    """Run ``fn`` turning library errors into one red line and exit code 2."""
+    from .config import ConfigError
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            try:
+                return fn()
+            finally:
+                _warn_lines(caught)
+    except typer.Exit:
+        raise
+    except ConfigError as e:
+        _fail(str(e))
+    except (ValueError, NotImplementedError) as e:
+        _fail(str(e))
+    except OSError as e:  # e.g. the output directory cannot be written
+        _fail(f"{e.filename or ''}: {e.strerror or e}" if e.filename else str(e))
+
+
+def _warn_lines(caught) -> None:
+    for w in caught:
+        err_console.print(f"warning: {w.message}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+
+
+def _coherence(C: np.ndarray, T: int, P: int) -> float:
+    """Mean temporal coherence rho_ts over t != s >= 1 (THEORY.md §4); nan when T < 3."""
+    blocks = C.reshape(T, P, T, P)
+    norms = np.sqrt(np.einsum("tasb->ts", blocks**2))
+    d = np.sqrt(np.diag(norms))
+    rho = norms / np.maximum(d[:, None] * d[None, :], 1e-300)
+    idx = [(t, s) for t in range(1, T) for s in range(1, T) if t != s]
+    return float(np.mean([rho[t, s] for t, s in idx])) if idx else float("nan")
+
+
+def _load(config: Path):
+    from .config import load_config
+
+    return load_config(config)
+
+
+def _title(cfg) -> str:
+    arch = cfg.build_architecture()
+    return (f"{arch.name}, T={arch.T}, {cfg.task.generator} (P={cfg.build_task().P}), "
+            f"phi={cfg.theory.phi}, kappa={cfg.theory.kappa:g}")
+
+
+def _do_solve(cfg, out: Path):
+    import kernelfield as kf
+
+    from . import plots, storage
+
+    sol = kf.solve(**cfg.solve_kwargs())  # a ConvergenceWarning is printed by _run
+    storage.save(storage.solution_to_dataset(sol), out / "solution.nc")
+    plots.plot_kernels(sol.C, None, sol.task.T, sol.task.P, out / "solution.png", title="theory: " + _title(cfg))
+    return sol
+
+
+def _print_solution(sol) -> None:
+    T, P = sol.task.T, sol.task.P
+    status = "[green]converged[/green]" if sol.converged else "[red]NOT converged[/red]"
+    console.print(f"[bold]theory[/bold] {sol.arch.name} T={T} P={P} n={T * P}: S = {sol.S:.6g}, "
+                  f"residual = {sol.residual:.2e}, {status}, {sol.seconds:.1f} s")
+    table = Table(title="branches (stationary points of S)", title_justify="left")
+    for col in ("#", "init", "S", "Gamma", "E", "residual", "conv.", "rho"):
+        table.add_column(col, justify="right", no_wrap=True)
+    best = max(range(len(sol.branches)), key=lambda i: sol.branches[i].S)
+    for i, b in enumerate(sol.branches):
+        table.add_row(f"{i}{'*' if i == best else ''}", b.init, f"{b.S:.5g}", f"{b.Gamma:.5g}", f"{b.E:.5g}",
+                      f"{b.residual:.1e}", "yes" if b.converged else "no", f"{_coherence(b.C, T, P):.3f}")
+    console.print(table)
+    console.print("* dominant branch (largest S); rho: mean temporal coherence over t != s >= 1")
+
+
+def _do_sample(cfg, out: Path, progress: bool):
+    from . import plots, storage
+    from .sampling import sample
+
+    samples = sample(**cfg.sample_kwargs(), progress=progress)
+    storage.save(storage.samples_to_dataset(samples), out / "samples.nc")
+    T, P = samples.task.T, samples.task.P
+    plots.plot_kernels(samples.C_mean, None, T, P, out / "samples.png",
+                       title=f"sampled (N={samples.N}): " + _title(cfg))
+    return samples
+
+
+def _print_samples(s) -> None:
+    step = np.atleast_1d(np.asarray(s.step_size, dtype=float))
+    console.print(f"[bold]samples[/bold] {s.arch.name} N={s.N}: {s.num_chains} chains x {s.num_samples} samples "
+                  f"(warm-up {s.num_warmup}), acceptance {s.acceptance_rate:.3f}, ESS {s.ess:.0f}, "
+                  f"step size {step.min():.3g}-{step.max():.3g}, {s.seconds:.1f} s")
+    if getattr(s, "num_divergent", 0):
+        console.print(f"[yellow]{s.num_divergent} divergent transitions[/yellow]")
+
+
+def _print_comparison(cmp) -> None:
+    console.print(f"[bold]comparison[/bold] N={cmp.N}: kernel error {cmp.error:.4f} ± {cmp.error_bar:.4f} "
+                  f"(sampling), prediction error {cmp.prediction_error:.4f}, parity {cmp.parity:+d}")
+    table = Table(title="relative block errors ||C_samp - C_theory||_ts (± sampling error)", title_justify="left")
+    table.add_column("t\\s", justify="right", no_wrap=True)
+    for s in range(cmp.T):
+        table.add_column(str(s), justify="right", no_wrap=True)
+    for t in range(cmp.T):
+        table.add_row(str(t), *(f"{cmp.block_error[t, s]:.4f} ± {cmp.block_error_bar[t, s]:.4f}" for s in range(cmp.T)))
+    console.print(table)
+
+
+@app.command()
+def solve(
+    config: Path = typer.Argument(..., help=CONFIG_HELP, show_default=False),
+    out: Path = typer.Option(Path("results"), "--out", "-o", help=OUT_HELP),
+):
+    """Solve the mean-field theory: the trained kernel C maximising the action S.
+
+    Writes OUT/solution.nc (kernels, branches, predictions, provenance) and OUT/solution.png (kernel heatmap), and prints S, the residual, convergence and every branch found.
+    """
+
+    def go():
+        cfg = _load(config)
+        sol = _do_solve(cfg, out)
+        _print_solution(sol)
+        console.print(f"wrote {out / 'solution.nc'}, {out / 'solution.png'}")
+
+    _run(go)
+
+
+@app.command()
+def sample(
+    config: Path = typer.Argument(..., help=CONFIG_HELP, show_default=False),
+    out: Path = typer.Option(Path("results"), "--out", "-o", help=OUT_HELP),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the sampler's progress bar."),
+):
+    r"""Sample the finite-width posterior with HMC (\[sampling] table: N, chains, samples, ...).
+
+    Writes OUT/samples.nc (mean and per-chain kernels, outputs, kept weights, diagnostics) and OUT/samples.png (heatmap of the mean kernel), and prints acceptance rate, ESS and timing.
+    """
+
+    def go():
+        cfg = _load(config)
+        s = _do_sample(cfg, out, progress)
+        _print_samples(s)
+        console.print(f"wrote {out / 'samples.nc'}, {out / 'samples.png'}")
+
+    _run(go)
+
+
+@app.command()
+def compare(
+    config: Path = typer.Argument(..., help=CONFIG_HELP, show_default=False),
+    out: Path = typer.Option(Path("results"), "--out", "-o", help=OUT_HELP),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the sampler's progress bar."),
+):
+    """Solve the theory, sample the finite-width network and compare them block by block.
+
+    Writes OUT/solution.nc, OUT/samples.nc, OUT/comparison.nc, OUT/comparison.png (theory | sampled | difference) and OUT/block_errors.png, and prints the table of per-block relative errors with their sampling error bars (cross-time blocks compared up to W -> -W).
+    """
+
+    def go():
+        from . import plots, storage
+        from .compare import compare as compare_fn
+
+        cfg = _load(config)
+        sol = _do_solve(cfg, out)
+        _print_solution(sol)
+        s = _do_sample(cfg, out, progress)
+        _print_samples(s)
+        cmp = compare_fn(sol, s)
+        ds = storage.comparison_to_dataset(
+            cmp, config=storage.config_json(sol.arch, sol.prior, sol.phi, sol.kappa, N=s.N, seed=s.seed))
+        storage.save(ds, out / "comparison.nc")
+        plots.plot_kernels(cmp.C_theory, cmp.C_sampled, cmp.T, cmp.P, out / "comparison.png",
+                           title=f"N={cmp.N}: " + _title(cfg))
+        plots.plot_block_errors(cmp, out / "block_errors.png")
+        _print_comparison(cmp)
+        console.print(f"wrote solution.nc, samples.nc, comparison.nc, comparison.png, block_errors.png to {out}")
+
+    _run(go)
+
+
+@app.callback(invoke_without_command=True)
+def _main(
+    version: bool = typer.Option(False, "--version", help="Print the kernelfield version and exit.", is_eager=True),
+):
+    if version:
+        from . import __version__
+
+        console.print(f"kernelfield {__version__}")
+        raise typer.Exit()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,278 @@
+"""TOML run configurations, validated with pydantic.
+
+Example (every table but ``[architecture]`` and ``[task]`` may be left out; defaults shown)::
+
+    [architecture]
+    kind = "rnn"          # "rnn" | "dnn" | "tied_every" | "custom"
+    T = 4
+    # k = 2               # tied_every: W tied within blocks of k steps
+    # W_groups = [0, 0, 0, 0]   # custom: one group label per step for each of W, U, b, v
+
+    [prior]
+    g = 1.0
+    sigma_u = 1.0
+    sigma_b = 0.0
+    sigma_v = 1.0
+
+    [task]
+    generator = "endpoint_patterns"   # a key of kernelfield.tasks.TASKS
+    P = 4
+    D = 4
+    target_scale = 1.0                # other keys are passed to the generator
+    seed = 0
+
+    [theory]
+    phi = "linear"
+    kappa = 0.1
+    # tol = 1e-6
+    # init = "auto"       # "auto" | "prior" | "broken"
+
+    [sampling]
+    N = 128
+    num_samples = 1000
+    num_warmup = 500
+    num_chains = 4
+    seed = 0
+    # num_integration_steps = 16, thin = 1, keep_weights = 20
+
+The task's ``T`` is the architecture's. :func:`load_config` validates the whole file (including
+building the architecture and the task, so e.g. a generator argument out of range is reported
+at load time) and raises :class:`ConfigError` with one line per problem, each naming the file,
+the field (``section.key``) and what is allowed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import tomllib
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .spec import Architecture, Prior, Task
+
+__all__ = ["Config", "ConfigError", "load_config", "parse_config"]
+
+
+class ConfigError(ValueError):
+    """A configuration file could not be read or is invalid; the message names the file and fields."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ArchitectureConfig(_Section):
+    kind: Literal["rnn", "dnn", "tied_every", "custom"]
+    T: int = Field(ge=1, description="number of time steps")
+    k: Optional[int] = Field(default=None, ge=1, description="tied_every: block length of tied W")
+    W_groups: Optional[list[int]] = None
+    U_groups: Optional[list[int]] = None
+    b_groups: Optional[list[int]] = None
+    v_groups: Optional[list[int]] = None
+
+    @model_validator(mode="after")
+    def _kind_fields(self):
+        groups = {f: getattr(self, f"{f}_groups") for f in ("W", "U", "b", "v")}
+        if self.kind == "tied_every" and self.k is None:
+            raise ValueError("k: required when kind = 'tied_every' (block length of tied W, an integer >= 1)")
+        if self.kind != "tied_every" and self.k is not None:
+            raise ValueError(f"k: only used with kind = 'tied_every', not with kind = {self.kind!r}")
+        if self.kind == "custom":
+            missing = [f"{f}_groups" for f, g in groups.items() if g is None]
+            if missing:
+                raise ValueError(f"{', '.join(missing)}: required when kind = 'custom' (a list of T = {self.T} "
+                                 "integer group labels, one per time step)")
+        else:
+            given = [f"{f}_groups" for f, g in groups.items() if g is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)}: only used with kind = 'custom', not with kind = {self.kind!r}")
+        self.build()  # the spec's own validation (e.g. group list lengths)
+        return self
+
+    def build(self) -> Architecture:
+        if self.kind == "rnn":
+            return Architecture.rnn(self.T)
+        if self.kind == "dnn":
+            return Architecture.dnn(self.T)
+        if self.kind == "tied_every":
+            return Architecture.tied_every(self.T, self.k)
+        return Architecture(self.T, self.W_groups, self.U_groups, self.b_groups, self.v_groups, name="custom")
+
+
+class PriorConfig(_Section):
+    g: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    sigma_u: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    sigma_b: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    sigma_v: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+
+    def build(self) -> Prior:
+        return Prior(self.g, self.sigma_u, self.sigma_b, self.sigma_v)
+
+
+class TaskConfig(BaseModel):
+    """``generator`` names a function in :data:`kernelfield.tasks.TASKS`; every other key is
+    passed to it as a keyword argument (``T`` comes from ``[architecture]``)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    generator: str
+
+    @field_validator("generator")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from .tasks import TASKS
+
+        if v not in TASKS:
+            raise ValueError(f"unknown task generator {v!r}; allowed: {', '.join(sorted(TASKS))}")
+        return v
+
+    @property
+    def kwargs(self) -> dict:
+        return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _arguments(self):
+        from .tasks import TASKS
+
+        params = inspect.signature(TASKS[self.generator]).parameters
+        allowed = [p for p in params if p != "T"]
+        kwargs = self.kwargs
+        if "T" in kwargs:
+            raise ValueError("T: set the number of time steps in [architecture], not in [task]")
+        for key in kwargs:
+            if key not in params:
+                raise ValueError(f"{key}: not an argument of task generator {self.generator!r}; "
+                                 f"allowed: {', '.join(allowed)}")
+        missing = [p for p, par in params.items()
+                   if p != "T" and par.default is inspect.Parameter.empty and p not in kwargs]
+        if missing:
+            raise ValueError(f"{', '.join(missing)}: required by task generator {self.generator!r}")
+        return self
+
+    def build(self, T: int) -> Task:
+        from .tasks import TASKS
+
+        return TASKS[self.generator](T=T, **self.kwargs)
+
+
+class TheoryConfig(_Section):
+    phi: str = "linear"
+    kappa: float = Field(default=0.1, gt=0, allow_inf_nan=False)
+    tol: float = Field(default=1e-6, gt=0, allow_inf_nan=False)
+    init: Literal["auto", "prior", "broken"] = "auto"
+
+    @field_validator("phi")
+    @classmethod
+    def _known_phi(cls, v: str) -> str:
+        from .nonlinearities import available
+
+        if v not in available():
+            raise ValueError(f"unknown nonlinearity {v!r}; allowed: {', '.join(available())}")
+        return v
+
+
+class SamplingConfig(_Section):
+    N: int = Field(default=128, ge=1, description="network width")
+    num_samples: int = Field(default=1000, ge=1)
+    num_warmup: int = Field(default=500, ge=0)
+    num_chains: int = Field(default=4, ge=1)
+    seed: int = Field(default=0, ge=0)
+    num_integration_steps: int = Field(default=16, ge=1)
+    thin: int = Field(default=1, ge=1)
+    keep_weights: int = Field(default=20, ge=0)
+
+
+class Config(_Section):
+    """A validated run configuration; ``build_*`` make the library objects."""
+
+    architecture: ArchitectureConfig
+    prior: PriorConfig = PriorConfig()
+    task: TaskConfig
+    theory: TheoryConfig = TheoryConfig()
+    sampling: SamplingConfig = SamplingConfig()
+
+    @model_validator(mode="after")
+    def _task_builds(self):
+        try:
+            self.build_task()
+        except ValueError as e:  # generator argument checks, e.g. "supervise_every: must be <= T"
+            raise ValueError(f"task.{e}") from None
+        return self
+
+    def build_architecture(self) -> Architecture:
+        return self.architecture.build()
+
+    def build_prior(self) -> Prior:
+        return self.prior.build()
+
+    def build_task(self) -> Task:
+        return self.task.build(self.architecture.T)
+
+    def solve_kwargs(self) -> dict:
+        """Keyword arguments for :func:`kernelfield.solve`."""
+        return dict(arch=self.build_architecture(), task=self.build_task(), prior=self.build_prior(),
+                    phi=self.theory.phi, kappa=self.theory.kappa, tol=self.theory.tol, init=self.theory.init)
+
+    def sample_kwargs(self) -> dict:
+        """Keyword arguments for :func:`kernelfield.sampling.sample`."""
+        return dict(arch=self.build_architecture(), task=self.build_task(), prior=self.build_prior(),
+                    phi=self.theory.phi, kappa=self.theory.kappa, **self.sampling.model_dump())
+
+
+def _format_error(err: dict) -> str:
+    loc = ".".join(str(x) for x in err.get("loc", ()))
+    msg = err.get("msg", "")
+    typ = err.get("type", "")
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if typ == "extra_forbidden":
+        msg = "unknown key (check the spelling)"
+        parent = _fields_at(err.get("loc", ())[:-1])
+        if parent:
+            msg += f"; allowed: {', '.join(parent)}"
+    elif typ == "missing":
+        msg = "required but missing"
+    elif ("input" in err and typ not in ("model_type", "dict_type") and not isinstance(err["input"], dict)
+          and repr(err["input"]) not in msg):
+        msg += f" (got {err['input']!r})"
+    if typ == "value_error" and loc and msg.split(":")[0].split(",")[0].strip().isidentifier():
+        # the message already names the key, e.g. "k: required when ..."; qualify it with the table
+        return f"{loc}.{msg}"
+    return f"{loc}: {msg}" if loc else msg
+
+
+def _fields_at(loc) -> list[str]:
+    model = Config
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        model = field.annotation
+    return list(model.model_fields)
+
+
+def parse_config(data: dict, source: str = "<config>") -> Config:
+    """Validate an already parsed TOML mapping; raise :class:`ConfigError` naming ``source``."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        lines = [_format_error(err) for err in e.errors(include_url=False)]
+        plural = "s" if len(lines) > 1 else ""
+        raise ConfigError(f"{source}: invalid configuration{plural}: " + "; ".join(lines)) from None
+
+
+def load_config(path) -> Config:
+    """Read and validate a TOML configuration file (see the module docstring)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, expected a TOML configuration file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return parse_config(data, source=str(path))

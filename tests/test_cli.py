@@ -1,0 +1,94 @@
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kernelfield import storage
+from kernelfield.cli import app
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+runner = CliRunner()
+
+TINY = """
+[architecture]
+kind = "rnn"
+T = 3
+[task]
+generator = "endpoint_patterns"
+P = 3
+D = 3
+[theory]
+kappa = 0.2
+[sampling]
+N = 32
+num_samples = 60
+num_warmup = 60
+num_chains = 2
+keep_weights = 2
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["solve", "--help"], ["sample", "--help"], ["compare", "--help"]])
+def test_help(args):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+    if len(args) == 2:
+        assert "CONFIG" in result.output.upper() and "--out" in result.output
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and "kernelfield" in result.output
+
+
+def test_solve_example_writes_netcdf_and_png(tmp_path):
+    out = tmp_path / "res"
+    result = runner.invoke(app, ["solve", str(EXAMPLES / "linear_dnn_endpoint.toml"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "S =" in result.output and "converged" in result.output and "branches" in result.output
+    assert (out / "solution.png").read_bytes()[:4] == b"\x89PNG"
+    ds = storage.load(out / "solution.nc")
+    assert ds.attrs["kind"] == "solution" and ds["C"].shape == (4, 4, 4, 4)
+    sol = storage.solution_from_dataset(ds)
+    assert sol.arch.name == "dnn" and sol.task.P == 4
+
+
+@pytest.mark.parametrize("command", ["solve", "sample", "compare"])
+def test_bad_config_exits_2_with_clear_message(tmp_path, command):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[architecture]\nkind = "lstm"\nT = 3\n[task]\ngenerator = "integration"\nP = 2\n')
+    result = runner.invoke(app, [command, str(bad), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "bad.toml" in lines[0] and "architecture.kind" in lines[0] and "'rnn'" in lines[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_config_and_library_errors_exit_2(tmp_path):
+    result = runner.invoke(app, ["solve", str(tmp_path / "nope.toml")])
+    assert result.exit_code == 2 and "configuration file not found" in result.stderr
+    erf = tmp_path / "erf.toml"
+    erf.write_text(TINY.replace("kappa = 0.2", 'kappa = 0.2\nphi = "erf"'))
+    result = runner.invoke(app, ["solve", str(erf), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and result.stderr.startswith("error: phi:")
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_compare_end_to_end(tmp_path):
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TINY)
+    out = tmp_path / "cmp"
+    result = runner.invoke(app, ["compare", str(cfg), "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    for name in ("solution.nc", "samples.nc", "comparison.nc", "comparison.png", "block_errors.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert "block errors" in result.output and "(0,0)" not in result.output
+    cmp = storage.load(out / "comparison.nc")
+    assert cmp.attrs["kind"] == "comparison" and cmp["block_error"].shape == (3, 3)
+    assert cmp.attrs["error"] < 0.5  # theory vs N = 32 samples: loose sanity bound
+    samples = storage.samples_from_dataset(storage.load(out / "samples.nc"))
+    assert samples.N == 32 and samples.C_mean.shape == (9, 9)

@@ -1,0 +1,111 @@
+import copy
+import tomllib
+from pathlib import Path
+
+import pytest
+
+import kernelfield as kf
+from kernelfield.config import ConfigError, load_config, parse_config
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLE_CONFIGS = sorted(EXAMPLES.glob("*.toml"))
+
+
+def test_examples_exist():
+    names = {p.name for p in EXAMPLE_CONFIGS}
+    assert {"linear_rnn_endpoint.toml", "linear_dnn_endpoint.toml", "linear_rnn_sequential.toml"} <= names
+
+
+@pytest.mark.parametrize("path", EXAMPLE_CONFIGS, ids=lambda p: p.name)
+def test_example_configs_load(path):
+    cfg = load_config(path)
+    arch, prior, task = cfg.build_architecture(), cfg.build_prior(), cfg.build_task()
+    assert isinstance(arch, kf.Architecture) and isinstance(prior, kf.Prior) and isinstance(task, kf.Task)
+    assert task.T == arch.T
+    kw = cfg.sample_kwargs()
+    assert kw["N"] == cfg.sampling.N and kw["kappa"] == cfg.theory.kappa
+
+
+def test_builds_match_config():
+    cfg = load_config(EXAMPLES / "linear_dnn_endpoint.toml")
+    assert cfg.build_architecture() == kf.Architecture.dnn(4)
+    assert cfg.build_prior() == kf.Prior(1.0, 1.0, 0.0, 1.0)
+    assert cfg.build_task().inputs.shape == (4, 4, 4)
+
+
+def test_defaults_and_other_kinds():
+    cfg = parse_config({"architecture": {"kind": "tied_every", "T": 4, "k": 2},
+                        "task": {"generator": "integration", "P": 2, "D": 2}})
+    assert cfg.build_architecture() == kf.Architecture.tied_every(4, 2)
+    assert cfg.theory.phi == "linear" and cfg.sampling.N == 128
+    custom = parse_config({"architecture": {"kind": "custom", "T": 2, "W_groups": [0, 0], "U_groups": [0, 1],
+                                            "b_groups": [0, 0], "v_groups": [0, 1]},
+                           "task": {"generator": "integration", "P": 2, "D": 2}})
+    assert custom.build_architecture().U_groups == (0, 1)
+
+
+BASE = tomllib.loads((EXAMPLES / "linear_rnn_endpoint.toml").read_text())
+
+
+def _set(section, **kw):
+    def mod(d):
+        d[section].update(kw)
+    return mod
+
+
+def _pop(section, key=None):
+    def mod(d):
+        if key is None:
+            d.pop(section)
+        else:
+            d[section].pop(key)
+    return mod
+
+
+@pytest.mark.parametrize(
+    "modify, expected",
+    [
+        (_set("architecture", kind="lstm"), r"architecture\.kind: .*'rnn', 'dnn', 'tied_every' or 'custom'"),
+        (_set("architecture", T=0), r"architecture\.T: .*greater than or equal to 1"),
+        (_set("architecture", T="four"), r"architecture\.T: .*integer"),
+        (_set("architecture", kind="tied_every"), r"architecture\.k: required when kind = 'tied_every'"),
+        (_set("architecture", k=2), r"architecture\.k: only used with kind = 'tied_every'"),
+        (_set("architecture", kind="custom"), r"architecture\.W_groups.*required when kind = 'custom'"),
+        (_set("architecture", kind="custom", W_groups=[0], U_groups=[0] * 4, b_groups=[0] * 4, v_groups=[0] * 4),
+         r"architecture\.W_groups: expected a list of 4"),
+        (_set("architecture", depth=3), r"architecture\.depth: unknown key.*allowed: kind, T, k"),
+        (_set("prior", g=0.0), r"prior\.g: .*greater than 0"),
+        (_set("prior", sigma_b=-1.0), r"prior\.sigma_b: .*greater than or equal to 0"),
+        (_set("prior", sigma_v="big"), r"prior\.sigma_v: .*number"),
+        (_set("task", generator="xor"), r"task\.generator: unknown task generator 'xor'; allowed: endpoint_patterns, integration"),
+        (_set("task", colour=1), r"task\.colour: not an argument of task generator 'endpoint_patterns'; allowed: P, D"),
+        (_pop("task", "D"), r"task\.D: required by task generator 'endpoint_patterns'"),
+        (_set("task", P=0), r"task\.P: must be an integer >= 1"),
+        (_set("task", T=3), r"task\.T: set the number of time steps in \[architecture\]"),
+        (_pop("task"), r"task: required but missing"),
+        (_set("theory", phi="sigmoid"), r"theory\.phi: unknown nonlinearity 'sigmoid'; allowed: .*linear"),
+        (_set("theory", kappa=-0.1), r"theory\.kappa: .*greater than 0"),
+        (_set("theory", init="random"), r"theory\.init: .*'auto', 'prior' or 'broken'"),
+        (_set("sampling", N=0), r"sampling\.N: .*greater than or equal to 1"),
+        (_set("sampling", num_chains=1.5), r"sampling\.num_chains: .*integer"),
+        (lambda d: d.update(sampler={}), r"sampler: unknown key.*allowed: architecture, prior, task, theory, sampling"),
+    ],
+)
+def test_bad_field_gives_clear_error(modify, expected, tmp_path):
+    data = copy.deepcopy(BASE)
+    modify(data)
+    with pytest.raises(ConfigError, match=r"^bad\.toml: invalid configuration: " + ".*" + expected):
+        parse_config(data, source="bad.toml")
+
+
+def test_load_config_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="configuration file not found"):
+        load_config(tmp_path / "missing.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[architecture\nkind = 'rnn'\n")
+    with pytest.raises(ConfigError, match=r"broken\.toml: not valid TOML"):
+        load_config(broken)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[architecture]\nkind = "rnn"\nT = -1\n[task]\ngenerator = "integration"\nP = 2\n')
+    with pytest.raises(ConfigError, match=r"bad\.toml: invalid configuration: architecture\.T"):
+        load_config(bad)

@@ -1,0 +1,136 @@
+import json
+import os
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import kernelfield as kf
+from kernelfield import storage
+from kernelfield.tasks import endpoint_patterns
+
+
+@pytest.fixture(scope="module")
+def solution():
+    task = endpoint_patterns(P=3, T=3, D=3, target_scale=1.0, seed=0)
+    return kf.solve(kf.Architecture.rnn(3), task, kf.Prior(g=0.9, sigma_b=0.1), kappa=0.2)
+
+
+def _fake_samples(T=3, P=3, D=3, chains=2, N=8):
+    rng = np.random.default_rng(0)
+    n = T * P
+    A = rng.normal(size=(chains, n, n))
+    C_chains = A @ A.transpose(0, 2, 1) / n
+    return SimpleNamespace(
+        arch=kf.Architecture.dnn(T), task=endpoint_patterns(P, T, D, seed=1), prior=kf.Prior(), phi="linear",
+        kappa=0.1, N=N, seed=3, num_samples=50, num_chains=chains, num_warmup=20, num_integration_steps=8, thin=1,
+        C_chains=C_chains, C_mean=C_chains.mean(0), C_sem=C_chains.std(0), f_mean=rng.normal(size=(P, T)),
+        f_var=rng.random((P, T)),
+        weights={"W": rng.normal(size=(4, T, N, N)), "U": rng.normal(size=(4, T, N, D)),
+                 "b": rng.normal(size=(4, T, N)), "v": rng.normal(size=(4, T, N))},
+        acceptance_rate=0.8, num_divergent=0, ess=123.0, step_size=np.array([0.1, 0.2]), seconds=1.5,
+    )
+
+
+def test_solution_dataset_layout(solution):
+    ds = storage.solution_to_dataset(solution)
+    T, P = 3, 3
+    assert ds["C"].dims == ("t", "a", "t2", "a2") and ds["C"].shape == (T, P, T, P)
+    np.testing.assert_array_equal(storage.kernel_matrix(ds["C"]), solution.C)
+    # time-major: entry (t, a, s, b) is C[t*P + a, s*P + b]
+    assert ds["C"].values[2, 1, 0, 2] == solution.C[2 * P + 1, 0 * P + 2]
+    np.testing.assert_array_equal(storage.kernel_matrix(ds["Ct"]), solution.Ct)
+    assert ds["inputs"].dims == ("a", "t", "d") and ds["targets"].dims == ("a", "t")
+    assert ds["prediction_mean"].dims == ("a", "t")
+    np.testing.assert_allclose(ds["prediction_mean"].values, solution.predict().mean)
+    assert ds.sizes["branch"] == len(solution.branches)
+    np.testing.assert_array_equal(ds["branch_S"].values, [b.S for b in solution.branches])
+    cfg = json.loads(ds.attrs["config"])
+    assert cfg["architecture"] == solution.arch.to_dict() and cfg["prior"] == solution.prior.to_dict()
+    assert cfg["phi"] == "linear" and cfg["kappa"] == 0.2
+    assert ds.attrs["kernelfield_version"] == kf.__version__
+    assert ds.attrs["S"] == solution.S and ds.attrs["converged"] == int(solution.converged)
+    assert ds.attrs["residual"] == solution.residual and "created" in ds.attrs and "seconds" in ds.attrs
+
+
+def test_solution_netcdf_round_trip(solution, tmp_path):
+    ds = storage.solution_to_dataset(solution)
+    path = storage.save(ds, tmp_path / "out" / "solution.nc")
+    assert sorted(os.listdir(tmp_path / "out")) == ["solution.nc"]  # no temp files left
+    back = storage.load(path)
+    assert back.identical(storage.load(path))
+    for name in ("C", "Ct", "targets", "inputs", "branch_C", "branch_S", "prediction_mean"):
+        np.testing.assert_array_equal(back[name].values, ds[name].values)
+    assert np.isnan(back["targets"].values[:, :-1]).all()
+    assert set(back.attrs) == set(ds.attrs)
+    for key, value in ds.attrs.items():
+        assert back.attrs[key] == value, key
+    # rebuild the solution and use it
+    sol = storage.solution_from_dataset(back)
+    assert sol.arch == solution.arch and sol.prior == solution.prior
+    assert sol.phi == solution.phi and sol.kappa == solution.kappa
+    np.testing.assert_array_equal(sol.task.targets, solution.task.targets)
+    np.testing.assert_array_equal(sol.C, solution.C)
+    assert sol.S == solution.S and sol.converged == solution.converged
+    np.testing.assert_allclose(sol.predict(N=64).var, solution.predict(N=64).var)
+
+
+def test_load_closes_file_and_overwrite(solution, tmp_path):
+    path = tmp_path / "s.nc"
+    storage.save(storage.solution_to_dataset(solution), path)
+    first = storage.load(path)
+    storage.save(storage.solution_to_dataset(solution), path)  # replace while `first` is alive
+    os.remove(path)  # nothing holds the file open
+    assert first["C"].values.shape == (3, 3, 3, 3)
+    with pytest.raises(FileNotFoundError, match="path"):
+        storage.load(path)
+
+
+def test_failed_write_is_atomic(solution, tmp_path, monkeypatch):
+    path = tmp_path / "s.nc"
+    storage.save(storage.solution_to_dataset(solution), path)
+    before = path.read_bytes()
+
+    def boom(self, target, *args, **kwargs):
+        with open(target, "wb") as fh:
+            fh.write(b"partial")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        storage.save(storage.solution_to_dataset(solution), path)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["s.nc"]
+
+
+def test_samples_round_trip(tmp_path):
+    s = _fake_samples()
+    ds = storage.samples_to_dataset(s)
+    assert ds["C"].dims == ("t", "a", "t2", "a2") and ds["C_chains"].dims[0] == "chain"
+    assert ds["weights_W"].shape == (4, 3, 8, 8) and ds["weights_W"].dims[:2] == ("sample", "W_group")
+    cfg = json.loads(ds.attrs["config"])
+    assert cfg["N"] == 8 and cfg["seed"] == 3 and cfg["num_samples"] == 50
+    back = storage.load(storage.save(ds, tmp_path / "samples.nc"))
+    assert back.attrs["acceptance_rate"] == 0.8 and back.attrs["ess"] == 123.0
+    r = storage.samples_from_dataset(back)
+    np.testing.assert_array_equal(r.C_mean, s.C_mean)
+    np.testing.assert_array_equal(r.C_chains, s.C_chains)
+    np.testing.assert_array_equal(r.weights["v"], s.weights["v"])
+    np.testing.assert_array_equal(r.step_size, s.step_size)
+    assert r.arch == s.arch and r.prior == s.prior and r.N == 8 and r.kappa == 0.1
+
+
+def test_comparison_dataset(solution, tmp_path):
+    from kernelfield.compare import compare
+
+    T, P = 3, 3
+    fake = SimpleNamespace(arch=solution.arch, task=solution.task, prior=solution.prior, phi=solution.phi,
+                           kappa=solution.kappa, N=64, C_mean=solution.C * 1.01, C_sem=0.01 * np.abs(solution.C),
+                           f_mean=solution.predict().mean)
+    cmp = compare(solution, fake)
+    ds = cmp.to_xarray()
+    assert ds["block_error"].dims == ("t", "t2") and ds["C_theory"].shape == (T, P, T, P)
+    back = storage.load(storage.save(ds, tmp_path / "c.nc"))
+    np.testing.assert_array_equal(back["block_error"].values, cmp.block_error)
+    assert back.attrs["error"] == cmp.error and back.attrs["parity"] == cmp.parity and back.attrs["N"] == 64
