@@ -249,9 +249,10 @@ def solve(
         found = [run(C0, init="user")]
 
     branches: list[Branch] = []
-    for b in sorted(found, key=lambda b: -b.S):
+    for b in found:  # in start order, so a branch keeps the label of the first start that found it
         if not any(_same_branch(b.C, other.C, prob.T, prob.P) for other in branches):
             branches.append(b)
+    branches.sort(key=lambda b: -b.S)
     sol = Solution(arch, task, prior, nl.name, float(kappa), tuple(branches), prob, time.perf_counter() - started)
     if not sol.converged:
         warnings.warn(
