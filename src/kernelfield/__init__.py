@@ -13,6 +13,7 @@ from .theory.solver import Branch, ConvergenceWarning, Solution, predict, solve 
 from .sampling import Samples, sample  # noqa: E402
 from .compare import Comparison, compare  # noqa: E402
 from .storage import load, save  # noqa: E402
+from .observables import temporal_coherence  # noqa: E402
 from . import tasks  # noqa: E402
 
 __version__ = "0.1.0"
@@ -39,4 +40,5 @@ __all__ = [
     "save",
     "load",
     "tasks",
+    "temporal_coherence",
 ]

@@ -15,6 +15,7 @@ import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
+from .observables import mean_coherence
 
 app = typer.Typer(
     name="kernelfield",
@@ -68,16 +69,6 @@ def _warn_lines(caught) -> None:
         err_console.print(f"warning: {w.message}", style="yellow", markup=False, highlight=False, soft_wrap=True)
 
 
-def _coherence(C: np.ndarray, T: int, P: int) -> float:
-    """Mean temporal coherence rho_ts over t != s >= 1 (THEORY.md §4); nan when T < 3."""
-    blocks = C.reshape(T, P, T, P)
-    norms = np.sqrt(np.einsum("tasb->ts", blocks**2))
-    d = np.sqrt(np.diag(norms))
-    rho = norms / np.maximum(d[:, None] * d[None, :], 1e-300)
-    idx = [(t, s) for t in range(1, T) for s in range(1, T) if t != s]
-    return float(np.mean([rho[t, s] for t, s in idx])) if idx else float("nan")
-
-
 def _load(config: Path):
     from .config import load_config
 
@@ -112,7 +103,7 @@ def _print_solution(sol) -> None:
     best = max(range(len(sol.branches)), key=lambda i: sol.branches[i].S)
     for i, b in enumerate(sol.branches):
         table.add_row(f"{i}{'*' if i == best else ''}", b.init, f"{b.S:.5g}", f"{b.Gamma:.5g}", f"{b.E:.5g}",
-                      f"{b.residual:.1e}", "yes" if b.converged else "no", f"{_coherence(b.C, T, P):.3f}")
+                      f"{b.residual:.1e}", "yes" if b.converged else "no", f"{mean_coherence(b.C, T, P):.3f}")
     console.print(table)
     console.print("* dominant branch (largest S); rho: mean temporal coherence over t != s >= 1")
 

@@ -1,10 +1,14 @@
 """The lazy / NNGP limit (THEORY.md §4): with no learning signal ``Ct = 0`` and ``C`` is the
-prior kernel, the fixed point of ``C = <phi(h) phi(h)ᵀ>_{N(0, K(C))}`` found forward in time."""
+prior kernel, the fixed point of ``C = <phi(h) phi(h)ᵀ>_{N(0, K(C))}`` found forward in time.
+
+``C`` is the kernel of the features ``phi(h)``; ``prob.K(C)`` is then the covariance of the
+preactivations ``h`` (for linear ``phi`` the two coincide)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..gaussian import DEFAULT_ORDER, expect_phiphi
 from ..nonlinearities import get_nonlinearity
 from ..spec import Architecture, Prior, Task
 from .kernels import Problem, make_problem
@@ -12,23 +16,25 @@ from .kernels import Problem, make_problem
 __all__ = ["prior_kernel", "lazy_kernel"]
 
 
-def lazy_kernel(prob: Problem, phi="linear") -> np.ndarray:
-    """Prior kernel for an assembled problem: ``T`` forward sweeps of ``C <- <phi phiᵀ>(K(C))``
-    are exact because block ``(t, s)`` of ``K`` depends only on block ``(t-1, s-1)`` of ``C``."""
+def lazy_kernel(prob: Problem, phi="linear", order: int = DEFAULT_ORDER) -> np.ndarray:
+    """Prior feature kernel for an assembled problem: ``T`` forward sweeps of
+    ``C <- <phi(h) phi(h)ᵀ>_{h ~ N(0, K(C))}`` are exact because block ``(t, s)`` of ``K``
+    depends only on block ``(t-1, s-1)`` of ``C`` (the sharing masks are applied by ``prob.K``).
+
+    Linear ``phi`` is exact (``C <- K(C)``); erf and ReLU use closed forms, any other ``phi``
+    2-D Gauss–Hermite quadrature with ``order`` nodes per dimension
+    (:func:`kernelfield.gaussian.expect_phiphi`)."""
     nl = get_nonlinearity(phi)
-    if nl.name != "linear":
-        raise NotImplementedError(
-            f"phi: the lazy kernel for {nl.name!r} needs the nonlinear Gaussian expectations "
-            "(not implemented yet); use phi='linear'"
-        )
     C = np.zeros((prob.n, prob.n))
     for _ in range(prob.T):
-        C = np.asarray(prob.K(C))  # linear phi: <h hᵀ> = K
+        K = prob.K(C)
+        C = np.asarray(K if nl.name == "linear" else expect_phiphi(K, nl, order))
     return 0.5 * (C + C.T)
 
 
 def prior_kernel(arch: Architecture, task: Task, prior: Prior = Prior(), phi="linear") -> np.ndarray:
-    """Lazy (NNGP) kernel ``C`` of shape ``(T*P, T*P)``, time-major, for any sharing pattern.
+    """Lazy (NNGP) kernel ``C`` of the features ``phi(h)``, shape ``(T*P, T*P)``, time-major,
+    for any sharing pattern and any registered ``phi``.
 
     The targets of ``task`` are not used.
     """
