@@ -28,13 +28,14 @@ from .nonlinearities import get_nonlinearity
 __all__ = ["DEFAULT_ORDER", "gauss_hermite", "quadrature_2d", "expect_phiphi", "expect_hphi", "expect_dphi"]
 
 DEFAULT_ORDER = 60  # Gauss–Hermite nodes per dimension
+MAX_ORDER = 360  # numpy's hermegauss overflows beyond ~370 nodes
 
 
 @lru_cache(maxsize=None)
 def gauss_hermite(order: int = DEFAULT_ORDER) -> tuple[np.ndarray, np.ndarray]:
     """Nodes and weights with ``sum_k w_k f(x_k) ≈ E[f(z)]``, ``z ~ N(0, 1)``."""
-    if not isinstance(order, (int, np.integer)) or order < 1:
-        raise ValueError(f"order: number of quadrature nodes must be an integer >= 1, got {order!r}")
+    if not isinstance(order, (int, np.integer)) or not 1 <= order <= MAX_ORDER:
+        raise ValueError(f"order: number of quadrature nodes must be an integer in [1, {MAX_ORDER}], got {order!r}")
     x, w = np.polynomial.hermite_e.hermegauss(int(order))
     return x, w / np.sqrt(2.0 * np.pi)
 
@@ -68,8 +69,10 @@ def quadrature_2d(K, f: Callable, order: int = DEFAULT_ORDER):
     """``E[f(h_i, h_j)]`` for all ``i, j`` by ``order × order`` Gauss–Hermite quadrature.
 
     ``f(u, v)`` must be elementwise and jax-traceable; it is exact for polynomials of degree
-    ``< 2·order`` in each variable and converges fast for smooth ``f`` (slowly for kinks, so use
-    closed forms there)."""
+    ``< 2·order`` in each variable and converges fast for smooth ``f`` of moderate variance.
+    Accuracy at the default 60 nodes for ``tanh``: ~1e-8 at variance 1, ~2e-6 at 2, ~3e-4 at 5,
+    ~4e-3 at 10 (``phi(sqrt(v) z)`` varies on the scale ``1/sqrt(v)``; raise ``order`` there);
+    kinks (ReLU) converge only like ``1/order``, so give such ``phi`` a closed form."""
     K = jnp.asarray(K, dtype=jnp.float64)
     return _quadrature_2d(K, f, int(order))
 

@@ -211,7 +211,7 @@ def solve(
     init="auto",
     tol: float = 1e-6,
     max_iter: int = 5000,
-    inner: int = 25,
+    inner: int = 10,
 ) -> Solution:
     """Trained kernels: the maximiser of ``S(C) = -Gamma(C) - E(C)``.
 
