@@ -92,7 +92,9 @@ and as the number of samples grows (O(1/sqrt(N · samples)) Monte-Carlo noise, `
 sampler never reaches the theory's accuracy at fixed cost; what we can report is the time the sampler
 needs to get within X of the theory kernel (X = its measured relative Frobenius error
 `kf.compare(sol, samples).error`, bias and noise together) against the time the theory needs for
-residual < 1e-6. *ratio* = sampling time / solve time (warm / warm; *cold ratio*: first call / first
+residual < 1e-6. A single run's measured error is itself noisy: where it is below its error bar the
+run only shows that the sampler agrees with the theory to within its noise (`--criterion error+bar`
+asks for error + error bar <= X instead). *ratio* = sampling time / solve time (warm / warm; *cold ratio*: first call / first
 call, JIT compilation included on both sides). Shared machine: absolute times are noisy, ratios less so.
 """
 
@@ -120,7 +122,7 @@ def markdown(res: dict, args) -> str:
         out.append(f"| {r['arch']} | {r['N']} | {r['num_samples']} | {r['cold_s']:.2f} | {warm} "
                    f"| {100 * r['error']:.2f}% | {100 * r['error_bar']:.2f}% | {r['acceptance_rate']:.2f} "
                    f"| {r['ess']:.0f} | {r['num_divergent']} | {ratio} | {r['ratio_cold']:.3g} |")
-    out.append("\n## Time to reach a kernel error X (best run of the grid above)\n")
+    out.append(f"\n## Time to reach a kernel error X (fastest run of the grid above; criterion: {args.criterion} <= X)\n")
     out.append("| arch | X | fastest sampler run within X | its sampling time s | theory time s (residual < 1e-6) "
                "| ratio |")
     out.append("|---|---|---|---|---|---|")
@@ -151,7 +153,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="sampler seed (the task uses --task-seed)")
     parser.add_argument("--task-seed", type=int, default=0)
     parser.add_argument("--solve-repeats", type=int, default=5, help="warm solves (median reported)")
-    parser.add_argument("--targets", default="0.2,0.1,0.05,0.02", help="kernel-error levels X for the summary")
+    parser.add_argument("--targets", default="0.1,0.05,0.02,0.01", help="kernel-error levels X for the summary")
+    parser.add_argument("--criterion", choices=("error", "error+bar"), default="error",
+                        help="a run is 'within X' when its measured error <= X, or (conservative) error + error bar <= X")
     parser.add_argument("--out", type=Path, default=RESULTS, help="output directory (default benchmarks/results)")
     parser.add_argument("--tag", default="", help="suffix of the output file names")
     args = parser.parse_args(argv)
@@ -206,7 +210,8 @@ def main(argv=None) -> int:
                 print(f"  N={N} S={S}: first {s_cold:.2f} s, warm {s_warm if s_warm is None else round(s_warm, 2)} s, "
                       f"error {cmp.error:.4f} ± {cmp.error_bar:.4f}", flush=True)
         for X in targets:
-            within = [r for r in res["sampling"] if r["arch"] == a and r["error"] <= X]
+            level = (lambda r: r["error"]) if args.criterion == "error" else (lambda r: r["error"] + r["error_bar"])
+            within = [r for r in res["sampling"] if r["arch"] == a and level(r) <= X]
             key = lambda r: r["warm_s"] if r["warm_s"] is not None else r["cold_s"]  # noqa: E731
             best = min(within, key=key) if within else None
             theory_s = th["warm_s"] if best is None or best["warm_s"] is not None else th["cold_s"]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 
 import jax
 import jax.numpy as jnp
@@ -73,7 +73,8 @@ def _kernel_from_innovation(B, MW, P: int, T: int):
     return 0.5 * (C + C.T)
 
 
-def _negative_action(x, rows, cols, D0, L, MW, Mv, K_in, S_idx, y, kappa, P, T):
+def _dense_negative_action(x, rows, cols, D0, L, MW, Mv, K_in, S_idx, y, kappa, P, T):
+    """``-S`` at innovation ``D0 + L (X + Xᵀ) Lᵀ``, ``X`` the free entries ``x`` at ``(rows, cols)``."""
     n = L.shape[0]
     X = jnp.zeros((n, n)).at[rows, cols].set(x)
     C = _kernel_from_innovation(K_in + D0 + L @ (X + X.T) @ L.T, MW, P, T)
@@ -81,10 +82,41 @@ def _negative_action(x, rows, cols, D0, L, MW, Mv, K_in, S_idx, y, kappa, P, T):
     return -S
 
 
-@partial(jax.jit, static_argnames=("P", "T", "steps"))
-def _lbfgs_steps(x, problem_arrays, kappa, P, T, steps):
-    """``steps`` L-BFGS iterations on ``-S``; returns the best finite point seen and its value."""
-    fun = lambda x: _negative_action(x, *problem_arrays, kappa, P, T)  # noqa: E731
+def _local_kernel(B, w):
+    """Time-local ``C = (I - 𝒮)⁻¹ B`` on ``(T, P, P)`` blocks: ``c_t = w_t c_{t-1} + b_t``."""
+    def sweep(previous, inputs):
+        b, w_t = inputs
+        c = w_t * previous + b
+        return c, c
+
+    _, C = jax.lax.scan(sweep, jnp.zeros_like(B[0]), (B, w))
+    return 0.5 * (C + jnp.swapaxes(C, 1, 2))
+
+
+def _local_negative_action(x, rows, cols, D0, L, w, K_in, supervised, y, v, kappa):
+    """``-S`` when every coupled component is a single time step (e.g. a DNN): all kernels are
+    block diagonal and ``S = Σ_t [½ log det(K_t⁻¹ c_t) - ½ tr(K_t⁻¹ c_t) + P/2 - ½ y_tᵀ A_t⁻¹ y_t]``
+    with ``K_t = w_t c_{t-1} + K_in,t`` and ``A_t = s_t s_tᵀ ∘ (v_t c_t) + κ I`` (``s_t`` the
+    supervised mask at step t, ``y_t`` zero where unsupervised), batched over ``t``."""
+    T, P, _ = D0.shape
+    X = jnp.zeros((T, P, P)).at[:, rows, cols].set(x.reshape(T, -1))
+    D = D0 + L @ (X + jnp.swapaxes(X, 1, 2)) @ jnp.swapaxes(L, 1, 2)
+    C = _local_kernel(K_in + D, w)
+    K = w[:, None, None] * jnp.concatenate([jnp.zeros_like(C[:1]), C[:-1]]) + K_in
+    Lc, Lk = jnp.linalg.cholesky(C), jnp.linalg.cholesky(K)
+    Z = jax.scipy.linalg.solve_triangular(Lk, Lc, lower=True)
+    logdet = lambda L: 2.0 * jnp.sum(jnp.log(jnp.abs(jnp.diagonal(L, axis1=1, axis2=2))))  # noqa: E731
+    gamma = 0.5 * (jnp.sum(Z**2) - logdet(Lc) + logdet(Lk) - T * P)
+    A = supervised[:, :, None] * supervised[:, None, :] * v[:, None, None] * C + kappa * jnp.eye(P)
+    a = jax.scipy.linalg.solve_triangular(jnp.linalg.cholesky(A), y[:, :, None], lower=True)
+    return gamma + 0.5 * jnp.sum(a**2)
+
+
+@partial(jax.jit, static_argnames=("objective", "steps"))
+def _lbfgs_steps(x, arrays, objective, steps):
+    """``steps`` L-BFGS iterations on ``objective(x, *arrays)``; returns the best finite point
+    seen and its value."""
+    fun = lambda x: objective(x, *arrays)  # noqa: E731
     opt = optax.lbfgs(
         memory_size=30,
         linesearch=optax.scale_by_backtracking_linesearch(max_backtracking_steps=60, decrease_factor=0.5, store_grad=True),
@@ -107,23 +139,96 @@ def _lbfgs_steps(x, problem_arrays, kappa, P, T, steps):
     return jnp.where(use_final, x, best_x), jnp.where(use_final, final, best_value)
 
 
+@lru_cache(maxsize=None)
+def _dense_objective(P: int, T: int):
+    """One (hashable) objective per shape, so the jitted L-BFGS compiles once per shape."""
+    return partial(_dense_negative_action, P=P, T=T)
+
+
+class _DenseCoordinates:
+    """Innovation ``D`` (n, n), free on the coupled blocks; whitening ``L = chol K``."""
+
+    def __init__(self, prob: Problem):
+        self.prob = prob
+        self.rows, self.cols = np.nonzero(np.tril(prob.block_mask()))
+        self.objective = _dense_objective(prob.P, prob.T)
+
+    def innovation(self, C):
+        C = 0.5 * (C + C.T) * self.prob.block_mask()
+        return C - np.asarray(self.prob.K(C))
+
+    def kernel(self, D):
+        return np.asarray(_kernel_from_innovation(self.prob.K_in + D, self.prob.MW, self.prob.P, self.prob.T))
+
+    def whitening(self, D):
+        return np.linalg.cholesky(self.kernel(D) - D)
+
+    def arrays(self, D, L):
+        p = self.prob
+        return (self.rows, self.cols, D, L, p.MW, p.Mv, p.K_in, p.S, p.y, p.kappa)
+
+    def update(self, D, L, x):
+        X = np.zeros_like(D)
+        X[self.rows, self.cols] = x
+        return D + L @ (X + X.T) @ L.T
+
+
+class _TimeLocalCoordinates(_DenseCoordinates):
+    """The same innovation restricted to equal-time blocks, held as ``(T, P, P)`` stacks: used
+    when the sharing pattern couples no two time steps (every component a single step), so
+    the cost per evaluation is ``O(T P³)`` instead of ``O((TP)³)``."""
+
+    def __init__(self, prob: Problem):
+        self.prob = prob
+        T, P = prob.T, prob.P
+        self.rows, self.cols = np.tril_indices(P)
+        self.objective = _local_negative_action
+        diag = lambda M: np.stack([M[t * P:(t + 1) * P, t * P:(t + 1) * P] for t in range(T)])  # noqa: E731
+        self._diag = diag
+        self.w = np.array([prob.MW[t * P, t * P] for t in range(T)])
+        self.v = np.array([prob.Mv[t * P, t * P] for t in range(T)])
+        self.K_in = diag(prob.K_in)
+        mask = np.zeros(T * P)
+        mask[prob.S] = 1.0
+        y = np.zeros(T * P)
+        y[prob.S] = prob.y
+        self.supervised, self.y = mask.reshape(T, P), y.reshape(T, P)
+
+    def innovation(self, C):
+        c = self._diag(0.5 * (C + C.T))
+        return c - (self.w[:, None, None] * np.concatenate([np.zeros_like(c[:1]), c[:-1]]) + self.K_in)
+
+    def kernel(self, D):
+        return jax.scipy.linalg.block_diag(*np.asarray(_local_kernel(self.K_in + D, self.w)))
+
+    def whitening(self, D):
+        c = np.asarray(_local_kernel(self.K_in + D, self.w))
+        return np.linalg.cholesky(c - D)
+
+    def arrays(self, D, L):
+        return (self.rows, self.cols, D, L, self.w, self.K_in, self.supervised, self.y, self.v, self.prob.kappa)
+
+    def update(self, D, L, x):
+        X = np.zeros_like(D)
+        X[:, self.rows, self.cols] = x.reshape(len(D), -1)
+        return D + L @ (X + np.swapaxes(X, 1, 2)) @ np.swapaxes(L, 1, 2)
+
+
 def _maximise(prob: Problem, C0: np.ndarray, tol: float, max_iter: int, inner: int, init: str) -> Branch:
-    mask = np.tril(prob.block_mask())
-    rows, cols = np.nonzero(mask)
-    C = 0.5 * (C0 + C0.T) * prob.block_mask()
-    D0 = C - np.asarray(prob.K(C))  # innovation of the start: C0 = (I - 𝒮)⁻¹(K_in + D0)
+    time_local = np.array_equal(prob.components, np.arange(prob.T))
+    coords = (_TimeLocalCoordinates if time_local else _DenseCoordinates)(prob)
+    D = coords.innovation(np.asarray(C0))  # C0 = (I - 𝒮)⁻¹(K_in + D)
     iterations, best = 0, -np.inf
     forward = backward = np.inf
     while iterations < max_iter:
-        L = np.linalg.cholesky(C - D0)  # chol K(C): whitening of the innovation
-        arrays = (rows, cols, D0, L, prob.MW, prob.Mv, prob.K_in, prob.S, prob.y)
+        L = coords.whitening(D)
         steps = min(inner, max_iter - iterations)
-        x, value = _lbfgs_steps(jnp.zeros(len(rows)), tuple(map(jnp.asarray, arrays)), prob.kappa, P=prob.P, T=prob.T, steps=steps)
+        arrays = tuple(map(jnp.asarray, coords.arrays(D, L)))
+        x, value = _lbfgs_steps(jnp.zeros(len(coords.rows) * (prob.T if time_local else 1)), arrays,
+                                objective=coords.objective, steps=steps)
         iterations += steps
-        X = np.zeros((prob.n, prob.n))
-        X[rows, cols] = np.asarray(x)
-        D0 = D0 + L @ (X + X.T) @ L.T
-        C = np.asarray(_kernel_from_innovation(prob.K_in + D0, prob.MW, prob.P, prob.T))
+        D = coords.update(D, L, np.asarray(x))
+        C = np.asarray(coords.kernel(D))
         forward, backward, Ct = residuals(prob, C)
         if max(forward, backward) < tol or not -float(value) > best:
             break  # converged, or no progress in a whole round
