@@ -36,6 +36,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from _report import write_report
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -265,17 +267,11 @@ def main(argv=None) -> int:
             if slowest > args.max_seconds:
                 over_budget = f"a solve at n={n} took {slowest:.0f} s > --max-seconds {args.max_seconds:.0f}"
 
-    args.out.mkdir(parents=True, exist_ok=True)
     stem = "bench_solver" + (f"_{args.tag}" if args.tag else "")
     payload = {"benchmark": "solver", "args": {k: (str(v) if isinstance(v, Path) else v)
                                                for k, v in vars(args).items() if k != "_case"},
                "environment": env, "rows": rows}
-    (args.out / f"{stem}.json").write_text(json.dumps(payload, indent=2))
-    table = markdown(rows, env, args)
-    (args.out / f"{stem}.md").write_text(table)
-    print()
-    print(table)
-    print(f"wrote {args.out / (stem + '.json')} and {args.out / (stem + '.md')}")
+    write_report(args.out, stem, payload, markdown(rows, env, args))
     return 0
 
 

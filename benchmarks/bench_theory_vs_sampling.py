@@ -19,7 +19,6 @@ ratio = sampling time / theory solve time (warm / warm and first / first).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 import kernelfield as kf
+from _report import write_report
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -222,14 +222,8 @@ def main(argv=None) -> int:
                 "ratio": best and key(best) / theory_s,
             })
 
-    args.out.mkdir(parents=True, exist_ok=True)
     stem = "bench_theory_vs_sampling" + (f"_{args.tag}" if args.tag else "")
-    (args.out / f"{stem}.json").write_text(json.dumps(res, indent=2, default=float))
-    table = markdown(res, args)
-    (args.out / f"{stem}.md").write_text(table)
-    print()
-    print(table)
-    print(f"wrote {args.out / (stem + '.json')} and {args.out / (stem + '.md')}")
+    write_report(args.out, stem, res, markdown(res, args))
     return 0
 
 

@@ -7,7 +7,6 @@ twice the leading 1/N bias; the measured errors below use a third to two thirds 
 Seeds are fixed, so every run is the same.
 """
 
-import numpy as np
 import pytest
 
 import kernelfield as kf

@@ -4,7 +4,6 @@ import jax
 import numpy as np
 import pytest
 
-import kernelfield  # noqa: F401  (enables float64)
 from kernelfield import networks
 from kernelfield.nonlinearities import available
 from kernelfield.sampling import Samples, sample

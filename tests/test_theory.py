@@ -1,13 +1,12 @@
 """The linear theory against closed forms, brute force and its own structural guarantees."""
 
-import warnings
 
 import numpy as np
 import pytest
 import scipy.optimize
 
 import kernelfield as kf
-from conftest import endpoint_task, sequential_task
+from conftest import endpoint_task
 from kernelfield.theory.action import action, residuals
 from kernelfield.theory.kernels import make_problem
 
