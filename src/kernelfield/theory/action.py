@@ -7,6 +7,8 @@ root ``R`` so that ``log det C`` is read off a triangular factor.
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -47,32 +49,42 @@ def action(prob: Problem, C) -> float:
     return float(S) if np.isfinite(S) else -np.inf
 
 
-@jax.jit
-def _readout_weights(GS, kappa, y):
-    """``A y = (G_S + κI)⁻¹ y``."""
-    return jnp.linalg.solve(GS + kappa * jnp.eye(GS.shape[0]), y)
+def _backward_field(C, Kinv, MW, Mv, S_idx, y, kappa, P: int):
+    Ay = jnp.linalg.solve((Mv * C)[S_idx][:, S_idx] + kappa * jnp.eye(S_idx.shape[0]), y)
+    data = jnp.zeros_like(C).at[S_idx[:, None], S_idx[None, :]].set(jnp.outer(Ay, Ay))
+    return shift_adjoint(MW * 0.5 * (Kinv @ C @ Kinv - Kinv), P) + 0.5 * Mv * data
+
+
+@partial(jax.jit, static_argnames=("P",))
+def _stationarity(C, MW, Mv, K_in, S_idx, y, kappa, P: int):
+    """Backward field, forward kernel ``(K⁻¹ - 2Ct)⁻¹`` (NaN where not positive definite) and
+    the two relative residuals."""
+    Kinv = _spd_inverse(MW * shift(C, P) + K_in)
+    Ct = _backward_field(C, Kinv, MW, Mv, S_idx, y, kappa, P)
+    Ct_implied = 0.5 * (Kinv - _spd_inverse(C))
+    norm = jnp.linalg.norm(C)
+    backward = 2.0 * jnp.linalg.norm(C @ (Ct - Ct_implied) @ C) / norm
+    C_forward = _spd_inverse(Kinv - 2.0 * Ct)
+    forward = jnp.where(jnp.all(jnp.isfinite(C_forward)), jnp.linalg.norm(C - C_forward) / norm, jnp.inf)
+    return Ct, C_forward, forward, backward
+
+
+def _arrays(prob: Problem):
+    return prob.MW, prob.Mv, prob.K_in, jnp.asarray(prob.S), prob.y, prob.kappa
 
 
 def backward_field(prob: Problem, C):
     """The conjugate kernel from the backward equation:
     ``Ct = g² shiftᵀ(M_W ∘ ½(K⁻¹CK⁻¹ - K⁻¹)) + ½ σ_v² M_v ∘ [(Ay)(Ay)ᵀ on S]``."""
-    C = jnp.asarray(C)
-    K = prob.K(C)
-    Kinv = _spd_inverse(K)
-    Ay = _readout_weights(prob.G_S(C), prob.kappa, prob.y)
-    data = jnp.zeros_like(C).at[np.ix_(prob.S, prob.S)].set(jnp.outer(Ay, Ay))
-    return shift_adjoint(prob.MW * 0.5 * (Kinv @ C @ Kinv - Kinv), prob.P) + 0.5 * prob.Mv * data
+    return _stationarity(jnp.asarray(C), *_arrays(prob), P=prob.P)[0]
 
 
-def forward_kernel(prob: Problem, C, Ct):
-    """The forward equation for linear ``phi``: ``<h hᵀ>_q = (K(C)⁻¹ - 2 Ct)⁻¹``; ``None`` if
-    ``K⁻¹ - 2Ct`` is not positive definite (the tilted Gaussian is not normalisable)."""
-    prec = _spd_inverse(prob.K(jnp.asarray(C))) - 2.0 * jnp.asarray(Ct)
-    prec = 0.5 * (prec + prec.T)
-    L = jnp.linalg.cholesky(prec)
-    if not bool(jnp.all(jnp.isfinite(L))):
-        return None
-    return cho_solve((L, True), jnp.eye(prec.shape[0]))
+def forward_kernel(prob: Problem, C):
+    """The forward equation for linear ``phi``: ``<h hᵀ>_q = (K(C)⁻¹ - 2 Ct)⁻¹`` with ``Ct`` from
+    the backward equation; ``None`` if ``K⁻¹ - 2Ct`` is not positive definite (the tilted
+    Gaussian is not normalisable)."""
+    C_forward = _stationarity(jnp.asarray(C), *_arrays(prob), P=prob.P)[1]
+    return C_forward if bool(jnp.all(jnp.isfinite(C_forward))) else None
 
 
 def residuals(prob: Problem, C) -> tuple[float, float, np.ndarray]:
@@ -81,14 +93,8 @@ def residuals(prob: Problem, C) -> tuple[float, float, np.ndarray]:
     forward: ``||C - (K⁻¹ - 2Ct)⁻¹||_F / ||C||_F`` with ``Ct`` from the backward equation;
     backward: ``||C (Ct - ½(K⁻¹ - C⁻¹)) C||_F · 2/||C||_F`` (natural-gradient norm of ``S``).
     """
-    C = jnp.asarray(C)
-    Ct = backward_field(prob, C)
-    Ct_implied = 0.5 * (_spd_inverse(prob.K(C)) - _spd_inverse(C))
-    norm = float(jnp.linalg.norm(C))
-    backward = 2.0 * float(jnp.linalg.norm(C @ (Ct - Ct_implied) @ C)) / norm
-    Cf = forward_kernel(prob, C, Ct)
-    forward = np.inf if Cf is None else float(jnp.linalg.norm(C - Cf)) / norm
-    return forward, backward, np.asarray(Ct)
+    Ct, _, forward, backward = _stationarity(jnp.asarray(C), *_arrays(prob), P=prob.P)
+    return float(forward), float(backward), np.asarray(Ct)
 
 
 def _spd_inverse(A):

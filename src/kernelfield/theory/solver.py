@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import scipy.linalg
 
 from ..compare import parity_flip
 from ..nonlinearities import get_nonlinearity
@@ -65,6 +66,7 @@ class Branch:
         return max(self.residual_forward, self.residual_backward)
 
 
+@partial(jax.jit, static_argnames=("P", "T"))
 def _kernel_from_innovation(B, MW, P: int, T: int):
     """``C = (I - 𝒮)⁻¹ B``: ``T - 1`` sweeps of ``C <- MW ∘ shift(C) + B`` are exact."""
     C = B
@@ -82,6 +84,7 @@ def _dense_negative_action(x, rows, cols, D0, L, MW, Mv, K_in, S_idx, y, kappa, 
     return -S
 
 
+@jax.jit
 def _local_kernel(B, w):
     """Time-local ``C = (I - 𝒮)⁻¹ B`` on ``(T, P, P)`` blocks: ``c_t = w_t c_{t-1} + b_t``."""
     def sweep(previous, inputs):
@@ -199,7 +202,7 @@ class _TimeLocalCoordinates(_DenseCoordinates):
         return c - (self.w[:, None, None] * np.concatenate([np.zeros_like(c[:1]), c[:-1]]) + self.K_in)
 
     def kernel(self, D):
-        return jax.scipy.linalg.block_diag(*np.asarray(_local_kernel(self.K_in + D, self.w)))
+        return scipy.linalg.block_diag(*np.asarray(_local_kernel(self.K_in + D, self.w)))
 
     def whitening(self, D):
         c = np.asarray(_local_kernel(self.K_in + D, self.w))
