@@ -96,6 +96,12 @@ def test_solver_input_errors(endpoint):
         kf.solve(rnn, endpoint, init="random")
     with pytest.raises(ValueError, match="init.*positive definite"):
         kf.solve(rnn, endpoint, init=-np.eye(9))
+    with pytest.raises(ValueError, match="tol"):
+        kf.solve(rnn, endpoint, tol=0)
+    with pytest.raises(ValueError, match="max_iter"):
+        kf.solve(rnn, endpoint, max_iter=0)
+    with pytest.raises(ValueError, match="inner"):
+        kf.solve(rnn, endpoint, inner=1.5)
 
 
 def test_singular_input_kernel_has_hint():

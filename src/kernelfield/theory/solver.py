@@ -334,6 +334,9 @@ def solve(
         raise NotImplementedError(f"phi: the solver does not support {nl.name!r} yet; supported: linear")
     if not (isinstance(tol, (int, float)) and tol > 0):
         raise ValueError(f"tol: must be a number > 0, got {tol!r}")
+    for name, value in (("max_iter", max_iter), ("inner", inner)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
     started = time.perf_counter()
     prob = make_problem(arch, task, prior, kappa)
     C_prior = lazy_kernel(prob, nl)
