@@ -46,19 +46,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # --------------------------------------------------------------------------------------------
 
 
-def make_task(T: int, P: int, D: int, seed: int):
-    import numpy as np
-
-    import kernelfield as kf
-
-    rng = np.random.default_rng(seed)
-    X = np.zeros((P, T, D))
-    X[:, 0] = rng.normal(size=(P, D))  # input at t = 0 only
-    Y = np.full((P, T), np.nan)
-    Y[:, -1] = np.where(np.arange(P) % 2 == 0, 1.0, -1.0)  # endpoint targets +-1 at t = T-1
-    return kf.Task(inputs=X, targets=Y)
-
-
 def _median_time(fn, min_repeats: int, min_total: float, max_repeats: int = 10_000) -> tuple[float, int]:
     """Median wall time of ``fn()`` over at least ``min_repeats`` calls and ``min_total`` seconds."""
     import numpy as np
@@ -96,7 +83,7 @@ def run_case(arch_name: str, n: int, kappa: float, seed: int, repeats: int, repe
     import kernelfield as kf
 
     T = P = int(round(math.sqrt(n)))
-    task = make_task(T, P, P, seed)
+    task = kf.tasks.endpoint_patterns(P=P, T=T, D=P, target_scale=1.0, seed=seed)
     arch = getattr(kf.Architecture, arch_name)(T)
 
     def timed_solve(init):

@@ -35,15 +35,6 @@ from _report import write_report
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def make_task(T: int, P: int, D: int, seed: int) -> kf.Task:
-    rng = np.random.default_rng(seed)
-    X = np.zeros((P, T, D))
-    X[:, 0] = rng.normal(size=(P, D))  # input at t = 0 only
-    Y = np.full((P, T), np.nan)
-    Y[:, -1] = np.where(np.arange(P) % 2 == 0, 1.0, -1.0)  # endpoint targets +-1 at t = T-1
-    return kf.Task(inputs=X, targets=Y)
-
-
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
@@ -184,7 +175,7 @@ def main(argv=None) -> int:
         },
         "theory": {}, "sampling": [], "equal_accuracy": [],
     }
-    task = make_task(args.T, args.P, args.D, args.task_seed)
+    task = kf.tasks.endpoint_patterns(P=args.P, T=args.T, D=args.D, target_scale=1.0, seed=args.task_seed)
     for a in archs:
         arch = getattr(kf.Architecture, a)(args.T)
         sol, cold, warm = time_solve(arch, task, args.kappa, args.solve_repeats)
