@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .observables import block_norms
+
 __all__ = ["Comparison", "compare", "parity_flip", "output_parity"]
 
 
@@ -27,10 +29,6 @@ def output_parity(task) -> np.ndarray:
     at the last supervised step ``t_last``) maps the outputs ``f_a(t)``."""
     t_last = task.supervised.max() // task.P
     return (-1.0) ** (np.arange(task.T) - t_last)
-
-
-def _block_norms(A: np.ndarray, T: int, P: int) -> np.ndarray:
-    return np.sqrt(np.einsum("tasb->ts", A.reshape(T, P, T, P) ** 2))
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,7 +83,7 @@ def compare(sol, samples) -> Comparison:
     parity = min(candidates, key=lambda p: np.linalg.norm(candidates[p] - C_th))
     C_samp = candidates[parity]
     f_samp = samples.f_mean * (output_parity(sol.task) if parity < 0 else 1.0)
-    diag = np.sqrt(np.diag(_block_norms(C_th, T, P)))
+    diag = np.sqrt(np.diag(block_norms(C_th, T, P)))
     scale = diag[:, None] * diag[None, :]
     f_th = sol.predict().mean
     return Comparison(
@@ -95,8 +93,8 @@ def compare(sol, samples) -> Comparison:
         C_theory=C_th,
         C_sampled=C_samp,
         C_sem=samples.C_sem,
-        block_error=_block_norms(C_samp - C_th, T, P) / scale,
-        block_error_bar=_block_norms(samples.C_sem, T, P) / scale,
+        block_error=block_norms(C_samp - C_th, T, P) / scale,
+        block_error_bar=block_norms(samples.C_sem, T, P) / scale,
         error=float(np.linalg.norm(C_samp - C_th) / np.linalg.norm(C_th)),
         error_bar=float(np.linalg.norm(samples.C_sem) / np.linalg.norm(C_th)),
         prediction_error=float(np.linalg.norm(f_samp - f_th) / np.linalg.norm(f_th)),

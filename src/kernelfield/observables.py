@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["coherence_matrix", "mean_coherence", "temporal_coherence"]
+__all__ = ["block_norms", "coherence_matrix", "mean_coherence", "temporal_coherence"]
+
+
+def block_norms(A: np.ndarray, T: int, P: int) -> np.ndarray:
+    """``(T, T)`` Frobenius norms ``||A_ts||_F`` of the time blocks of an ``(T*P, T*P)`` matrix."""
+    return np.sqrt(np.einsum("tasb->ts", np.asarray(A).reshape(T, P, T, P) ** 2))
 
 
 def coherence_matrix(C: np.ndarray, T: int, P: int) -> np.ndarray:
     """``(T, T)`` matrix of ``rho_ts``; 1 on the diagonal."""
-    blocks = np.asarray(C).reshape(T, P, T, P)
-    norms = np.sqrt(np.einsum("tasb->ts", blocks**2))
+    norms = block_norms(C, T, P)
     d = np.sqrt(np.diag(norms))
     return norms / np.maximum(d[:, None] * d[None, :], 1e-300)
 
