@@ -25,8 +25,8 @@ def _fake_samples(T=3, P=3, D=3, chains=2, N=8):
     return SimpleNamespace(
         arch=kf.Architecture.dnn(T), task=endpoint_patterns(P, T, D, seed=1), prior=kf.Prior(), phi="linear",
         kappa=0.1, N=N, seed=3, num_samples=50, num_chains=chains, num_warmup=20, num_integration_steps=8, thin=1,
-        C_chains=C_chains, C_mean=C_chains.mean(0), C_sem=C_chains.std(0), f_mean=rng.normal(size=(P, T)),
-        f_var=rng.random((P, T)),
+        C_chains=C_chains, C_mean=C_chains.mean(0), C_sem=C_chains.std(0), C_centred=0.9 * C_chains.mean(0),
+        f_mean=rng.normal(size=(P, T)), f_var=rng.random((P, T)),
         weights={"W": rng.normal(size=(4, T, N, N)), "U": rng.normal(size=(4, T, N, D)),
                  "b": rng.normal(size=(4, T, N)), "v": rng.normal(size=(4, T, N))},
         acceptance_rate=0.8, num_divergent=0, ess=123.0, step_size=np.array([0.1, 0.2]), seconds=1.5,
@@ -115,6 +115,7 @@ def test_samples_round_trip(tmp_path):
     assert back.attrs["acceptance_rate"] == 0.8 and back.attrs["ess"] == 123.0
     r = storage.samples_from_dataset(back)
     np.testing.assert_array_equal(r.C_mean, s.C_mean)
+    np.testing.assert_array_equal(r.C_centred, s.C_centred)
     np.testing.assert_array_equal(r.C_chains, s.C_chains)
     np.testing.assert_array_equal(r.weights["v"], s.weights["v"])
     np.testing.assert_array_equal(r.step_size, s.step_size)

@@ -13,7 +13,8 @@ from .theory.solver import Branch, ConvergenceWarning, Solution, predict, solve 
 from .sampling import Samples, sample  # noqa: E402
 from .compare import Comparison, compare  # noqa: E402
 from .storage import load, save  # noqa: E402
-from .observables import temporal_coherence  # noqa: E402
+from .observables import coherence_by_lag, temporal_coherence  # noqa: E402
+from .theory.stability import critical_signal, outlier_eigenvalues, stability  # noqa: E402
 from . import tasks  # noqa: E402
 
 __version__ = "0.1.0"
@@ -41,4 +42,8 @@ __all__ = [
     "load",
     "tasks",
     "temporal_coherence",
+    "coherence_by_lag",
+    "stability",
+    "critical_signal",
+    "outlier_eigenvalues",
 ]

@@ -1,4 +1,4 @@
-"""Command line interface: ``kernelfield solve|sample|compare CONFIG --out DIR``.
+"""Command line interface: ``kernelfield solve|sample|compare|phase-diagram|spectrum CONFIG --out DIR``.
 
 Every command reads a TOML configuration (see :mod:`kernelfield.config` and ``examples/``),
 writes netCDF results (:mod:`kernelfield.storage`) and PNG heatmaps (:mod:`kernelfield.plots`)
@@ -209,6 +209,103 @@ def compare(
         plots.plot_block_errors(cmp, out / "block_errors.png")
         _print_comparison(cmp)
         console.print(f"wrote solution.nc, samples.nc, comparison.nc, comparison.png, block_errors.png to {out}")
+
+    _run(go)
+
+
+def _phase_build(cfg):
+    """``build(**{field: value})`` for :func:`kernelfield.experiments.phase.phase_diagram`."""
+
+    def build(**fields):
+        c = cfg.with_values(**fields)
+        return c.build_architecture(), c.build_task(), c.build_prior(), c.theory.kappa
+
+    return build
+
+
+@app.command("phase-diagram")
+def phase_diagram(
+    config: Path = typer.Argument(..., help=CONFIG_HELP, show_default=False),
+    out: Path = typer.Option(Path("results"), "--out", "-o", help=OUT_HELP),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+):
+    r"""The phase transition: order parameter vs control for several sharing patterns, and the critical signal over a 2-D grid (\[phase] table).
+
+    Writes OUT/bifurcation.nc and .png (theory curves, sampled networks at \[phase] widths with \[sampling] settings, critical values, the exponent of rho near the transition, the leading cross-time Hessian eigenvalue) and, when \[phase] has axes x and y, OUT/phase_diagram.nc and .png.
+    """
+
+    def go():
+        from . import plots, storage
+        from .experiments import phase
+
+        cfg = _load(config)
+        ph, base = cfg.phase, cfg.build_architecture()
+        sampling = cfg.sampling.model_dump(exclude={"N", "keep_weights"})
+        ds = phase.bifurcation(ph.build_architectures(base.T), cfg.build_task(), ph.values, control=ph.control,
+                               prior=cfg.build_prior(), phi=cfg.theory.phi, kappa=cfg.theory.kappa, widths=ph.widths,
+                               sample_values=ph.sample_values, sampling=sampling, progress=progress)
+        storage.save(ds, out / "bifurcation.nc")
+        plots.plot_bifurcation(ds, out / "bifurcation.png", title=_title(cfg))
+        table = Table(title=f"critical {ph.control} (symmetric solution loses stability)", title_justify="left")
+        for col in ("architecture", f"critical {ph.control}", "beta (rho ~ dist^beta)", f"rho at {ph.values[-1]:g}"):
+            table.add_column(col, justify="right")
+        for arch in ds["arch"].values:
+            crit, beta = float(ds["critical"].sel(arch=arch)), float(ds["exponent"].sel(arch=arch))
+            table.add_row(str(arch), f"{crit:.4g}" if np.isfinite(crit) else "none (stable)",
+                          f"{beta:.3f}" if np.isfinite(beta) else "-",
+                          f"{float(ds['coherence'].sel(arch=arch)[-1]):.3f}")
+        console.print(table)
+        written = ["bifurcation.nc", "bifurcation.png"]
+        if ph.x is not None:
+            grid = phase.phase_diagram(_phase_build(cfg), (ph.x.field, ph.x.values), (ph.y.field, ph.y.values),
+                                       control=ph.control, phi=cfg.theory.phi, tol=ph.tol, progress=progress)
+            storage.save(grid, out / "phase_diagram.nc")
+            plots.plot_phase_diagram(grid, out / "phase_diagram.png", title=f"critical {ph.control}: {base.name}")
+            failed = int((grid["status"] != "ok").sum())
+            console.print(f"phase diagram: {grid['critical'].size - failed} of {grid['critical'].size} grid points "
+                          f"with a transition" + (f"; see status in phase_diagram.nc for {failed} others" if failed else ""))
+            written += ["phase_diagram.nc", "phase_diagram.png"]
+        console.print(f"wrote {', '.join(written)} to {out}")
+
+    _run(go)
+
+
+@app.command()
+def spectrum(
+    config: Path = typer.Argument(..., help=CONFIG_HELP, show_default=False),
+    out: Path = typer.Option(Path("results"), "--out", "-o", help=OUT_HELP),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+):
+    r"""Weight spectrum: predicted outlier eigenvalues of the recurrent matrix against sampled width-N networks (\[spectrum] table).
+
+    Writes OUT/spectrum.nc and OUT/spectrum.png (complex spectra with the bulk circle and the predicted outlier; largest |lambda| vs control) and prints predicted vs sampled largest moduli.
+    """
+
+    def go():
+        from . import plots, storage
+        from .experiments import phase
+
+        cfg = _load(config)
+        sp = cfg.spectrum
+        sampling = cfg.sampling.model_dump(exclude={"N"})
+        ds = phase.weight_spectrum(cfg.build_architecture(), cfg.build_task(), sp.values, sp.widths, control=sp.control,
+                                   prior=cfg.build_prior(), phi=cfg.theory.phi, kappa=cfg.theory.kappa,
+                                   sampling=sampling, progress=progress)
+        storage.save(ds, out / "spectrum.nc")
+        plots.plot_spectrum(ds, path=out / "spectrum.png", title=_title(cfg))
+        table = Table(title="largest |eigenvalue| of W: predicted outlier vs sampled (± s.e.)", title_justify="left")
+        table.add_column(sp.control, justify="right")
+        table.add_column("predicted", justify="right")
+        for N in sp.widths:
+            table.add_column(f"N = {N}", justify="right")
+        predicted = np.abs(ds["predicted_real"].values + 1j * ds["predicted_imag"].values).max(axis=1)
+        for i, v in enumerate(sp.values):
+            table.add_row(f"{v:g}", f"{predicted[i]:.4f}", *(
+                f"{ds['top_modulus'].values[i, w]:.4f} ± {ds['top_modulus_err'].values[i, w]:.4f}"
+                for w in range(len(sp.widths))))
+        console.print(table)
+        console.print(f"bulk radius g = {cfg.prior.g:g}: an outlier is visible where predicted > g; "
+                      f"wrote spectrum.nc, spectrum.png to {out}")
 
     _run(go)
 

@@ -184,6 +184,89 @@ class SamplingConfig(_Section):
     keep_weights: int = Field(default=20, ge=0)
 
 
+_AXIS_FIELDS = ("architecture.T", "prior.g", "prior.sigma_u", "prior.sigma_v", "theory.kappa")
+
+
+class AxisConfig(_Section):
+    """One axis of a 2-D phase diagram: a configuration field and its values."""
+
+    field: str = Field(description="dotted configuration field, e.g. 'architecture.T' or 'task.P'")
+    values: list[float] = Field(min_length=1)
+
+    @field_validator("field")
+    @classmethod
+    def _known_field(cls, v: str) -> str:
+        if v not in _AXIS_FIELDS and not v.startswith("task."):
+            raise ValueError(f"unknown axis field {v!r}; allowed: {', '.join(_AXIS_FIELDS)} or task.<argument>")
+        return v
+
+
+class PhaseConfig(_Section):
+    """``kernelfield phase-diagram``: the bifurcation diagram over ``values`` of ``control`` for
+    each of ``architectures`` (``"rnn"``, ``"dnn"`` or ``"tied_every:k"``), sampled networks at
+    ``widths`` for ``sample_values``, and (with ``x`` and ``y``) the critical signal over a grid."""
+
+    control: Literal["target_scale", "kappa", "g"] = "target_scale"
+    values: list[float] = Field(default=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0], min_length=1)
+    architectures: list[str] = Field(default=["rnn", "dnn", "tied_every:2"], min_length=1)
+    widths: list[int] = []
+    sample_values: Optional[list[float]] = None
+    tol: float = Field(default=1e-3, gt=0, lt=1)
+    x: Optional[AxisConfig] = None
+    y: Optional[AxisConfig] = None
+
+    @field_validator("values", "sample_values")
+    @classmethod
+    def _positive_values(cls, v):
+        if v is not None and any(not (x > 0 and x < float("inf")) for x in v):
+            raise ValueError("must be finite numbers > 0")
+        return v
+
+    @field_validator("widths")
+    @classmethod
+    def _widths(cls, v):
+        if any(N < 1 for N in v):
+            raise ValueError("network widths must be integers >= 1")
+        return v
+
+    @field_validator("architectures")
+    @classmethod
+    def _architectures(cls, v):
+        for name in v:
+            kind, _, k = name.partition(":")
+            if kind not in ("rnn", "dnn", "tied_every") or (kind == "tied_every") != bool(k) or \
+                    (k and not (k.isdigit() and int(k) >= 1)):
+                raise ValueError(f"unknown architecture {name!r}; allowed: 'rnn', 'dnn', 'tied_every:k' (k >= 1)")
+        return v
+
+    @model_validator(mode="after")
+    def _axes(self):
+        if (self.x is None) != (self.y is None):
+            raise ValueError("x, y: give both axes of the phase diagram or neither")
+        if self.x is not None and self.x.field == self.y.field:
+            raise ValueError(f"y.field: must differ from x.field ({self.x.field!r})")
+        return self
+
+    def build_architectures(self, T: int) -> list[Architecture]:
+        out = []
+        for name in self.architectures:
+            kind, _, k = name.partition(":")
+            out.append(Architecture.tied_every(T, int(k)) if k else getattr(Architecture, kind)(T))
+        return out
+
+
+class SpectrumConfig(_Section):
+    """``kernelfield spectrum``: predicted outliers of the recurrent matrix against sampled
+    spectra at widths ``widths`` (sampler settings from ``[sampling]``) over ``values`` of ``control``."""
+
+    control: Literal["target_scale", "kappa", "g"] = "target_scale"
+    values: list[float] = Field(default=[0.3, 1.0, 2.0], min_length=1)
+    widths: list[int] = Field(default=[128, 256], min_length=1)
+
+    _positive_values = field_validator("values")(PhaseConfig._positive_values.__func__)
+    _widths = field_validator("widths")(PhaseConfig._widths.__func__)
+
+
 class Config(_Section):
     """A validated run configuration; ``build_*`` make the library objects."""
 
@@ -192,6 +275,8 @@ class Config(_Section):
     task: TaskConfig
     theory: TheoryConfig = TheoryConfig()
     sampling: SamplingConfig = SamplingConfig()
+    phase: PhaseConfig = PhaseConfig()
+    spectrum: SpectrumConfig = SpectrumConfig()
 
     @model_validator(mode="after")
     def _task_builds(self):
@@ -214,6 +299,15 @@ class Config(_Section):
         """Keyword arguments for :func:`kernelfield.solve`."""
         return dict(arch=self.build_architecture(), task=self.build_task(), prior=self.build_prior(),
                     phi=self.theory.phi, kappa=self.theory.kappa, tol=self.theory.tol, init=self.theory.init)
+
+    def with_values(self, **fields) -> "Config":
+        """A copy with dotted fields replaced, e.g. ``cfg.with_values(**{"architecture.T": 5})``;
+        integral floats become ints (axis values are read as floats). Validated again."""
+        data = self.model_dump(exclude_none=True)
+        for dotted, value in fields.items():
+            section, key = dotted.split(".", 1)
+            data[section][key] = int(value) if float(value).is_integer() else float(value)
+        return parse_config(data, source="override " + ", ".join(f"{k}={v}" for k, v in fields.items()))
 
     def sample_kwargs(self) -> dict:
         """Keyword arguments for :func:`kernelfield.sampling.sample`."""

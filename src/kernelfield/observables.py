@@ -1,15 +1,19 @@
 """Observables of a kernel (THEORY.md §4): temporal coherence, the order parameter of the
 RNN/DNN phase transition.
 
-``rho_ts = ||C_ts||_F / sqrt(||C_tt||_F ||C_ss||_F)`` of the time blocks of the feature kernel.
-For odd ``phi`` (linear, erf, tanh) features have zero mean and the kernel is already centred.
+``rho_ts = ||C_ts||_F / sqrt(||C_tt||_F ||C_ss||_F)`` of the time blocks of the kernel of the
+*centred* features. For odd ``phi`` (linear, erf, tanh) features have zero mean and ``C`` is
+already centred (theory solutions); for sampled networks the kernel of the features minus their
+mean over neurons (``Samples.C_centred``) is used, so that ReLU's mean activity does not count as
+correlation across time.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["block_norms", "coherence_matrix", "mean_coherence", "temporal_coherence"]
+__all__ = ["block_norms", "coherence_matrix", "mean_coherence", "lag_coherence", "temporal_coherence",
+           "coherence_by_lag"]
 
 
 def block_norms(A: np.ndarray, T: int, P: int) -> np.ndarray:
@@ -31,8 +35,30 @@ def mean_coherence(C: np.ndarray, T: int, P: int) -> float:
     return float(np.mean(pairs)) if pairs else float("nan")
 
 
+def lag_coherence(C: np.ndarray, T: int, P: int) -> np.ndarray:
+    """``(T-2,)`` mean of ``rho_ts`` over ``t, s >= 1`` with ``|t - s| = lag`` for ``lag = 1 .. T-2``."""
+    rho = coherence_matrix(C, T, P)
+    return np.array([np.mean(np.diagonal(rho[1:, 1:], offset=lag)) for lag in range(1, T - 1)])
+
+
+def _centred_kernel(result) -> np.ndarray:
+    """``C`` of a (odd-``phi``) :class:`~kernelfield.Solution`, ``C_centred`` of :class:`~kernelfield.Samples`."""
+    if hasattr(result, "C_centred"):
+        return result.C_centred
+    from .nonlinearities import get_nonlinearity
+
+    if not get_nonlinearity(result.phi).odd:
+        raise NotImplementedError(f"phi: centred theory kernels need odd phi, got {result.phi!r}")
+    return result.C
+
+
 def temporal_coherence(result) -> float:
-    """:func:`mean_coherence` of a :class:`~kernelfield.Solution` (its ``C``) or
-    :class:`~kernelfield.Samples` (its ``C_mean``)."""
-    C = result.C if hasattr(result, "C") else result.C_mean
-    return mean_coherence(C, result.task.T, result.task.P)
+    """:func:`mean_coherence` of the centred kernel of a :class:`~kernelfield.Solution` or
+    :class:`~kernelfield.Samples`."""
+    return mean_coherence(_centred_kernel(result), result.task.T, result.task.P)
+
+
+def coherence_by_lag(result) -> np.ndarray:
+    """:func:`lag_coherence` of a :class:`~kernelfield.Solution` or :class:`~kernelfield.Samples`:
+    entry ``lag - 1`` is the mean coherence between steps ``lag`` apart (``t, s >= 1``)."""
+    return lag_coherence(_centred_kernel(result), result.task.T, result.task.P)

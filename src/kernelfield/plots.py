@@ -8,13 +8,14 @@ Kernels are ``(T*P, T*P)`` time-major (index ``t*P + a``); thin lines separate t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["plot_kernels", "plot_block_errors"]
+__all__ = ["plot_kernels", "plot_block_errors", "plot_bifurcation", "plot_phase_diagram", "plot_spectrum"]
 
 _CMAP = "RdBu_r"
 
@@ -51,6 +52,13 @@ def _save(fig: Figure, path) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=120, bbox_inches="tight")
+
+
+def _finish(fig: Figure, path, title: str | None) -> Figure:
+    if title:
+        fig.suptitle(title)
+    _save(fig, path)
+    return fig
 
 
 def plot_kernels(C_theory, C_sampled, T: int, P: int, path=None, title: str | None = None) -> Figure:
@@ -111,3 +119,93 @@ def plot_block_errors(comparison, path=None, title: str | None = None) -> Figure
     fig.colorbar(im, ax=ax, shrink=0.85, label="relative block error")
     _save(fig, path)
     return fig
+
+
+def plot_bifurcation(ds, path=None, title: str | None = None) -> Figure:
+    """Order parameter against the control parameter (:func:`kernelfield.experiments.phase.bifurcation`):
+    theory lines per architecture, sampled networks as markers with error bars (one marker per
+    width), the critical values as dotted lines; right panel: leading cross-time Hessian eigenvalue."""
+    fig = Figure(figsize=(11, 4.2))
+    FigureCanvasAgg(fig)
+    ax, ax_eig = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+    markers = "osD^v<>"
+    control = json.loads(ds.attrs.get("config", "{}")).get("control", "control")
+    for i, arch in enumerate(ds["arch"].values):
+        line, = ax.plot(ds["value"], ds["coherence"].sel(arch=arch), lw=2, label=f"{arch} (theory)")
+        ax_eig.plot(ds["value"], ds["leading_eigenvalue"].sel(arch=arch), lw=2, color=line.get_color(), label=arch)
+        crit = float(ds["critical"].sel(arch=arch))
+        if np.isfinite(crit):
+            ax.axvline(crit, color=line.get_color(), ls=":", lw=1)
+        for w, N in enumerate(ds["N"].values):
+            ax.errorbar(ds["sample_value"], ds["sampled_coherence"].sel(arch=arch, N=N),
+                        yerr=ds["sampled_coherence_err"].sel(arch=arch, N=N), fmt=markers[w % len(markers)],
+                        color=line.get_color(), mfc="none", capsize=3, label=f"{arch}, N = {N}")
+    ax.set_xlabel(control)
+    ax.set_ylabel("temporal coherence rho")
+    ax.legend(fontsize=7)
+    ax_eig.axhline(0.0, color="0.5", lw=0.8)
+    ax_eig.set_xlabel(control)
+    ax_eig.set_ylabel("leading cross-time Hessian eigenvalue")
+    ax_eig.legend(fontsize=7)
+    return _finish(fig, path, title)
+
+
+def plot_phase_diagram(ds, path=None, title: str | None = None) -> Figure:
+    """Heatmap of the critical signal over a 2-D grid with its level lines
+    (:func:`kernelfield.experiments.phase.phase_diagram`); grey cells: no transition found."""
+    x_name, y_name = ds["critical"].dims
+    crit = np.asarray(ds["critical"].values, dtype=float)
+    x, y = np.asarray(ds[x_name].values, dtype=float), np.asarray(ds[y_name].values, dtype=float)
+    fig = Figure(figsize=(6, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.set_facecolor("0.85")
+    mesh = ax.pcolormesh(x, y, np.ma.masked_invalid(crit).T, shading="nearest", cmap="viridis")
+    fig.colorbar(mesh, ax=ax, label=ds["critical"].attrs.get("description", "critical value"))
+    if np.isfinite(crit).sum() >= 4 and len(x) > 1 and len(y) > 1:
+        levels = ax.contour(x, y, np.ma.masked_invalid(crit).T, colors="w", linewidths=1)
+        ax.clabel(levels, fontsize=7)
+    ax.set_xlabel(x_name)
+    ax.set_ylabel(y_name)
+    ax.set_title(title or "critical learning signal")
+    _save(fig, path)
+    return fig
+
+
+def plot_spectrum(ds, value_index: int = -1, path=None, title: str | None = None) -> Figure:
+    """Complex spectra of sampled recurrent matrices at one control value (one panel per width),
+    with the bulk circle of radius ``g`` and the predicted outliers
+    (:func:`kernelfield.experiments.phase.weight_spectrum`); last panel: largest ``|lambda|``
+    of the samples against the predicted outlier over all control values."""
+    widths = ds["N"].values
+    fig = Figure(figsize=(4 * (len(widths) + 1), 4))
+    FigureCanvasAgg(fig)
+    axes = np.atleast_1d(fig.subplots(1, len(widths) + 1))
+    v = ds["value"].values[value_index]
+    radius = float(ds["radius"].values[value_index])
+    pred = ds["predicted_real"].values[value_index] + 1j * ds["predicted_imag"].values[value_index]
+    circle = np.exp(1j * np.linspace(0, 2 * np.pi, 200)) * radius
+    for ax, N in zip(axes, widths):
+        ev = (ds["eigenvalues_real"] + 1j * ds["eigenvalues_imag"]).sel(N=N).values[value_index].ravel()
+        ev = ev[np.isfinite(ev)]
+        ax.plot(ev.real, ev.imag, ".", ms=2, alpha=0.4, color="C0", label="sampled W")
+        ax.plot(circle.real, circle.imag, "k--", lw=1, label=f"bulk |lambda| = {radius:g}")
+        for sign in (1, -1):  # W -> -W: the outlier's sign is arbitrary
+            ax.plot((sign * pred).real, (sign * pred).imag, "x", color="C3", ms=9, mew=2,
+                    label="predicted (±)" if sign == 1 else None)
+        ax.set_aspect("equal")
+        ax.set_title(f"N = {N}, value = {v:g}")
+        ax.set_xlabel("Re lambda")
+        ax.set_ylabel("Im lambda")
+    axes[0].legend(fontsize=7, loc="upper left")
+    ax = axes[-1]
+    ax.plot(ds["value"], np.abs(ds["predicted_real"] + 1j * ds["predicted_imag"]).max("mode"), "k-", lw=2,
+            label="predicted outlier")
+    ax.plot(ds["value"], ds["radius"], "k--", lw=1, label="bulk radius")
+    for N in widths:
+        ax.errorbar(ds["value"], ds["top_modulus"].sel(N=N), yerr=ds["top_modulus_err"].sel(N=N), fmt="o",
+                    mfc="none", capsize=3, label=f"sampled, N = {N}")
+    ax.set_xlabel(json.loads(ds.attrs.get("config", "{}")).get("control", "control"))
+    ax.set_ylabel("largest |lambda|")
+    ax.legend(fontsize=7)
+    return _finish(fig, path, title)

@@ -47,6 +47,8 @@ class Samples:
     C_sem: ``(n, n)`` standard error of ``C_mean``: ``sqrt(var / ess)`` with ``var`` the pooled
     posterior variance of each entry and ``ess`` below; with ``num_chains >= 2`` the larger of that
     and the between-chain estimate ``std(aligned chain means) / sqrt(num_chains)``.
+    C_centred: ``(n, n)`` posterior mean kernel of the centred features ``Φ - mean over neurons``
+    (aligned like ``C_mean``), for the temporal coherence of non-odd ``phi`` such as ReLU (§4).
     f_mean, f_var: ``(P, T)`` posterior mean and variance of the outputs ``f_a(t)`` over all
     samples. weights: family -> ``(num_chains·keep_weights, groups, ...)`` weight samples in
     natural units (evenly spaced in each chain), for spectra (§4: the posterior mean of ``W`` is
@@ -72,6 +74,7 @@ class Samples:
     C_chains: np.ndarray
     C_mean: np.ndarray
     C_sem: np.ndarray
+    C_centred: np.ndarray
     f_mean: np.ndarray
     f_var: np.ndarray
     weights: dict
@@ -159,20 +162,22 @@ def _sample_chunk(
         if T > 1:
             energy = jnp.sum(blocks**2, axis=(1, 3))
             summary.insert(1, (jnp.sum(energy) - jnp.trace(energy))[None])  # cross-time energy
-        stats = (C, networks.readout(params, arch, phi_h), jnp.mean(rate), jnp.sum(divergent))
+        C_centred = networks.empirical_kernel(phi_h - jnp.mean(phi_h, axis=-1, keepdims=True))
+        stats = (C, C_centred, networks.readout(params, arch, phi_h), jnp.mean(rate), jnp.sum(divergent))
         return state, stats, jnp.concatenate(summary)
 
     def one_sample(carry, xs):
         i, key = xs
         states, acc = carry
         keys = jax.random.split(key, num_chains)
-        states, (C, f, rate, divergent), summary = jax.vmap(chain_sample)(keys, states, step_size, inverse_mass_matrix)
+        states, (C, C_centred, f, rate, divergent), summary = jax.vmap(chain_sample)(keys, states, step_size, inverse_mass_matrix)
         w = (i < num_samples).astype(C.dtype)
         slot = jnp.minimum(i // stride, keep - 1)  # shared by all chains: an in-place slice update
         store = (i < num_samples) & (i % stride == stride - 1) & (i // stride < keep)
         acc = {
             "C": acc["C"] + w * C,
             "C2": acc["C2"] + w * C**2,
+            "C_centred": acc["C_centred"] + w * C_centred,
             "f": acc["f"] + w * f,
             "f2": acc["f2"] + w * f**2,
             "accept": acc["accept"] + w * rate,
@@ -283,7 +288,7 @@ def sample(
         task_sampling = bar.add_task(f"sampling N={N} {arch.name}", total=num_samples)
         zeros = lambda *shape: np.zeros((num_chains, *shape))  # noqa: E731
         acc = {
-            "C": zeros(n, n), "C2": zeros(n, n), "f": zeros(P, T), "f2": zeros(P, T),
+            "C": zeros(n, n), "C2": zeros(n, n), "C_centred": zeros(n, n), "f": zeros(P, T), "f2": zeros(P, T),
             "accept": zeros(), "divergent": zeros(),
             "weights": jax.tree.map(
                 lambda z: np.zeros((num_chains, max(keep_weights, 1), *z.shape[1:])), states.position
@@ -303,6 +308,8 @@ def sample(
     closer = np.linalg.norm(flipped - C_chains[0], axis=(1, 2)) < np.linalg.norm(C_chains - C_chains[0], axis=(1, 2))
     aligned = np.where(closer[:, None, None], flipped, C_chains)
     C_mean = aligned.mean(axis=0)
+    centred = acc["C_centred"] / num_samples
+    C_centred = np.where(closer[:, None, None], parity_flip(centred, T, P), centred).mean(axis=0)
     C_var = np.maximum(acc["C2"].sum(axis=0) / (num_chains * num_samples) - C_mean**2, 0.0)
     C_sem = np.sqrt(C_var / max(ess, 1.0))
     if num_chains >= 2:
@@ -318,7 +325,7 @@ def sample(
     return Samples(
         arch=arch, task=task, prior=prior, phi=nl.name, kappa=kappa, N=N, seed=seed, num_samples=num_samples,
         num_chains=num_chains, num_warmup=num_warmup, num_integration_steps=num_integration_steps, thin=thin,
-        C_chains=C_chains, C_mean=C_mean, C_sem=C_sem, f_mean=f_mean, f_var=f_var, weights=weights,
+        C_chains=C_chains, C_mean=C_mean, C_sem=C_sem, C_centred=C_centred, f_mean=f_mean, f_var=f_var, weights=weights,
         acceptance_rate=float(acc["accept"].mean() / num_samples), num_divergent=int(acc["divergent"].sum()),
         ess=ess, step_size=np.asarray(step_size), seconds=time.perf_counter() - started,
     )

@@ -18,7 +18,7 @@ and per branch (dim ``branch``, sorted by decreasing ``S``): ``branch_C``, ``bra
 ``branch_residual_forward``, ``branch_residual_backward``, ``branch_iterations``.
 Attrs ``S``, ``converged``, ``residual``, ``seconds``.
 
-Samples (:func:`samples_to_dataset`): ``C`` (= ``C_mean``), ``C_sem``, ``C_chains``
+Samples (:func:`samples_to_dataset`): ``C`` (= ``C_mean``), ``C_sem``, ``C_chains``, ``C_centred``
 ``(chain, t, a, t2, a2)``, ``f_mean``/``f_var`` ``(a, t)``, and the kept weight samples as
 ``weights_<family>`` with dims ``(sample, <family>_group, <family>_axis0, ...)``.
 ``step_size`` is an attr when scalar, else a variable (dim ``chain`` for one per chain).
@@ -194,6 +194,8 @@ def samples_to_dataset(samples) -> xr.Dataset:
         "C": (kdims, _kernel(samples.C_mean, T, P), {"description": "posterior mean empirical kernel"}),
         "C_sem": (kdims, _kernel(samples.C_sem, T, P), {"description": "standard error of C (between chains)"}),
         "C_chains": (("chain",) + kdims, C_chains, {"description": "per-chain mean kernel"}),
+        "C_centred": (kdims, _kernel(samples.C_centred, T, P),
+                      {"description": "posterior mean kernel of the centred features (mean over neurons removed)"}),
         "f_mean": (("a", "t"), np.asarray(samples.f_mean, dtype=np.float64), {"description": "posterior mean output"}),
         "f_var": (("a", "t"), np.asarray(samples.f_var, dtype=np.float64), {"description": "posterior output variance"}),
         **_task_vars(task),
@@ -309,7 +311,7 @@ def samples_from_dataset(ds: xr.Dataset):
         num_warmup=cfg.get("num_warmup"), num_integration_steps=cfg.get("num_integration_steps"),
         thin=cfg.get("thin"), num_divergent=int(ds.attrs.get("num_divergent", 0)),
         C_chains=kernel_matrix(ds["C_chains"].values), C_mean=kernel_matrix(ds["C"].values),
-        C_sem=kernel_matrix(ds["C_sem"].values), f_mean=np.asarray(ds["f_mean"].values),
+        C_sem=kernel_matrix(ds["C_sem"].values), C_centred=kernel_matrix(ds["C_centred"].values), f_mean=np.asarray(ds["f_mean"].values),
         f_var=np.asarray(ds["f_var"].values), weights=weights,
         acceptance_rate=float(ds.attrs["acceptance_rate"]), ess=float(ds.attrs["ess"]), step_size=step,
         seconds=float(ds.attrs["seconds"]),

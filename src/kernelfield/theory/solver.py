@@ -303,6 +303,12 @@ class Solution:
 
         return predictive(self.problem, self.C, N=N)
 
+    def coherence_by_lag(self):
+        """Temporal coherence per lag; see :func:`kernelfield.observables.coherence_by_lag`."""
+        from ..observables import coherence_by_lag
+
+        return coherence_by_lag(self)
+
     def to_xarray(self):
         """Labelled ``xarray.Dataset`` with provenance; see :func:`kernelfield.storage.solution_to_dataset`."""
         from ..storage import solution_to_dataset

@@ -1,0 +1,236 @@
+"""The phase transition (THEORY.md §4) as labelled studies: bifurcation diagrams of the order
+parameter, phase diagrams of the critical signal, and weight spectra against the predicted
+outlier. Every function returns an :class:`xarray.Dataset` that :mod:`kernelfield.plots` draws
+and :func:`kernelfield.save` writes; theory and finite-width networks sit side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from typing import Callable, Sequence
+
+import numpy as np
+import xarray as xr
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ..observables import lag_coherence, mean_coherence
+from ..spec import Architecture, Prior, Task
+from ..theory.kernels import make_problem
+from ..theory.solver import solve
+from ..theory.stability import (
+    NoTransitionError,
+    _controlled,
+    _stability,
+    critical_signal,
+    outlier_eigenvalues,
+    symmetric_solution,
+)
+
+__all__ = ["bifurcation", "order_parameter_exponent", "phase_diagram", "weight_spectrum"]
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), disable=not enabled, transient=False)
+
+
+def _attrs(kind: str, **config) -> dict:
+    from .. import __version__
+
+    return {"kind": kind, "kernelfield_version": __version__, "config": json.dumps(config, default=str),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def bifurcation(archs: Sequence[Architecture], task: Task, values: Sequence[float], control: str = "target_scale",
+                prior: Prior = Prior(), phi="linear", kappa: float = 0.1, widths: Sequence[int] = (),
+                sample_values: Sequence[float] | None = None, sampling: dict | None = None,
+                progress: bool = True) -> xr.Dataset:
+    """Order parameter against a control parameter for several sharing patterns.
+
+    Theory at every value of ``values`` (``control`` as in :func:`kernelfield.critical_signal`):
+    ``coherence`` (mean temporal coherence of the dominant branch), ``coherence_lag`` (per lag),
+    ``S_gain`` (``S`` of the dominant branch minus ``S`` of the symmetric one), ``leading_eigenvalue``
+    of the cross-time Hessian at the symmetric solution, ``outlier`` (largest predicted outlier
+    modulus). Per architecture ``critical`` (:func:`kernelfield.critical_signal`, ``nan`` when no
+    transition) and ``exponent``: the fitted ``beta`` in ``rho ~ (value - critical)^beta`` just
+    past the transition (:func:`order_parameter_exponent`). Finite-width networks at each width in
+    ``widths`` and each value in ``sample_values`` (default: every third value): ``sampled_coherence``
+    (centred kernel) and ``sampled_coherence_err`` (standard error over chains).
+    """
+    values = np.asarray(values, dtype=float)
+    names = [a.name for a in archs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"archs: architecture names must be distinct, got {names}")
+    if values.ndim != 1 or values.size == 0 or not np.all(np.isfinite(values)) or np.any(values <= 0):
+        raise ValueError("values: must be a non-empty 1-D sequence of finite numbers > 0")
+    sample_values = values[::3] if sample_values is None else np.asarray(sample_values, dtype=float)
+    sampling = dict(num_samples=400, num_warmup=300, num_chains=4, seed=0) | dict(sampling or {})
+    T = task.T
+    shape = (len(archs), values.size)
+    out = {k: np.full(shape, np.nan) for k in ("coherence", "S_gain", "leading_eigenvalue", "outlier")}
+    lags = np.full(shape + (max(T - 2, 0),), np.nan)
+    critical, exponent = np.full(len(archs), np.nan), np.full(len(archs), np.nan)
+    sampled = np.full((len(archs), len(widths), sample_values.size), np.nan)
+    sampled_err = np.full_like(sampled, np.nan)
+    total = len(archs) * (values.size + 1 + len(widths) * sample_values.size)
+    with _progress(progress) as bar:
+        job = bar.add_task("bifurcation", total=total)
+        for i, arch in enumerate(archs):
+            for j, v in enumerate(values):
+                t, p, kp = _controlled(arch, task, prior, kappa, control, v)
+                sol = solve(arch, t, prior=p, phi=phi, kappa=kp)
+                sym = symmetric_solution(arch, t, p, phi, kp)
+                out["coherence"][i, j] = mean_coherence(sol.C, T, t.P)
+                lags[i, j] = lag_coherence(sol.C, T, t.P)
+                out["S_gain"][i, j] = sol.S - sym.S
+                out["leading_eigenvalue"][i, j] = _stability(make_problem(arch, t, p, kp), sym.C, 1, "auto").leading
+                out["outlier"][i, j] = float(np.abs(outlier_eigenvalues(sol)[0]))
+                bar.advance(job)
+            try:
+                critical[i] = critical_signal(arch, task, prior, phi, kappa, control=control).value
+                exponent[i] = order_parameter_exponent(arch, task, critical[i], control, prior, phi, kappa)
+            except NoTransitionError:
+                pass
+            bar.advance(job)
+            for w, N in enumerate(widths):
+                for j, v in enumerate(sample_values):
+                    sampled[i, w, j], sampled_err[i, w, j] = _sampled_coherence(
+                        arch, *_controlled(arch, task, prior, kappa, control, v), phi, N, sampling)
+                    bar.advance(job)
+    data = {
+        "coherence": (("arch", "value"), out["coherence"], {"description": "mean temporal coherence (theory)"}),
+        "coherence_lag": (("arch", "value", "lag"), lags, {"description": "temporal coherence per lag (theory)"}),
+        "S_gain": (("arch", "value"), out["S_gain"], {"description": "S(dominant) - S(symmetric)"}),
+        "leading_eigenvalue": (("arch", "value"), out["leading_eigenvalue"],
+                               {"description": "leading cross-time Hessian eigenvalue at the symmetric solution"}),
+        "outlier": (("arch", "value"), out["outlier"], {"description": "largest predicted |outlier eigenvalue| of W"}),
+        "critical": (("arch",), critical, {"description": f"critical {control}"}),
+        "exponent": (("arch",), exponent, {"description": "fitted beta in rho ~ (value - critical)^beta"}),
+        "sampled_coherence": (("arch", "N", "sample_value"), sampled,
+                              {"description": "temporal coherence of sampled width-N networks (centred)"}),
+        "sampled_coherence_err": (("arch", "N", "sample_value"), sampled_err,
+                                  {"description": "standard error over chains"}),
+    }
+    coords = {"arch": names, "value": values, "lag": np.arange(1, T - 1), "N": np.asarray(widths, dtype=int),
+              "sample_value": sample_values}
+    attrs = _attrs("bifurcation", control=control, prior=prior.__dict__, phi=str(phi), kappa=kappa, T=T, P=task.P,
+                   sampling=sampling)
+    return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def _sampled_coherence(arch, task, prior, kappa, phi, N, sampling) -> tuple[float, float]:
+    """Temporal coherence of sampled networks and its standard error over chains."""
+    from ..sampling import sample
+
+    s = sample(arch, task, N=N, prior=prior, phi=phi, kappa=kappa, keep_weights=0, progress=False, **sampling)
+    per_chain = [mean_coherence(C, task.T, task.P) for C in s.C_chains]
+    err = np.std(per_chain, ddof=1) / np.sqrt(len(per_chain)) if len(per_chain) > 1 else np.nan
+    from ..observables import temporal_coherence
+
+    return temporal_coherence(s), float(err)
+
+
+def order_parameter_exponent(arch: Architecture, task: Task, critical: float, control: str = "target_scale",
+                             prior: Prior = Prior(), phi="linear", kappa: float = 0.1,
+                             offsets: Sequence[float] = (0.005, 0.01, 0.02, 0.04)) -> float:
+    """Fitted ``beta`` in ``rho ~ |value/critical - 1|^beta`` from theory solutions at
+    ``value = critical·(1 ± offset)`` on the strong-signal side (a pitchfork gives ``beta = 1/2``)."""
+    sign = -1.0 if control == "kappa" else 1.0
+    rho = []
+    for d in offsets:
+        t, p, kp = _controlled(arch, task, prior, kappa, control, critical * (1 + sign * d))
+        sol = solve(arch, t, prior=p, phi=phi, kappa=kp, init="broken", tol=1e-7)
+        rho.append(mean_coherence(sol.C, task.T, task.P))
+    rho = np.asarray(rho)
+    if np.any(rho <= 0):
+        return float("nan")
+    return float(np.polyfit(np.log(offsets), np.log(rho), 1)[0])
+
+
+def phase_diagram(build: Callable[..., tuple[Architecture, Task, Prior, float]], x: tuple[str, Sequence],
+                  y: tuple[str, Sequence], control: str = "target_scale", phi="linear", tol: float = 1e-3,
+                  progress: bool = True) -> xr.Dataset:
+    """Critical value of ``control`` over a 2-D grid.
+
+    build: ``build(**{x_name: xv, y_name: yv}) -> (arch, task, prior, kappa)``, e.g. from a config
+    with two fields overridden. Returns ``critical`` on dims ``(x_name, y_name)`` (``nan`` where
+    the symmetric solution never loses stability in the searched range) with the search status.
+    """
+    (x_name, x_values), (y_name, y_values) = x, y
+    if x_name == y_name:
+        raise ValueError(f"y: the two axes must differ, both are {x_name!r}")
+    critical = np.full((len(x_values), len(y_values)), np.nan)
+    status = np.full(critical.shape, "", dtype=object)
+    with _progress(progress) as bar:
+        job = bar.add_task("phase diagram", total=critical.size)
+        for i, xv in enumerate(x_values):
+            for j, yv in enumerate(y_values):
+                arch, task, prior, kappa = build(**{x_name: xv, y_name: yv})
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("error", category=UserWarning)  # an unconverged solve fails the point
+                        critical[i, j] = critical_signal(arch, task, prior, phi, kappa, control=control, tol=tol).value
+                    status[i, j] = "ok"
+                except (NoTransitionError, UserWarning) as e:
+                    status[i, j] = f"{type(e).__name__}: {e}"
+                bar.advance(job)
+    coords = {x_name: np.asarray(x_values), y_name: np.asarray(y_values)}
+    data = {"critical": ((x_name, y_name), critical, {"description": f"critical {control}"}),
+            "status": ((x_name, y_name), status.astype(str))}
+    return xr.Dataset(data, coords=coords, attrs=_attrs("phase_diagram", control=control, phi=str(phi), tol=tol,
+                                                         x=x_name, y=y_name))
+
+
+def weight_spectrum(arch: Architecture, task: Task, values: Sequence[float], widths: Sequence[int],
+                    control: str = "target_scale", prior: Prior = Prior(), phi="linear", kappa: float = 0.1,
+                    sampling: dict | None = None, progress: bool = True) -> xr.Dataset:
+    """Predicted outlier eigenvalues of the recurrent matrix (of the last step's ``W`` group)
+    against eigenvalues of sampled width-``N`` matrices, at each control value.
+
+    Returns ``predicted_real/_imag`` (dims ``value, mode``), ``eigenvalues_real/_imag`` of the kept
+    weight samples (dims ``value, N, draw, index``, padded with ``nan`` to the largest ``N``),
+    ``top_modulus`` (mean over draws of the largest ``|lambda|`` of each sample) with its
+    standard error ``top_modulus_err``, and the bulk ``radius`` ``g``.
+    """
+    sampling = dict(num_samples=400, num_warmup=300, num_chains=4, keep_weights=10, seed=0) | dict(sampling or {})
+    values = np.asarray(values, dtype=float)
+    draws = sampling["num_chains"] * sampling["keep_weights"]
+    if draws < 1:
+        raise ValueError("sampling.keep_weights: must be >= 1 to take spectra of sampled weights")
+    label = np.asarray(arch.W_groups)[task.T - 1]
+    slot = int(np.searchsorted(np.unique(np.asarray(arch.W_groups)[1:]), label))
+    predicted, spectra = [], np.full((values.size, len(widths), draws, max(widths, default=0)), np.nan + 0j)
+    top = np.full((values.size, len(widths)), np.nan)
+    top_err = np.full_like(top, np.nan)
+    from ..sampling import sample
+
+    with _progress(progress) as bar:
+        job = bar.add_task("weight spectrum", total=values.size * (1 + len(widths)))
+        for i, v in enumerate(values):
+            t, p, kp = _controlled(arch, task, prior, kappa, control, v)
+            predicted.append(outlier_eigenvalues(solve(arch, t, prior=p, phi=phi, kappa=kp)))
+            bar.advance(job)
+            for w, N in enumerate(widths):
+                s = sample(arch, t, N=N, prior=p, phi=phi, kappa=kp, progress=False, **sampling)
+                ev = np.linalg.eigvals(s.weights["W"][:, slot])
+                spectra[i, w, :, :N] = ev
+                m = np.abs(ev).max(axis=1)
+                top[i, w], top_err[i, w] = m.mean(), m.std(ddof=1) / np.sqrt(m.size) if m.size > 1 else np.nan
+                bar.advance(job)
+    predicted = np.asarray(predicted)
+    radius = values if control == "g" else np.full(values.size, prior.g)
+    data = {
+        "predicted_real": (("value", "mode"), predicted.real, {"description": "predicted outlier eigenvalues (real part, by modulus)"}),
+        "predicted_imag": (("value", "mode"), predicted.imag, {"description": "imaginary part"}),
+        "eigenvalues_real": (("value", "N", "draw", "index"), spectra.real, {"description": "eigenvalues of sampled W (real part)"}),
+        "eigenvalues_imag": (("value", "N", "draw", "index"), spectra.imag, {"description": "imaginary part"}),
+        "top_modulus": (("value", "N"), top, {"description": "mean largest |eigenvalue| of sampled W"}),
+        "top_modulus_err": (("value", "N"), top_err, {"description": "standard error of top_modulus"}),
+        "radius": (("value",), radius, {"description": "bulk radius g (circular law)"}),
+    }
+    coords = {"value": values, "N": np.asarray(widths, dtype=int)}
+    attrs = _attrs("weight_spectrum", arch=arch.name, control=control, prior=prior.__dict__, phi=str(phi),
+                   kappa=kappa, T=task.T, P=task.P, sampling=sampling)
+    return xr.Dataset(data, coords=coords, attrs=attrs)

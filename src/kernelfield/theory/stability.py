@@ -1,0 +1,338 @@
+"""The phase transition of THEORY.md §4: stability of the time-symmetric solution, the critical
+learning signal, and the outlier eigenvalues of the recurrent weights.
+
+Symmetric solution: in endpoint-supervised tasks (no input, bias or readout shared between
+different time steps) the action restricted to time-block-diagonal kernels is the same for every
+sharing pattern, so its maximiser there is the DNN's solution ``C_sym`` (computed with the DNN's
+time-local solver). It is a stationary point of every pattern's action.
+
+Stability: the Hessian of ``S`` at ``C_sym`` restricted to cross-time directions
+``δC = L (X + Xᵀ) Lᵀ``, ``X`` strictly block upper triangular (blocks ``t < s``), ``L = chol C_sym``
+(block diagonal, so ``δC`` has zero equal-time blocks; the whitening makes the Hessian
+dimensionless). Its leading eigenvalue ``λ_max`` is negative while ``C_sym`` is the local maximum
+and crosses zero at the critical signal (Sylvester's law of inertia: the sign does not depend on
+the coordinates).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.optimize
+import scipy.sparse.linalg
+
+from ..spec import Architecture, Prior, Task
+from .action import action_terms
+from .kernels import Problem, make_problem
+
+__all__ = [
+    "Stability",
+    "CriticalPoint",
+    "NoTransitionError",
+    "symmetric_solution",
+    "stability",
+    "critical_signal",
+    "outlier_eigenvalues",
+    "CONTROLS",
+]
+
+#: Control parameters of :func:`critical_signal` (see :func:`_controlled` for what each sets).
+CONTROLS = ("target_scale", "kappa", "g")
+
+
+class NoTransitionError(ValueError):
+    """The symmetric solution did not change stability inside the searched range."""
+
+
+@dataclass(frozen=True)
+class Stability:
+    """Leading eigenvalues of the cross-time Hessian of ``S`` at the symmetric solution.
+
+    eigenvalues: the ``k`` largest, descending (``> 0``: the symmetric solution is unstable);
+    dimension: number of cross-time directions; gradient: relative size of the cross-time
+    gradient at ``C_sym`` (~ 0: it is a stationary point); C_sym, S_sym: the symmetric kernel and
+    its action.
+    """
+
+    eigenvalues: np.ndarray
+    dimension: int
+    gradient: float
+    C_sym: np.ndarray
+    S_sym: float
+
+    @property
+    def leading(self) -> float:
+        return float(self.eigenvalues[0])
+
+    @property
+    def stable(self) -> bool:
+        return self.leading < 0
+
+
+def _check_symmetric_exists(prob: Problem) -> None:
+    """The symmetric solution exists when nothing but ``W`` couples different time steps."""
+    T, P = prob.T, prob.P
+    off = ~np.eye(T, dtype=bool)
+    K_cross = np.abs(prob.K_in).reshape(T, P, T, P).max(axis=(1, 3))[off].max(initial=0.0)
+    sup_t = prob.S // P
+    v_cross = np.abs(prob.Mv[np.ix_(prob.S, prob.S)])[sup_t[:, None] != sup_t[None, :]].max(initial=0.0)
+    if K_cross > 0 or v_cross > 0:
+        what = "inputs or biases shared between different steps" if K_cross > 0 else \
+            "a readout shared between different supervised steps"
+        raise ValueError(
+            f"task: no time-symmetric solution for this architecture and task ({what} correlate "
+            "time steps directly); stability analysis needs an endpoint-type task, e.g. inputs at "
+            "one step only, sigma_b = 0 or unshared biases, supervision at one step"
+        )
+
+
+def symmetric_solution(arch: Architecture, task: Task, prior: Prior = Prior(), phi="linear",
+                       kappa: float = 0.1, **solve_kwargs):
+    """The time-symmetric stationary point ``C_sym`` (cross-time blocks zero) of ``arch``'s action:
+    the DNN's solution on the same task (see module docstring). Returns a :class:`Solution`."""
+    from .solver import solve
+
+    _check_symmetric_exists(make_problem(arch, task, prior, kappa))
+    return solve(Architecture.dnn(arch.T), task, prior=prior, phi=phi, kappa=kappa, init="prior", **solve_kwargs)
+
+
+def _cross_time_index(T: int, P: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flat (row, col) positions of the strictly block-upper-triangular entries (blocks t < s)."""
+    t, s = np.triu_indices(T, k=1)
+    a, b = np.meshgrid(np.arange(P), np.arange(P), indexing="ij")
+    rows = (t[:, None, None] * P + a[None]).reshape(-1)
+    cols = (s[:, None, None] * P + b[None]).reshape(-1)
+    return rows, cols
+
+
+def _cross_time_action(x, rows, cols, C_sym, MW, Mv, K_in, S_idx, y, kappa, P: int):
+    """``S(C_sym + L (X + Xᵀ) Lᵀ)`` with ``X`` the cross-time entries ``x`` at ``(rows, cols)``."""
+    n = C_sym.shape[0]
+    L = jnp.linalg.cholesky(C_sym)
+    X = jnp.zeros((n, n)).at[rows, cols].set(x)
+    C = C_sym + L @ (X + X.T) @ L.T
+    return action_terms(jnp.linalg.cholesky(C), MW, Mv, K_in, S_idx, y, kappa, P)[0]
+
+
+_action_and_gradient = jax.jit(jax.value_and_grad(_cross_time_action), static_argnames=("P",))
+_hessian = jax.jit(jax.hessian(_cross_time_action), static_argnames=("P",))
+
+
+@partial(jax.jit, static_argnames=("P",))
+def _hvp(v, x, *args, P: int):
+    return jax.jvp(lambda z: jax.grad(_cross_time_action)(z, *args, P=P), (x,), (v,))[1]
+
+
+def stability(sol, k: int = 3, method: str = "auto") -> Stability:
+    """Leading ``k`` eigenvalues of the Hessian of ``S`` restricted to cross-time directions at
+    the symmetric solution of ``sol``'s architecture and task (``sol`` a :class:`Solution`).
+
+    method: ``"dense"`` (the full Hessian by autodiff, then ``eigvalsh``), ``"lanczos"``
+    (``scipy.sparse.linalg.eigsh`` on Hessian-vector products, for many directions) or
+    ``"auto"`` (dense up to 1500 directions).
+    """
+    if method not in ("auto", "dense", "lanczos"):
+        raise ValueError(f"method: must be 'auto', 'dense' or 'lanczos', got {method!r}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k: must be an integer >= 1, got {k!r}")
+    sym = symmetric_solution(sol.arch, sol.task, sol.prior, sol.phi, sol.kappa)
+    prob = make_problem(sol.arch, sol.task, sol.prior, sol.kappa)
+    return _stability(prob, sym.C, k, method)
+
+
+def _stability(prob: Problem, C_sym: np.ndarray, k: int, method: str) -> Stability:
+    if prob.T < 2:
+        raise ValueError("arch: stability needs T >= 2 (there are no cross-time directions at T = 1)")
+    rows, cols = _cross_time_index(prob.T, prob.P)
+    args = (jnp.asarray(rows), jnp.asarray(cols), jnp.asarray(C_sym), prob.MW, prob.Mv, prob.K_in,
+            jnp.asarray(prob.S), prob.y, prob.kappa)
+    m = rows.size
+    x0 = jnp.zeros(m)
+    S0, g0 = _action_and_gradient(x0, *args, P=prob.P)
+    gradient = float(jnp.linalg.norm(g0)) / max(1.0, abs(float(S0)))
+    k = min(k, m)
+    if method == "dense" or (method == "auto" and m <= 1500):
+        H = np.asarray(_hessian(x0, *args, P=prob.P))
+        eig = np.linalg.eigvalsh(0.5 * (H + H.T))[::-1][:k]
+    else:
+        op = scipy.sparse.linalg.LinearOperator(
+            (m, m), matvec=lambda v: np.asarray(_hvp(jnp.asarray(v), x0, *args, P=prob.P)), dtype=np.float64)
+        eig = np.sort(scipy.sparse.linalg.eigsh(op, k=min(k, m - 1), which="LA", return_eigenvectors=False))[::-1]
+    return Stability(eigenvalues=np.asarray(eig), dimension=m, gradient=gradient, C_sym=np.asarray(C_sym),
+                     S_sym=float(S0))
+
+
+@dataclass(frozen=True)
+class CriticalPoint:
+    """Where the symmetric solution loses stability.
+
+    control, value: the control parameter and its critical value (for ``"target_scale"`` the
+    multiplier of ``task.targets``); tol: relative tolerance of ``value``; bracket and
+    eigenvalues: the final bracket and the leading cross-time Hessian eigenvalues at its ends;
+    evaluations: stability analyses done; branches: the branch-following check (``None`` if not
+    requested): ``{"lower": {...}, "higher": {...}}`` for the control values ``value·(1 ∓ margin)``,
+    each with the gain ``S_broken - S_sym`` of the best time-correlated branch found by
+    :func:`~kernelfield.solve` (``nan`` when none was found). On the weak-signal side (``"lower"``
+    for ``target_scale``, ``"higher"`` for ``kappa``) a continuous transition has none.
+    """
+
+    control: str
+    value: float
+    tol: float
+    bracket: tuple[float, float]
+    eigenvalues: tuple[float, float]
+    evaluations: int
+    branches: dict | None = None
+
+
+def _controlled(arch, task, prior, kappa, control, value):
+    """(task, prior, kappa) with the control parameter set to ``value``."""
+    if control == "target_scale":
+        return Task(task.inputs, task.targets * value), prior, kappa
+    if control == "kappa":
+        return task, prior, value
+    return task, replace(prior, g=value), kappa
+
+
+def critical_signal(arch: Architecture, task: Task, prior: Prior = Prior(), phi="linear", kappa: float = 0.1,
+                    control: str = "target_scale", tol: float = 1e-4, bracket: tuple[float, float] | None = None,
+                    verify: bool = False, margin: float = 0.1) -> CriticalPoint:
+    """The value of ``control`` at which the symmetric solution loses stability: the root of the
+    leading cross-time Hessian eigenvalue ``λ_max(value)`` (:func:`stability`), found by Brent's
+    method to relative tolerance ``tol``.
+
+    control: ``"target_scale"`` (multiplier of ``task.targets``; the signal grows with it),
+    ``"kappa"`` (the likelihood variance; the signal grows as it decreases) or ``"g"`` (the
+    recurrent weight scale; ``λ_max`` is not monotone in ``g``, so the search expands both ways
+    and finds the crossing nearest to ``prior.g`` on a log scale). bracket: ``(lo, hi)`` with
+    ``λ_max`` of opposite signs at the ends; by default it is found by doubling/halving from the
+    current value (1 for ``target_scale``).
+    verify: cross-check by branch following: solve ``arch`` with ``init="auto"`` at
+    ``value·(1 - margin)`` and ``value·(1 + margin)`` and record ``S_broken - S_sym`` on each
+    side (see :class:`CriticalPoint`). Raises :class:`NoTransitionError`
+    when no sign change is found.
+    """
+    if control not in CONTROLS:
+        raise ValueError(f"control: must be one of {CONTROLS}, got {control!r}")
+    if not (isinstance(tol, (int, float)) and 0 < tol < 1):
+        raise ValueError(f"tol: must be a number in (0, 1), got {tol!r}")
+    if not (isinstance(margin, (int, float)) and 0 < margin < 1):
+        raise ValueError(f"margin: must be a number in (0, 1), got {margin!r}")
+    from .solver import solve
+
+    evaluations = 0
+
+    def leading(value: float) -> float:
+        nonlocal evaluations
+        evaluations += 1
+        t, p, kp = _controlled(arch, task, prior, kappa, control, value)
+        sym = solve(Architecture.dnn(arch.T), t, prior=p, phi=phi, kappa=kp, init="prior")
+        return _stability(make_problem(arch, t, p, kp), sym.C, 1, "auto").leading
+
+    prob = make_problem(arch, task, prior, kappa)
+    _check_symmetric_exists(prob)
+    if np.array_equal(prob.components, np.arange(arch.T)):
+        raise NoTransitionError(
+            f"arch: {arch.name} couples no two time steps (no W shared across time), so the symmetric solution "
+            "is stable at any signal: its cross-time Hessian is -identity (only log det C sees those blocks)")
+    if bracket is None:
+        start = {"target_scale": 1.0, "kappa": kappa, "g": prior.g}[control]
+        lo, hi, f_lo, f_hi = _find_bracket(leading, start, {"target_scale": 2.0, "kappa": 0.5, "g": None}[control])
+    else:
+        lo, hi = (float(v) for v in bracket)
+        if not (0 < lo < hi and math.isfinite(hi)):
+            raise ValueError(f"bracket: must be (lo, hi) with 0 < lo < hi, got {bracket!r}")
+        f_lo, f_hi = leading(lo), leading(hi)
+        if f_lo * f_hi > 0:
+            raise NoTransitionError(
+                f"bracket: the leading cross-time eigenvalue has the same sign at {control} = {lo:g} "
+                f"({f_lo:.3g}) and {hi:g} ({f_hi:.3g}); no transition inside")
+    value = scipy.optimize.brentq(leading, lo, hi, xtol=tol * lo, rtol=tol)
+    point = CriticalPoint(control, float(value), float(tol), (lo, hi), (f_lo, f_hi), evaluations)
+    if verify:
+        point = replace(point, branches=_branch_check(arch, task, prior, phi, kappa, control, value, margin, solve))
+    return point
+
+
+def _find_bracket(f, start: float, stronger: float | None, factor: float = 2.0, max_steps: int = 12):
+    """Step geometrically from ``start`` until ``f`` changes sign: towards a stronger learning
+    signal (multiply by ``stronger``) while ``f < 0`` and the other way while ``f > 0``; with
+    ``stronger=None`` (no monotone direction, e.g. ``g``) alternately up and down by ``factor``."""
+    f0 = f(start)
+    if stronger is None:
+        points = {1: (start, f0), -1: (start, f0)}
+        for k in range(1, max_steps + 1):
+            for sign in (1, -1):
+                x_prev, f_prev = points[sign]
+                x_new = start * factor ** (sign * k)
+                f_new = f(x_new)
+                if f_prev * f_new <= 0:
+                    return (x_prev, x_new, f_prev, f_new) if sign > 0 else (x_new, x_prev, f_new, f_prev)
+                points[sign] = (x_new, f_new)
+        x = start * factor**max_steps
+    else:
+        x, fx = start, f0
+        step = stronger if f0 < 0 else 1.0 / stronger
+        for _ in range(max_steps):
+            x_new = x * step
+            f_new = f(x_new)
+            if fx * f_new <= 0:
+                return (x, x_new, fx, f_new) if x < x_new else (x_new, x, f_new, fx)
+            x, fx = x_new, f_new
+    state = "stable (no transition)" if f0 < 0 else "unstable (already past the transition)"
+    raise NoTransitionError(
+        f"no sign change of the leading cross-time eigenvalue between {start:g} and {x:g}: the symmetric "
+        f"solution stays {state}; pass bracket=(lo, hi)")
+
+
+def _branch_check(arch, task, prior, phi, kappa, control, value, margin, solve) -> dict:
+    """``S_broken - S_sym`` just below (``"lower"``) and above (``"higher"``) the critical value."""
+    sides = {"lower": value * (1 - margin), "higher": value * (1 + margin)}
+    out = {}
+    for side, v in sides.items():
+        t, p, kp = _controlled(arch, task, prior, kappa, control, v)
+        sol = solve(arch, t, prior=p, phi=phi, kappa=kp, init="auto", tol=1e-7)
+        sym = symmetric_solution(arch, t, p, phi, kp, tol=1e-7)
+        broken = [b for b in sol.branches if _cross_time_norm(b.C, arch.T, t.P) > 1e-3]
+        out[side] = {"value": float(v),
+                     "gain": max(b.S for b in broken) - sym.S if broken else float("nan")}
+    return out
+
+
+def _cross_time_norm(C: np.ndarray, T: int, P: int) -> float:
+    """``||C_{t≠s}||_F / ||C||_F``."""
+    blocks = np.asarray(C).reshape(T, P, T, P).copy()
+    full = np.linalg.norm(blocks)
+    for t in range(T):
+        blocks[t, :, t, :] = 0.0
+    return float(np.linalg.norm(blocks) / full)
+
+
+def outlier_eigenvalues(sol, group: int | None = None) -> np.ndarray:
+    """Predicted non-zero eigenvalues of the low-rank part of the posterior recurrent matrix
+    (THEORY.md §4): the eigenvalues of the regression operator ``C_pp⁻¹ C_pn``, where ``n`` runs
+    over ``(t, a)`` for the steps ``t >= 1`` that use the matrix and ``p`` over ``(t-1, a)``.
+
+    group: the ``W`` group label (default: the group of the last step, i.e. the shared matrix of
+    an RNN). Returns the ``|group|·P`` eigenvalues (complex) sorted by decreasing modulus; on the
+    symmetric solution the operator is a nilpotent chain and all of them vanish (numerically
+    ~ ``residual^(1/chain length)``).
+    """
+    arch, T, P = sol.arch, sol.task.T, sol.task.P
+    labels = np.asarray(arch.W_groups)
+    group = labels[T - 1] if group is None else group
+    steps = np.flatnonzero(labels[1:] == group) + 1
+    if steps.size == 0:
+        raise ValueError(f"group: no step t >= 1 uses W group {group!r}; groups: {sorted(set(labels[1:].tolist()))}")
+    a = np.arange(P)
+    n_idx = (steps[:, None] * P + a).reshape(-1)
+    p_idx = n_idx - P
+    C = np.asarray(sol.C)
+    A = np.linalg.solve(C[np.ix_(p_idx, p_idx)], C[np.ix_(p_idx, n_idx)])
+    eig = np.linalg.eigvals(A)
+    return eig[np.argsort(-np.abs(eig), kind="stable")]

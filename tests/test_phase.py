@@ -1,0 +1,122 @@
+"""Phase-transition studies (kernelfield.experiments.phase), their figures and CLI commands."""
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import kernelfield as kf
+from kernelfield import plots, storage
+from kernelfield.cli import app
+from kernelfield.experiments import phase
+
+T = 4
+runner = CliRunner()
+
+
+def task():
+    return kf.tasks.endpoint_patterns(P=3, T=T, D=4, target_scale=1.0, seed=0)
+
+
+def test_bifurcation_theory_curves(tmp_path):
+    archs = [kf.Architecture.rnn(T), kf.Architecture.dnn(T), kf.Architecture.tied_every(T, 2)]
+    ds = phase.bifurcation(archs, task(), [0.2, 0.5, 1.0], progress=False)
+    coh = ds["coherence"]
+    assert coh.sel(arch="dnn").max() == 0 and coh.sel(arch="rnn", value=0.2) < 1e-5
+    assert coh.sel(arch="rnn", value=1.0) > coh.sel(arch="tied_every_2", value=1.0) > 0
+    # the leading eigenvalue changes sign between the values bracketing each critical point
+    crit = ds["critical"].sel(arch="rnn").item()
+    assert 0.2 < crit < 0.5 and np.isnan(ds["critical"].sel(arch="dnn"))
+    eig = ds["leading_eigenvalue"].sel(arch="rnn").values
+    assert eig[0] < 0 < eig[1]
+    assert ds["exponent"].sel(arch="rnn").item() == pytest.approx(0.5, abs=0.06)
+    path = storage.save(ds, tmp_path / "bif.nc")
+    back = storage.load(path)
+    np.testing.assert_array_equal(back["coherence"].values, ds["coherence"].values)
+    assert back.attrs["kind"] == "bifurcation" and "control" in back.attrs["config"]
+    plots.plot_bifurcation(ds, tmp_path / "bif.png")
+    assert (tmp_path / "bif.png").stat().st_size > 0
+
+
+def test_bifurcation_rejects_bad_values():
+    with pytest.raises(ValueError, match="values"):
+        phase.bifurcation([kf.Architecture.rnn(T)], task(), [0.5, -1.0], progress=False)
+    with pytest.raises(ValueError, match="names must be distinct"):
+        phase.bifurcation([kf.Architecture.rnn(T), kf.Architecture.rnn(T)], task(), [0.5], progress=False)
+
+
+def test_phase_diagram_critical_signal_over_T_and_g(tmp_path):
+    def build(T, g):
+        return (kf.Architecture.rnn(int(T)), kf.tasks.endpoint_patterns(P=3, T=int(T), D=4, seed=0),
+                kf.Prior(g=g), 0.1)
+
+    ds = phase.phase_diagram(build, ("T", [3, 4]), ("g", [0.9, 1.0]), tol=1e-3, progress=False)
+    crit = ds["critical"].values
+    assert np.all(ds["status"].values == "ok") and np.all(np.isfinite(crit))
+    # the point (T=4, g=1) is the critical value found directly
+    direct = kf.critical_signal(kf.Architecture.rnn(4), task(), tol=1e-3).value
+    assert crit[1, 1] == pytest.approx(direct, rel=2e-3)
+    plots.plot_phase_diagram(ds, tmp_path / "pd.png")
+    assert (tmp_path / "pd.png").stat().st_size > 0
+
+
+def test_weight_spectrum_dataset_and_figure(tmp_path):
+    ds = phase.weight_spectrum(kf.Architecture.rnn(T), task(), [0.2, 1.0], [16],
+                               sampling=dict(num_samples=20, num_warmup=20, num_chains=2, keep_weights=2),
+                               progress=False)
+    assert ds["eigenvalues_real"].shape == (2, 1, 4, 16)
+    assert np.all(np.isfinite(ds["top_modulus"]))
+    pred = np.abs(ds["predicted_real"] + 1j * ds["predicted_imag"]).max("mode").values
+    assert pred[0] < 1e-2 and pred[1] > 1.0
+    storage.save(ds, tmp_path / "spec.nc")
+    plots.plot_spectrum(ds, path=tmp_path / "spec.png")
+    assert (tmp_path / "spec.png").stat().st_size > 0
+
+
+CONFIG = """
+[architecture]
+kind = "rnn"
+T = 3
+[task]
+generator = "endpoint_patterns"
+P = 3
+D = 3
+[theory]
+kappa = 0.1
+[phase]
+values = [0.2, 1.0]
+architectures = ["rnn", "dnn"]
+x = { field = "prior.g", values = [0.9, 1.0] }
+y = { field = "theory.kappa", values = [0.1, 0.2] }
+[spectrum]
+values = [1.0]
+widths = [16]
+[sampling]
+num_samples = 20
+num_warmup = 20
+num_chains = 2
+keep_weights = 2
+"""
+
+
+@pytest.mark.slow
+def test_cli_phase_diagram_and_spectrum(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(CONFIG)
+    res = runner.invoke(app, ["phase-diagram", str(cfg), "--out", str(tmp_path / "ph"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "critical target_scale" in res.output and "none (stable)" in res.output
+    for name in ("bifurcation.nc", "bifurcation.png", "phase_diagram.nc", "phase_diagram.png"):
+        assert (tmp_path / "ph" / name).stat().st_size > 0
+    grid = storage.load(tmp_path / "ph" / "phase_diagram.nc")
+    assert grid["critical"].dims == ("prior.g", "theory.kappa")
+    res = runner.invoke(app, ["spectrum", str(cfg), "--out", str(tmp_path / "sp"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "predicted" in res.output and (tmp_path / "sp" / "spectrum.png").stat().st_size > 0
+
+
+def test_cli_phase_config_errors(tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(CONFIG.replace('["rnn", "dnn"]', '["rnn", "lstm"]').replace('"theory.kappa"', '"prior.zeta"'))
+    res = runner.invoke(app, ["phase-diagram", str(cfg), "--out", str(tmp_path)])
+    assert res.exit_code == 2
+    assert "phase.architectures" in res.output and "lstm" in res.output and "phase.y.field" in res.output
