@@ -90,6 +90,7 @@ y = { field = "theory.kappa", values = [0.1, 0.2] }
 [spectrum]
 values = [1.0]
 widths = [16]
+contrast_dnn = true
 [sampling]
 num_samples = 20
 num_warmup = 20
@@ -112,6 +113,7 @@ def test_cli_phase_diagram_and_spectrum(tmp_path):
     res = runner.invoke(app, ["spectrum", str(cfg), "--out", str(tmp_path / "sp"), "--no-progress"])
     assert res.exit_code == 0, res.output
     assert "predicted" in res.output and (tmp_path / "sp" / "spectrum.png").stat().st_size > 0
+    assert (tmp_path / "sp" / "spectrum_dnn.nc").stat().st_size > 0
 
 
 def test_cli_phase_config_errors(tmp_path):

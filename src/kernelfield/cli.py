@@ -284,28 +284,33 @@ def spectrum(
     def go():
         from . import plots, storage
         from .experiments import phase
+        from .spec import Architecture
 
         cfg = _load(config)
         sp = cfg.spectrum
         sampling = cfg.sampling.model_dump(exclude={"N"})
-        ds = phase.weight_spectrum(cfg.build_architecture(), cfg.build_task(), sp.values, sp.widths, control=sp.control,
-                                   prior=cfg.build_prior(), phi=cfg.theory.phi, kappa=cfg.theory.kappa,
-                                   sampling=sampling, progress=progress)
-        storage.save(ds, out / "spectrum.nc")
-        plots.plot_spectrum(ds, path=out / "spectrum.png", title=_title(cfg))
+        base = cfg.build_architecture()
+        archs = [base] + ([Architecture.dnn(base.T)] if sp.contrast_dnn and base.name != "dnn" else [])
         table = Table(title="largest |eigenvalue| of W: predicted outlier vs sampled (± s.e.)", title_justify="left")
-        table.add_column(sp.control, justify="right")
-        table.add_column("predicted", justify="right")
-        for N in sp.widths:
-            table.add_column(f"N = {N}", justify="right")
-        predicted = np.abs(ds["predicted_real"].values + 1j * ds["predicted_imag"].values).max(axis=1)
-        for i, v in enumerate(sp.values):
-            table.add_row(f"{v:g}", f"{predicted[i]:.4f}", *(
-                f"{ds['top_modulus'].values[i, w]:.4f} ± {ds['top_modulus_err'].values[i, w]:.4f}"
-                for w in range(len(sp.widths))))
+        for col in ("architecture", sp.control, "predicted", *(f"N = {N}" for N in sp.widths)):
+            table.add_column(col, justify="right")
+        written = []
+        for arch in archs:
+            ds = phase.weight_spectrum(arch, cfg.build_task(), sp.values, sp.widths, control=sp.control,
+                                       prior=cfg.build_prior(), phi=cfg.theory.phi, kappa=cfg.theory.kappa,
+                                       sampling=sampling, progress=progress)
+            stem = "spectrum" if arch is base else f"spectrum_{arch.name}"
+            storage.save(ds, out / f"{stem}.nc")
+            plots.plot_spectrum(ds, path=out / f"{stem}.png", title=f"{arch.name}: " + _title(cfg))
+            written += [f"{stem}.nc", f"{stem}.png"]
+            predicted = np.abs(ds["predicted_real"].values + 1j * ds["predicted_imag"].values).max(axis=1)
+            for i, v in enumerate(sp.values):
+                table.add_row(arch.name, f"{v:g}", f"{predicted[i]:.4f}", *(
+                    f"{ds['top_modulus'].values[i, w]:.4f} ± {ds['top_modulus_err'].values[i, w]:.4f}"
+                    for w in range(len(sp.widths))))
         console.print(table)
         console.print(f"bulk radius g = {cfg.prior.g:g}: an outlier is visible where predicted > g; "
-                      f"wrote spectrum.nc, spectrum.png to {out}")
+                      f"wrote {', '.join(written)} to {out}")
 
     _run(go)
 

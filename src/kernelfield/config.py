@@ -257,11 +257,13 @@ class PhaseConfig(_Section):
 
 class SpectrumConfig(_Section):
     """``kernelfield spectrum``: predicted outliers of the recurrent matrix against sampled
-    spectra at widths ``widths`` (sampler settings from ``[sampling]``) over ``values`` of ``control``."""
+    spectra at widths ``widths`` (sampler settings from ``[sampling]``) over ``values`` of ``control``;
+    with ``contrast_dnn`` the same for the DNN's last-step matrix ``W_{T-1}``."""
 
     control: Literal["target_scale", "kappa", "g"] = "target_scale"
     values: list[float] = Field(default=[0.3, 1.0, 2.0], min_length=1)
     widths: list[int] = Field(default=[128, 256], min_length=1)
+    contrast_dnn: bool = Field(default=False, description="also sample the DNN (untied W_t) for contrast")
 
     _positive_values = field_validator("values")(PhaseConfig._positive_values.__func__)
     _widths = field_validator("widths")(PhaseConfig._widths.__func__)
