@@ -263,16 +263,20 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
         raise ConfigError(f"{source}: invalid configuration{plural}: " + "; ".join(lines)) from None
 
 
-def load_config(path) -> Config:
-    """Read and validate a TOML configuration file (see the module docstring)."""
+def read_toml(path, what: str = "configuration") -> dict:
+    """Parse a TOML file; raise :class:`ConfigError` naming ``path`` when it is missing or invalid."""
     path = Path(path)
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            return tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: configuration file not found") from None
+        raise ConfigError(f"{path}: {what} file not found") from None
     except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, expected a TOML configuration file") from None
+        raise ConfigError(f"{path}: is a directory, expected a TOML {what} file") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    return parse_config(data, source=str(path))
+
+
+def load_config(path) -> Config:
+    """Read and validate a TOML configuration file (see the module docstring)."""
+    return parse_config(read_toml(path), source=str(path))
