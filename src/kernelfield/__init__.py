@@ -15,6 +15,7 @@ from .compare import Comparison, compare  # noqa: E402
 from .storage import load, save  # noqa: E402
 from .observables import temporal_coherence  # noqa: E402
 from . import tasks  # noqa: E402
+from . import sweep  # noqa: E402  (kernelfield.report writes reports of sweep stores)
 
 __version__ = "0.1.0"
 
@@ -41,4 +42,5 @@ __all__ = [
     "load",
     "tasks",
     "temporal_coherence",
+    "sweep",
 ]

@@ -221,7 +221,8 @@ class Config(_Section):
                     phi=self.theory.phi, kappa=self.theory.kappa, **self.sampling.model_dump())
 
 
-def _format_error(err: dict) -> str:
+def _format_error(err: dict, root: type[BaseModel] | None = None) -> str:
+    """One line naming the field of a pydantic error; ``root``: the validated model (default :class:`Config`)."""
     loc = ".".join(str(x) for x in err.get("loc", ()))
     msg = err.get("msg", "")
     typ = err.get("type", "")
@@ -229,7 +230,7 @@ def _format_error(err: dict) -> str:
         msg = msg[len("Value error, "):]
     if typ == "extra_forbidden":
         msg = "unknown key (check the spelling)"
-        parent = _fields_at(err.get("loc", ())[:-1])
+        parent = _fields_at(err.get("loc", ())[:-1], root or Config)
         if parent:
             msg += f"; allowed: {', '.join(parent)}"
     elif typ == "missing":
@@ -243,8 +244,8 @@ def _format_error(err: dict) -> str:
     return f"{loc}: {msg}" if loc else msg
 
 
-def _fields_at(loc) -> list[str]:
-    model = Config
+def _fields_at(loc, root: type[BaseModel]) -> list[str]:
+    model = root
     for part in loc:
         field = model.model_fields.get(str(part))
         if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):

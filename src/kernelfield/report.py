@@ -9,7 +9,8 @@ For each store (:func:`kernelfield.sweep.load`) the report has
   (``coherence_<source>``, the order parameter), predictive error at unsupervised steps
   (``pred_error_<source>``, learning curves when the control is e.g. ``P`` or ``N``) and the
   theory-vs-samples kernel error (``kernel_error`` with its sampling error bar). Sources are drawn
-  as theory: solid, lazy: dashed, sampled: dotted with square markers. Without a numeric axis the
+  as theory: solid, lazy: dashed, sampled: dotted with square markers (markers only when the
+  control has fewer than 4 values). Without a numeric axis the
   observables are shown as grouped bars;
 * a **phase diagram** (coherence over the two numeric axes with the most values) when there are two;
 * **kernel heatmaps** (theory or lazy | sampled | difference) and **kernel spectra** (eigenvalues
@@ -43,6 +44,7 @@ _GROUPS = (("coherence_", "temporal coherence ρ (mean over t≠s≥1)", "cohere
 _FIRST_COLUMNS = ("S", "residual", "converged", "n_branches", "acceptance_rate", "ess", "num_divergent",
                   "kernel_error", "kernel_error_bar", "prediction_error")
 _MAX_SERIES = 10
+_MIN_LINE = 4  # control values needed to join points by lines
 _MAX_POINTS = 6
 _MAX_ROWS = 300
 
@@ -169,7 +171,9 @@ def _curves(ds, names, ylabel, numeric, other, path, title) -> str:
             for name in names:
                 y = ds[name].sel(sel).values
                 label = ", ".join(filter(None, [_describe(sel) if series_dims else "", _source(name)]))
-                style = _STYLE.get(_source(name), dict(ls="-", marker="^", ms=4))
+                style = dict(_STYLE.get(_source(name), dict(ls="-", marker="^", ms=4)))
+                if len(x) < _MIN_LINE:  # too few values to suggest a curve between them
+                    style.update(ls="none", marker=style["marker"] or "x", ms=6)
                 if name == "kernel_error" and "kernel_error_bar" in ds:
                     ax.errorbar(x, y, yerr=ds["kernel_error_bar"].sel(sel).values, color=color, label=label,
                                 capsize=3, **style)

@@ -424,7 +424,7 @@ def _axis_values(path: str, spec) -> tuple[list, list[str]]:
         try:
             return Range.model_validate(spec).values(), []
         except ValidationError as e:
-            return [], [f"{where}.{_format_error(err)}" for err in e.errors(include_url=False)]
+            return [], [f"{where}.{_format_error(err, Range)}" for err in e.errors(include_url=False)]
     if not isinstance(spec, list):
         allowed = "a list of tables" if section else "a list of values or a range { start, stop, num }"
         return [], [f"{where}: must be {allowed}, got {spec!r}"]
@@ -478,8 +478,8 @@ def _coordinate_names(paths: list[str]) -> list[str]:
 
 
 def _point_errors(exc: Exception, axis_paths: list[str], coords: dict, values: dict) -> list[tuple[str, str]]:
-    """(message, where) pairs for a point that failed validation; ``where`` is the axis value or the
-    point that caused it ("" when the error is the base's own)."""
+    """(message, where) pairs for a point that failed validation; ``where`` is the axis value that
+    caused it or, for the base's fields and options, the point."""
     if isinstance(exc, ValidationError):
         lines = [_format_error(err) for err in exc.errors(include_url=False)]
     else:
@@ -490,10 +490,9 @@ def _point_errors(exc: Exception, axis_paths: list[str], coords: dict, values: d
         axis = next((p for p in axis_paths if fieldname == p or fieldname.startswith(p + ".")), None)
         if axis is not None:
             out.append((f"axes.{line}", f"axis value {values[axis]!r}"))
-        elif fieldname.startswith("options."):
-            out.append((line, "point " + ", ".join(f"{k}={v}" for k, v in coords.items())))
         else:
-            out.append((f"base.{line}", "point " + ", ".join(f"{k}={v}" for k, v in coords.items())))
+            where = "point " + ", ".join(f"{k}={v}" for k, v in coords.items())
+            out.append((line if fieldname.startswith("options.") else f"base.{line}", where))
     return out
 
 
@@ -508,7 +507,7 @@ def parse_config(data: dict, source: str = "<sweep>", name: str | None = None) -
     try:
         parsed = SweepFile.model_validate(data)
     except ValidationError as e:
-        fail([_format_error(err) for err in e.errors(include_url=False)])
+        fail([_format_error(err, SweepFile) for err in e.errors(include_url=False)])
     compute = tuple(c for c in COMPUTATIONS if c in parsed.compute)
     errors: list[str] = []
 
@@ -523,14 +522,14 @@ def parse_config(data: dict, source: str = "<sweep>", name: str | None = None) -
         try:
             options[key] = comp.options.model_validate(table)
         except ValidationError as e:
-            errors += [f"options.{key}.{_format_error(err)}" for err in e.errors(include_url=False)]
+            errors += [f"options.{key}.{_format_error(err, comp.options)}" for err in e.errors(include_url=False)]
     for c in compute:
         comp = COMPUTATIONS[c]
         if comp.options is not None and c not in options and c not in parsed.options:
             try:
                 options[c] = comp.options.model_validate({})
             except ValidationError as e:
-                errors += [f"options.{c}.{_format_error(err)}" for err in e.errors(include_url=False)]
+                errors += [f"options.{c}.{_format_error(err, comp.options)}" for err in e.errors(include_url=False)]
 
     paths, value_lists = list(parsed.axes), []
     for path, spec in parsed.axes.items():
@@ -572,7 +571,9 @@ def parse_config(data: dict, source: str = "<sweep>", name: str | None = None) -
         total = math.prod(len(v) for v in value_lists)
         lines = []
         for message, where in point_errors.items():
-            if where and not (message.startswith("base.") and len(where) == total):
+            if not message.startswith("axes.") and len(where) == total:  # the base's own error
+                where = []
+            if where:
                 shown = ", ".join(where[:3]) + (f" and {len(where) - 3} more" if len(where) > 3 else "")
                 message += f" (at {shown})"
             lines.append(message)
@@ -705,14 +706,14 @@ def _run_dask(jobs: list[dict], address: str, run_id: str):
     from distributed import Client, as_completed
 
     try:
-        client = Client(address, set_as_default=False, timeout="20s")
+        client = Client(address, set_as_default=False)
     except (OSError, TimeoutError) as e:
         raise ValueError(f"scheduler: cannot connect to the Dask scheduler at {address!r}: {e}") from None
     futures, finished = {}, False
     try:
         for job in jobs:
             futures[client.submit(compute_point, job, key=f"kernelfield-{job['key']}-{run_id}", pure=False)] = job
-        for future in as_completed(futures):
+        for future in as_completed(list(futures), loop=client.loop):
             yield futures[future], _result(future, futures[future])
         finished = True
     finally:
