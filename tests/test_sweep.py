@@ -243,6 +243,28 @@ def test_report_writes_html_markdown_and_figures(endpoint_store, tmp_path):
     assert "### Diagnostics" in md and "| rnn | 2 | ok |" in md
 
 
+def test_report_of_two_stores_with_a_phase_diagram(endpoint_store, tmp_path):
+    grid = parse_config({"compute": ["solve", "coherence"], "base": BASE, "axes": {
+        "task.target_scale": [0.5, 1.0, 2.0], "theory.kappa": [0.1, 0.2]}}, name="grid")
+    kf.sweep.run(grid, tmp_path / "grid", workers=0, progress=False)
+    text = write_report([endpoint_store, tmp_path / "grid"], tmp_path / "out").read_text()
+    assert "Sweep endpoint" in text and "Sweep grid" in text
+    assert (tmp_path / "out" / "figures" / "grid_phase_diagram.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Phase diagram: coherence_theory over target_scale and kappa" in text
+
+
+def test_outputs_of_different_sizes_are_nan_padded(tmp_path):
+    sweep = parse_config({"compute": ["lazy", "coherence"], "base": BASE, "axes": {"architecture.T": [2, 3]}})
+    kf.sweep.run(sweep, tmp_path, workers=0, progress=False)
+    ds = kf.sweep.load(tmp_path)
+    assert ds["C_lazy"].shape == (2, 3, 3, 3, 3)
+    short = ds["C_lazy"].sel(T=2).values
+    assert np.isnan(short[2]).all() and np.isnan(short[:, :, 2]).all() and np.isfinite(short[:2, :, :2]).all()
+    task = kf.tasks.endpoint_patterns(P=3, T=2, D=3, seed=0)
+    np.testing.assert_allclose(storage.kernel_matrix(short[:2, :, :2]), kf.prior_kernel(kf.Architecture.rnn(2), task),
+                               atol=1e-14)
+
+
 def test_cli_sweep_and_report(tmp_path, flaky):
     config = tmp_path / "tiny.toml"
     config.write_text('compute = ["solve", "flaky_test"]\n[base]\narchitecture = { kind = "rnn", T = 3 }\n'

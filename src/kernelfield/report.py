@@ -212,7 +212,7 @@ def _phase_diagram(ds, name, numeric, other, path) -> str:
     combos = _combos(ds, rest)[:4]
     fig = Figure(figsize=(4.2 * len(combos), 3.6))
     axes = np.atleast_1d(fig.subplots(1, len(combos)))
-    values = ds[name].transpose(ydim, xdim, ...).values
+    values = ds[name].values
     vmax = float(np.nanmax(values)) if np.isfinite(values).any() else 1.0
     for ax, sel in zip(axes, combos):
         z = ds[name].sel(sel).transpose(ydim, xdim).values
