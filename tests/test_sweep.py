@@ -377,12 +377,14 @@ def test_sigterm_then_resume_loses_and_recomputes_nothing(tmp_path):
 
 
 @pytest.mark.slow
-def test_dask_cluster_gives_the_same_numbers_as_the_process_pool(tmp_path):
+def test_dask_cluster_gives_the_same_numbers_as_the_process_pool(tmp_path, monkeypatch):
     distributed = pytest.importorskip("distributed")
     sweep_file = tmp_path / "sampled.toml"
     sweep_file.write_text(SAMPLED.replace("COMPUTE", '["solve", "sample", "coherence"]').replace("NUM", "200")
                           .replace("SCALES", "[0.5, 2.0]"))
     kf.sweep.run(sweep_file, tmp_path / "pool", workers=1, progress=False)
+    # the Dask worker reuses the programs the pool compiled (JAX's persistent cache): saves the compile time
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "pool" / kf.sweep.JAX_CACHE))
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         result = kf.sweep.run(sweep_file, tmp_path / "dask", scheduler=cluster.scheduler_address, progress=False)
     assert (result.computed, result.failed) == (2, 0)

@@ -27,7 +27,9 @@ architecture's name, e.g. ``tied_every_2``, or ``key=value,...``). Every point i
 a run configuration before anything runs; errors name the field (``base.…``, ``axes.…``,
 ``compute``, ``options.…``) and what is allowed.
 
-Execution (:func:`run`): a local process pool (``spawn``) sized to the machine, or the workers of
+Execution (:func:`run`): a local process pool (``spawn``) sized to the machine (its workers share
+compiled programs through JAX's persistent compilation cache in the store, or in
+``$JAX_COMPILATION_CACHE_DIR`` when set, so each program is compiled once), or the workers of
 an existing Dask distributed cluster (``scheduler="tcp://host:8786"``), or ``workers=0`` in this
 process. Points are computed independently; one that raises records its error and traceback and
 the sweep goes on. Results come back to this process, which writes them, so the store only needs
@@ -38,6 +40,7 @@ Store layout (a directory)::
     index.json           the grid: axes (coordinates), points (key, index), the sweep's config and hash
     points/<key>.nc      one finished point: its outputs and provenance (netCDF, written atomically)
     failed/<key>.json    one failed point: error, traceback, timings, attempts
+    .jax_cache/          compiled XLA programs shared by the local workers (safe to delete)
 
 A point's key is a hash of its full run configuration (defaults filled in), the computations and
 their options, so re-running a sweep (after an interruption, or with more axis values) computes
@@ -98,6 +101,7 @@ __all__ = [
     "read_index",
     "compute_point",
     "default_workers",
+    "JAX_CACHE",
 ]
 
 SECTIONS = ("architecture", "prior", "task", "theory", "sampling")
@@ -666,8 +670,15 @@ def _point_dataset(point: PointContext, cfg: Config) -> xr.Dataset:
 # executors: each yields (job, record) as points finish
 
 
-def _watch_parent(parent: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled by the parent, which stops us
+def _init_worker(parent: int, cache_dir: str) -> None:
+    """Local worker set-up: share compiled XLA programs through ``cache_dir`` (JAX's persistent
+    compilation cache, unless ``JAX_COMPILATION_CACHE_DIR`` is set), ignore Ctrl-C (the parent
+    stops us) and exit when the parent is gone."""
+    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", cache_dir)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch():
         while os.getppid() == parent:
@@ -686,9 +697,9 @@ def _result(future, job) -> dict:
                 "timings": {}, "warnings": [], "host": "", "pid": 0}
 
 
-def _run_local(jobs: list[dict], workers: int):
+def _run_local(jobs: list[dict], workers: int, cache_dir: Path):
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_watch_parent, initargs=(os.getpid(),))
+                               initializer=_init_worker, initargs=(os.getpid(), str(cache_dir)))
     finished = False
     try:
         futures = {pool.submit(compute_point, job): job for job in jobs}
@@ -757,6 +768,10 @@ class SweepRun:
     skipped_failed: int
     seconds: float
     failures: dict = field(default_factory=dict)
+
+
+#: Directory of a store holding JAX's persistent compilation cache for local workers (safe to delete).
+JAX_CACHE = ".jax_cache"
 
 
 def _point_path(store: Path, key: str) -> Path:
@@ -864,7 +879,7 @@ def run(sweep, store, *, scheduler: str | None = None, workers: int | None = Non
     elif workers == 0 or not jobs:
         results = _run_here(jobs)
     else:
-        results = _run_local(jobs, min(workers or default_workers(), len(jobs)))
+        results = _run_local(jobs, min(workers or default_workers(), len(jobs)), store / JAX_CACHE)
 
     computed, failures = 0, {}
     previous_handler = None
