@@ -874,10 +874,10 @@ def run(sweep, store, *, scheduler: str | None = None, workers: int | None = Non
                   "kernelfield_version": __version__}
     jobs = [{"key": p.key, "coords": p.coords, "config": p.config, "compute": list(sweep.compute),
              "options": {c: o.model_dump(mode="json") for c, o in sweep.options.items()}} for p in todo]
-    if scheduler is not None:
-        results = _run_dask(jobs, scheduler, run_id)
-    elif workers == 0 or not jobs:
+    if workers == 0 or not jobs:
         results = _run_here(jobs)
+    elif scheduler is not None:
+        results = _run_dask(jobs, scheduler, run_id)
     else:
         results = _run_local(jobs, min(workers or default_workers(), len(jobs)), store / JAX_CACHE)
 
