@@ -16,6 +16,7 @@ from .storage import load, save  # noqa: E402
 from .observables import coherence_by_lag, temporal_coherence  # noqa: E402
 from .theory.stability import critical_signal, outlier_eigenvalues, stability  # noqa: E402
 from . import tasks  # noqa: E402
+from . import sweep  # noqa: E402  (kernelfield.report writes reports of sweep stores)
 
 __version__ = "0.1.0"
 
@@ -46,4 +47,5 @@ __all__ = [
     "stability",
     "critical_signal",
     "outlier_eigenvalues",
+    "sweep",
 ]

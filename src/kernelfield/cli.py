@@ -1,6 +1,7 @@
-"""Command line interface: ``kernelfield solve|sample|compare|phase-diagram|spectrum CONFIG --out DIR``.
+"""Command line interface: ``kernelfield solve|sample|compare|phase-diagram|spectrum CONFIG --out DIR``,
+``kernelfield sweep SWEEP.toml --store PATH`` and ``kernelfield report STORE --out DIR``.
 
-Every command reads a TOML configuration (see :mod:`kernelfield.config` and ``examples/``),
+solve ... spectrum read a TOML configuration (see :mod:`kernelfield.config` and ``examples/``),
 writes netCDF results (:mod:`kernelfield.storage`) and PNG heatmaps (:mod:`kernelfield.plots`)
 to ``--out`` and prints a summary. Invalid configurations and invalid arguments are reported
 as one red line on stderr with exit code 2 (no traceback).
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import typer
@@ -20,7 +22,8 @@ from .observables import mean_coherence
 app = typer.Typer(
     name="kernelfield",
     help="Trained kernels of recurrent and deep networks: mean-field theory (solve), "
-    "finite-width posterior samples (sample) and their comparison (compare). "
+    "finite-width posterior samples (sample) and their comparison (compare); the phase transition "
+    "(phase-diagram, spectrum); parameter sweeps (sweep) and their report (report). "
     "Each command takes a TOML config; see examples/*.toml.",
     no_args_is_help=True,
     add_completion=False,
@@ -311,6 +314,74 @@ def spectrum(
         console.print(table)
         console.print(f"bulk radius g = {cfg.prior.g:g}: an outlier is visible where predicted > g; "
                       f"wrote {', '.join(written)} to {out}")
+
+    _run(go)
+
+
+SWEEP_HELP = (r"TOML sweep file: compute = [...], \[base] (a run configuration), \[axes] (lists or ranges "
+              r"per field), \[options.<computation>]; see examples/sweeps/ and kernelfield.sweep.")
+
+
+@app.command()
+def sweep(
+    config: Path = typer.Argument(..., help=SWEEP_HELP, show_default=False),
+    store: Path = typer.Option(..., "--store", "-s", help="Store directory (created if missing); an existing "
+                               "store of this sweep is resumed: only points without a result are computed."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of a running Dask distributed "
+                                            "scheduler (e.g. tcp://host:8786) to run the points on."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Also recompute points that failed before."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-w", min=0, help="Local worker processes "
+                                          "(default: one per available CPU; 0 = in this process)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
+):
+    """Run a parameter sweep: every grid point's computations (solve, sample, compare, coherence, ...), locally or on a Dask cluster.
+
+    Each finished point is written to STORE/points/<key>.nc at once (atomically) with its provenance; a point that raises is recorded in STORE/failed/<key>.json and the sweep goes on. Interrupted sweeps (Ctrl-C, SIGTERM) resume where they stopped. Exit code 1 when points failed.
+    """
+    from . import sweep as sweep_mod
+
+    def go():
+        sw = sweep_mod.load_config(config)
+        where = f"Dask scheduler {scheduler}" if scheduler else (
+            "this process" if workers == 0 else f"{workers or sweep_mod.default_workers()} local processes")
+        console.print(f"[bold]sweep[/bold] {sw.name}: {len(sw.points)} points "
+                      f"({' x '.join(f'{a.name} {len(a.values)}' for a in sw.axes) or 'one point'}), "
+                      f"compute {', '.join(sw.compute)}, on {where}")
+        try:
+            result = sweep_mod.run(sw, store, scheduler=scheduler, workers=workers, retry_failed=retry_failed,
+                                   progress=progress, console=console)
+        except sweep_mod.SweepInterrupted as e:
+            err_console.print(f"interrupted: {e.finished} of {e.total} points are finished in {store}; run the "
+                              "same command again to compute the rest", style="yellow", markup=False, highlight=False)
+            raise typer.Exit(code=128 + e.signum)
+        console.print(f"{result.computed} computed, {result.reused} already in the store, {result.failed} failed"
+                      + (f", {result.skipped_failed} failed before (not retried; --retry-failed)"
+                         if result.skipped_failed else "") + f" in {result.seconds:.1f} s; store: {store}")
+        for key, error in result.failures.items():
+            err_console.print(f"failed {key}: {error}", style="red", markup=False, highlight=False, soft_wrap=True)
+        if result.failed or result.skipped_failed:
+            err_console.print(f"tracebacks in {Path(store) / 'failed'}", style="red", markup=False, highlight=False)
+            raise typer.Exit(code=1)
+
+    _run(go)
+
+
+@app.command()
+def report(
+    stores: list[Path] = typer.Argument(..., help="One or more sweep stores (written by kernelfield sweep).",
+                                        show_default=False),
+    out: Path = typer.Option(Path("report"), "--out", "-o", help=OUT_HELP),
+):
+    """Write an HTML and a Markdown report of sweep stores: figures (kernels, coherence vs control, phase diagram, spectra, learning curves) and a table of diagnostics.
+
+    Writes OUT/report.html, OUT/report.md and OUT/figures/*.png and prints where the report is.
+    """
+
+    def go():
+        from .report import write_report
+
+        html = write_report(stores, out)
+        console.print(f"report: {html.resolve()} (and {html.with_suffix('.md').name})")
 
     _run(go)
 

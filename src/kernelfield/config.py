@@ -317,7 +317,8 @@ class Config(_Section):
                     phi=self.theory.phi, kappa=self.theory.kappa, **self.sampling.model_dump())
 
 
-def _format_error(err: dict) -> str:
+def _format_error(err: dict, root: type[BaseModel] | None = None) -> str:
+    """One line naming the field of a pydantic error; ``root``: the validated model (default :class:`Config`)."""
     loc = ".".join(str(x) for x in err.get("loc", ()))
     msg = err.get("msg", "")
     typ = err.get("type", "")
@@ -325,7 +326,7 @@ def _format_error(err: dict) -> str:
         msg = msg[len("Value error, "):]
     if typ == "extra_forbidden":
         msg = "unknown key (check the spelling)"
-        parent = _fields_at(err.get("loc", ())[:-1])
+        parent = _fields_at(err.get("loc", ())[:-1], root or Config)
         if parent:
             msg += f"; allowed: {', '.join(parent)}"
     elif typ == "missing":
@@ -339,8 +340,8 @@ def _format_error(err: dict) -> str:
     return f"{loc}: {msg}" if loc else msg
 
 
-def _fields_at(loc) -> list[str]:
-    model = Config
+def _fields_at(loc, root: type[BaseModel]) -> list[str]:
+    model = root
     for part in loc:
         field = model.model_fields.get(str(part))
         if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
@@ -359,16 +360,20 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
         raise ConfigError(f"{source}: invalid configuration{plural}: " + "; ".join(lines)) from None
 
 
-def load_config(path) -> Config:
-    """Read and validate a TOML configuration file (see the module docstring)."""
+def read_toml(path, what: str = "configuration") -> dict:
+    """Parse a TOML file; raise :class:`ConfigError` naming ``path`` when it is missing or invalid."""
     path = Path(path)
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            return tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: configuration file not found") from None
+        raise ConfigError(f"{path}: {what} file not found") from None
     except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, expected a TOML configuration file") from None
+        raise ConfigError(f"{path}: is a directory, expected a TOML {what} file") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    return parse_config(data, source=str(path))
+
+
+def load_config(path) -> Config:
+    """Read and validate a TOML configuration file (see the module docstring)."""
+    return parse_config(read_toml(path), source=str(path))

@@ -28,7 +28,8 @@ Comparisons (:func:`comparison_to_dataset`): ``C_theory``, ``C_sampled``, ``C_se
 ``block_error``/``block_error_bar`` ``(t, t2)``; attrs ``error``, ``error_bar``,
 ``prediction_error``, ``parity``, ``N``.
 
-:func:`save` writes atomically (netCDF-4 via h5netcdf); :func:`load` reads fully into memory and closes the file.
+:func:`save` writes atomically (netCDF-4 via h5netcdf), as do :func:`save_text` and :func:`save_json`;
+:func:`load` reads fully into memory and closes the file.
 :func:`solution_from_dataset` rebuilds a full :class:`~kernelfield.Solution` (``predict()``
 works); :func:`samples_from_dataset` a ``Samples``.
 """
@@ -58,6 +59,8 @@ __all__ = [
     "kernel_matrix",
     "config_json",
     "save",
+    "save_text",
+    "save_json",
     "load",
 ]
 
@@ -329,20 +332,17 @@ def samples_from_dataset(ds: xr.Dataset):
 # files
 
 
-def save(ds: xr.Dataset, path) -> Path:
-    """Write ``ds`` to netCDF-4 (h5netcdf) at ``path`` atomically: the file is written to a
-    temporary name in the same directory and moved into place with ``os.replace``, so ``path``
-    is never left half-written and no temporary file remains. Parent directories are created.
-    Returns the path."""
+def _atomic_write(path, write) -> Path:
+    """Call ``write(tmp)`` on a temporary name in the directory of ``path`` and move the result into
+    place with ``os.replace``: ``path`` is never left half-written and no temporary file remains.
+    Parent directories are created. Returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    ds = ds.copy()
-    ds.attrs = {k: _attr(v) for k, v in ds.attrs.items()}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
-        ds.to_netcdf(tmp, engine="h5netcdf")
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -351,6 +351,26 @@ def save(ds: xr.Dataset, path) -> Path:
             pass
         raise
     return path
+
+
+def save(ds: xr.Dataset, path) -> Path:
+    """Write ``ds`` to netCDF-4 (h5netcdf) at ``path`` atomically: the file is written to a
+    temporary name in the same directory and moved into place with ``os.replace``, so ``path``
+    is never left half-written and no temporary file remains. Parent directories are created.
+    Returns the path."""
+    ds = ds.copy()
+    ds.attrs = {k: _attr(v) for k, v in ds.attrs.items()}
+    return _atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine="h5netcdf"))
+
+
+def save_text(text: str, path) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically, like :func:`save`. Returns the path."""
+    return _atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def save_json(obj, path) -> Path:
+    """Write ``obj`` as JSON (numpy scalars and arrays converted) to ``path`` atomically."""
+    return save_text(json.dumps(obj, indent=1, default=_json_default) + "\n", path)
 
 
 def load(path) -> xr.Dataset:
