@@ -47,6 +47,13 @@ def summary(stores: dict[str, Path]) -> list[str]:
     first = on["target_scale"].values[np.argmax(on.values > 1e-3)] if (on.values > 1e-3).any() else None
     lines.append(f"RNN coherence first > 1e-3 at target scale {first:g}" if first is not None else
                  "RNN coherence stays 0 on this grid")
+    eig = ds["leading_eigenvalue"].sel(architecture="rnn")
+    unstable = eig["target_scale"].values[eig.values > 0]
+    lines.append(f"RNN symmetric solution unstable (cross-time Hessian eigenvalue > 0) from target scale "
+                 f"{unstable.min():g}; DNN eigenvalue {float(ds['leading_eigenvalue'].sel(architecture='dnn').max()):.3f}"
+                 if unstable.size else "RNN symmetric solution stable on this grid")
+    lines.append(f"predicted outlier |lambda| of the RNN's W at target scale {top:g}: "
+                 f"{float(ds['outlier'].sel(architecture='rnn')[-1]):.3f} (bulk radius g = 1)")
     ds = kf.sweep.load(stores["endpoint_sampled"])
     for scale in ds["target_scale"].values:
         point = ds.sel(target_scale=scale)

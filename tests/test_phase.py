@@ -122,3 +122,20 @@ def test_cli_phase_config_errors(tmp_path):
     res = runner.invoke(app, ["phase-diagram", str(cfg), "--out", str(tmp_path)])
     assert res.exit_code == 2
     assert "phase.architectures" in res.output and "lstm" in res.output and "phase.y.field" in res.output
+
+
+def test_sweep_computations_stability_and_outlier(tmp_path):
+    sw = kf.sweep.parse_config({
+        "compute": ["solve", "stability", "outlier"],
+        "base": {"architecture": {"kind": "rnn", "T": T},
+                 "task": {"generator": "endpoint_patterns", "P": 3, "D": 4, "seed": 0}},
+        "axes": {"task.target_scale": [0.2, 1.0]},
+    })
+    kf.sweep.run(sw, tmp_path / "store", workers=0, progress=False)
+    ds = kf.sweep.load(tmp_path / "store")
+    for scale in (0.2, 1.0):
+        sol = kf.solve(kf.Architecture.rnn(T), kf.tasks.endpoint_patterns(P=3, T=T, D=4, target_scale=scale, seed=0))
+        point = ds.sel(target_scale=scale)
+        assert float(point["leading_eigenvalue"]) == pytest.approx(kf.stability(sol).leading, abs=1e-8)
+        assert float(point["outlier"]) == pytest.approx(abs(kf.outlier_eigenvalues(sol)[0]), abs=1e-6)
+    assert float(ds["leading_eigenvalue"].sel(target_scale=0.2)) < 0 < float(ds["leading_eigenvalue"].sel(target_scale=1.0))

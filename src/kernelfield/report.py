@@ -40,7 +40,10 @@ _STYLE = {"theory": dict(ls="-", marker="o", ms=3), "lazy": dict(ls="--", marker
           "sampled": dict(ls=":", marker="s", ms=5)}
 _GROUPS = (("coherence_", "temporal coherence ρ (mean over t≠s≥1)", "coherence"),
            ("pred_error_", "MSE at unsupervised steps", "predictive error"),
-           ("kernel_error", "relative kernel error ‖C_samp − C_theory‖/‖C_theory‖", "kernel error"))
+           ("kernel_error", "relative kernel error ‖C_samp − C_theory‖/‖C_theory‖", "kernel error"),
+           ("leading_eigenvalue", "leading cross-time Hessian eigenvalue",
+            "stability"),
+           ("outlier", "predicted outlier |λ| of W (bulk radius g)", "weight outlier"))
 _FIRST_COLUMNS = ("S", "residual", "converged", "n_branches", "acceptance_rate", "ess", "num_divergent",
                   "kernel_error", "kernel_error_bar", "prediction_error")
 _MAX_SERIES = 10

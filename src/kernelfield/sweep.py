@@ -249,6 +249,23 @@ def _coherence(point: PointContext, options) -> dict:
     return {f"coherence_{source}": mean_coherence(C, T, P) for source, C in point.kernels.items()}
 
 
+@register_computation("stability", requires=("solve",))
+def _stability(point: PointContext, options) -> dict:
+    """Leading cross-time Hessian eigenvalue at the symmetric solution (kf.stability; > 0: unstable)."""
+    from .theory.stability import stability
+
+    st = stability(point.results["solve"], k=1)
+    return {"leading_eigenvalue": st.leading, "S_symmetric": st.S_sym}
+
+
+@register_computation("outlier", requires=("solve",))
+def _outlier(point: PointContext, options) -> dict:
+    """Largest predicted outlier |eigenvalue| of the last step's recurrent matrix (kf.outlier_eigenvalues)."""
+    from .theory.stability import outlier_eigenvalues
+
+    return {"outlier": float(np.abs(outlier_eigenvalues(point.results["solve"])[0]))}
+
+
 class PredictiveErrorOptions(BaseModel):
     """``truth``: task generator arguments that replace the base's to generate the reference targets
     on the same inputs, e.g. ``{ supervise_every = 1 }`` for the integration task."""
