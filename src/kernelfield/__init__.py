@@ -11,10 +11,11 @@ from .theory.lazy import prior_kernel  # noqa: E402
 from .theory.predict import Prediction  # noqa: E402
 from .theory.solver import Branch, ConvergenceWarning, Solution, predict, solve  # noqa: E402
 from .sampling import Samples, sample  # noqa: E402
+from .training import Trained, train  # noqa: E402
 from .compare import Comparison, compare  # noqa: E402
 from .storage import load, save  # noqa: E402
 from .observables import temporal_coherence  # noqa: E402
-from . import tasks  # noqa: E402
+from . import schedules, tasks  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -35,10 +36,13 @@ __all__ = [
     "Prediction",
     "sample",
     "Samples",
+    "train",
+    "Trained",
     "compare",
     "Comparison",
     "save",
     "load",
     "tasks",
+    "schedules",
     "temporal_coherence",
 ]
