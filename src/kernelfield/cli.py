@@ -221,9 +221,10 @@ GENERALIZATION_HELP = (r"TOML study configuration (tables \[task], \[schedule], 
 def _print_generalization(ds) -> None:
     P = int(ds.P.values[-1])
     for sched in ds.schedule.values:
-        table = Table(title=f"normalised MSE at P = {P}, schedule {sched} (mean ± s.e. over "
-                            f"{ds.sizes['repeat']} repeat(s); 1 = predicting 0)", title_justify="left")
-        for col in ("arch", "predictor", "unsupervised steps", "held-out sequences", "supervised (fit)"):
+        table = Table(title=f"normalised MSE at P = {P}, {sched}", title_justify="left",
+                      caption=f"mean ± s.e. over {ds.sizes['repeat']} draw(s); 1 = predicting 0; unsup.: unsupervised "
+                              "steps of training sequences; fit: supervised steps", caption_justify="left")
+        for col in ("arch", "predictor", "unsup.", "held-out", "fit"):
             table.add_column(col, justify="right", no_wrap=True)
         for arch in ds.arch.values:
             for pred in ds.predictor.values:

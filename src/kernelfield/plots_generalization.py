@@ -58,7 +58,7 @@ def _colours(ds):
     return {arch: cmap(i % 10) for i, arch in enumerate(ds.arch.values)}
 
 
-def _draw(ax, x, mean, err, predictor, colour, offset=0.0):
+def _draw(ax, x, mean, err, predictor, colour, offset=0.0, lw=1.6, points=False):
     style = _STYLE.get(predictor, dict(ls=":", marker="^", label=predictor))
     mean, err = np.asarray(mean, float), np.asarray(err, float)
     ok = np.isfinite(mean)
@@ -66,12 +66,18 @@ def _draw(ax, x, mean, err, predictor, colour, offset=0.0):
         return
     x = np.asarray(x, float)
     if style["marker"] is None:
-        ax.plot(x[ok], mean[ok], ls=style["ls"], color=colour, lw=1.6)
-        if np.isfinite(err[ok]).any():
-            ax.fill_between(x[ok], (mean - err)[ok], (mean + err)[ok], color=colour, alpha=0.12, lw=0)
+        ax.plot(x[ok], mean[ok], ls=style["ls"], color=colour, lw=lw, marker="." if points else None)
+        if predictor == "theory" and np.isfinite(err[ok]).any():  # one band per colour keeps it readable
+            ax.fill_between(x[ok], (mean - err)[ok], (mean + err)[ok], color=colour, alpha=0.1, lw=0)
     else:
         ax.errorbar(x[ok] + offset, mean[ok], yerr=np.where(np.isfinite(err), err, 0.0)[ok], ls="none",
                     marker=style["marker"], color=colour, ms=5, capsize=2, mfc="white" if predictor == "langevin" else colour)
+
+
+def _width(i: int, n: int) -> float:
+    """Earlier architectures drawn wider, so coinciding curves (e.g. DNN and tied_every_2 at
+    untied readouts) stay visible."""
+    return 2.6 - 1.4 * i / max(n - 1, 1)
 
 
 def _legend(fig, ds, colours):
@@ -122,7 +128,8 @@ def plot_learning_curves(ds: xr.Dataset, path=None, metric: str = "nmse", title:
                 for k, pred in enumerate(ds.predictor.values):
                     sel = dict(arch=arch, schedule=sched, predictor=pred)
                     mean, err = _summary(ds[name].sel(sel), ds[sem_name].sel(sel) if sem_name else None)
-                    _draw(ax, P, mean, err, str(pred), colours[arch], offset=(i - len(colours) / 2) * spread)
+                    _draw(ax, P, mean, err, str(pred), colours[arch], offset=(i - len(colours) / 2) * spread,
+                          lw=_width(i, len(colours)))
             if metric == "nmse":
                 ax.axhline(1.0, color="0.6", lw=0.8, ls=":")
             ax.set(xlabel="training sequences P", ylabel=_YLABEL[metric])
@@ -165,7 +172,8 @@ def plot_step_errors(ds: xr.Dataset, P: int | None = None, path=None, title: str
                 for pred in ds.predictor.values:
                     da = ds[f"step_nmse_{part}"].sel(arch=arch, schedule=sched, predictor=pred, P=P)
                     mean, err = _summary(da, None)
-                    _draw(ax, t, mean, err, str(pred), colours[arch], offset=(i - len(colours) / 2) * 0.06)
+                    _draw(ax, t, mean, err, str(pred), colours[arch], offset=(i - len(colours) / 2) * 0.06,
+                          lw=_width(i, len(colours)), points=True)
             ax.axhline(1.0, color="0.6", lw=0.8, ls=":")
             ax.set(xlabel="time step t", ylabel="normalised MSE at step t")
             ax.set_xticks(t)
@@ -189,11 +197,12 @@ def plot_fraction(ds: xr.Dataset, P: int | None = None, path=None, title: str | 
     colours = _colours(ds)
     for col, part in enumerate(_PANELS):
         ax = axes[0, col]
-        for arch in ds.arch.values:
+        for i, arch in enumerate(ds.arch.values):
             for pred in ds.predictor.values:
                 sel = dict(arch=arch, predictor=pred, P=P)
                 mean, err = _summary(ds[f"nmse_{part}"].sel(sel), ds[f"nmse_sem_{part}"].sel(sel))
-                _draw(ax, frac, np.asarray(mean)[order], np.asarray(err)[order], str(pred), colours[arch])
+                _draw(ax, frac, np.asarray(mean)[order], np.asarray(err)[order], str(pred), colours[arch],
+                      lw=_width(i, len(colours)), points=True)
         ax.axhline(1.0, color="0.6", lw=0.8, ls=":")
         ax.set(xlabel="supervised fraction of steps", ylabel=_YLABEL["nmse"])
         ax.set_title(f"{_PANELS[part]}, P = {P}", fontsize=9)

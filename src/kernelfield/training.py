@@ -274,6 +274,12 @@ def train(
     if not isinstance(progress, bool):
         raise ValueError(f"progress: must be True or False, got {progress!r}")
 
+    if isinstance(step_size, str):
+        if step_size != "auto":
+            raise ValueError(f"step_size: must be a number > 0 or 'auto', got {step_size!r}")
+    elif isinstance(step_size, bool) or not isinstance(step_size, (int, float)) or not 0 < step_size < 2:
+        raise ValueError(f"step_size: must be a number in (0, 2) or 'auto', got {step_size!r}")
+
     model = _Model(arch, prior, nl)
     T, P, D = task.T, task.P, task.D
     n = T * P
@@ -282,13 +288,9 @@ def train(
     z = jax.vmap(lambda k: networks.init_standardised(k, arch, N, D))(jax.random.split(key_init, num_networks))
 
     lambda_max = float("nan")
-    if isinstance(step_size, str):
-        if step_size != "auto":
-            raise ValueError(f"step_size: must be a number > 0 or 'auto', got {step_size!r}")
+    if step_size == "auto":
         lambda_max = float(_curvature(jax.tree.map(lambda x: x[0], z), inputs, targets, kappa, model=model))
         step_size = safety / (1.0 + lambda_max)
-    elif isinstance(step_size, bool) or not isinstance(step_size, (int, float)) or not 0 < step_size < 2:
-        raise ValueError(f"step_size: must be a number in (0, 2) or 'auto', got {step_size!r}")
     step_size = float(step_size)
 
     opt_states = jax.vmap(lambda k, z: langevin_optimizer(step_size, k).init(z))(

@@ -29,7 +29,10 @@ zero), on three sets — ``unsupervised`` entries of the training sequences (whe
 defined), ``heldout`` sequences, and the ``supervised`` entries (training fit) — plus per step.
 Network methods carry standard errors (``*_sem``) propagated from the per-entry standard
 errors of their posterior-mean estimates (``sampled``: ``sqrt(f_var/ESS)``; ``langevin``: the
-spread across independent networks): ``sem(mse) = sqrt(Σ (2 r_i σ_i)²) / n``. Classification
+spread across independent networks): ``sem(mse) = sqrt(Σ (2 r_i σ_i)²) / n``. These error bars
+assume the networks have equilibrated: a sampled run with effective sample size below
+:data:`MIN_ESS` triggers a warning (long RNNs, e.g. ``T = 6`` at ``g = 1``, mix slowly — check
+``sampled_ess`` and compare sampled with Langevin-trained networks). Classification
 tasks add the fraction of wrong signs. The result is an ``xarray.Dataset`` (layout in
 :func:`learning_curves`) that :mod:`kernelfield.plots_generalization` draws and
 :func:`kernelfield.save` writes.
@@ -44,6 +47,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import warnings
 from typing import Callable, Sequence
 
 import numpy as np
@@ -65,6 +69,7 @@ from ..training import train
 __all__ = ["architecture", "learning_curves", "METHODS", "evaluate"]
 
 METHODS = ("theory", "lazy", "sampled", "langevin")
+MIN_ESS = 100  # below this a sampled run gets a warning (its error bars are not trustworthy)
 SETS = ("unsupervised", "heldout", "supervised")
 
 
@@ -218,7 +223,7 @@ def learning_curves(
     heldout, supervised``; ``prediction_train`` (``…, a_train, t``; NaN-padded beyond ``P``) and
     ``prediction_heldout`` (``…, a_test, t``); the data ``inputs``, ``truth``, ``targets``
     (``repeat, a_pool, t[, d]``) and ``supervised`` (``schedule, repeat, a_train, t``);
-    ``theory_converged``/``theory_residual`` and ``seconds``. Entries a method did not run are
+    ``theory_converged``/``theory_residual``, ``sampled_ess``/``sampled_acceptance`` and ``seconds``. Entries a method did not run are
     ``NaN``. (The dimension is called ``predictor``, not ``method``, which is a keyword of
     ``Dataset.sel``.) attrs hold the provenance (``config`` JSON).
     """
@@ -272,6 +277,7 @@ def learning_curves(
     step = {f"step_{q}_{s}": full(T) for s in ("unsupervised", "heldout") for q in ("mse", "nmse")}
     pred_train, pred_test, seconds = full(P_max, T), full(P_test, T), full()
     conv, resid = np.full(shape[1:], np.nan), np.full(shape[1:], np.nan)
+    ess, accept = np.full(shape[1:], np.nan), np.full(shape[1:], np.nan)
     pools, sup_masks = [], np.zeros((len(schedules), repeats, P_max, T), dtype=np.int8)
     classification = False
 
@@ -305,6 +311,14 @@ def learning_curves(
                                              network.get(method), heldout_batch, seed + r)
                             if method == "theory":
                                 mean, (conv[a, s, p, r], resid[a, s, p, r]) = mean
+                            if method == "sampled":
+                                mean, (ess[a, s, p, r], accept[a, s, p, r]) = mean
+                                if ess[a, s, p, r] < MIN_ESS:
+                                    warnings.warn(
+                                        f"sampled: effective sample size {ess[a, s, p, r]:.0f} < {MIN_ESS} for "
+                                        f"{arch.name}, {sched.label}, P = {P_}, repeat {r}: the sampled errors and "
+                                        "their error bars are unreliable; raise num_samples / num_warmup",
+                                        stacklevel=2)
                             seconds[mi, a, s, p, r] = time.perf_counter() - t0
                             idx = (mi, a, s, p, r)
                             pred_train[idx][:P_] = mean[:P_]
@@ -341,6 +355,8 @@ def learning_curves(
         targets=(("repeat", "a_pool", "t"), np.stack([p.targets for p in pools]),
                  {"description": "generator targets before the schedule (NaN = none)"}),
         supervised=(("schedule", "repeat", "a_train", "t"), sup_masks, {"description": "1 = supervised"}),
+        sampled_ess=(base[1:], ess, {"description": "minimum effective sample size of the HMC run"}),
+        sampled_acceptance=(base[1:], accept),
         theory_converged=(base[1:], conv),
         theory_residual=(base[1:], resid),
         seconds=(base, seconds),
@@ -388,6 +404,7 @@ def _run(method, arch, train_task, test_inputs, prior, phi, kappa, solve_kwargs,
     kwargs = {"seed": seed, **network_kwargs}
     if method == "sampled":
         s = sample(arch, task, prior=prior, phi=phi, kappa=kappa, **kwargs)
-        return np.asarray(s.f_mean), np.sqrt(np.asarray(s.f_var) / max(float(s.ess), 1.0))
+        sem = np.sqrt(np.asarray(s.f_var) / max(float(s.ess), 1.0))
+        return (np.asarray(s.f_mean), (float(s.ess), float(s.acceptance_rate))), sem
     run = train(arch, task, prior=prior, phi=phi, kappa=kappa, **kwargs)
     return np.asarray(run.f_mean), np.asarray(run.f_sem)
