@@ -167,6 +167,9 @@ def _agreement(ds, predictor, N):
 
 @pytest.mark.slow
 def test_sampled_networks_agree_with_theory():
+    """Measured (N = 128, 4 chains x 400): nmse differences 0.050 / 0.021 (rnn unsupervised /
+    held-out; tolerances 0.134 / 0.108) and 0.007 / 0.014 (dnn; 0.067 / 0.057); prediction gaps
+    3.4% (rnn) and 1.5% (dnn)."""
     N = 128
     ds = learning_curves(**NETWORK_STUDY, methods=["theory", "sampled"],
                          sampling=dict(N=N, num_samples=400, num_warmup=300, num_chains=4))
@@ -175,6 +178,9 @@ def test_sampled_networks_agree_with_theory():
 
 @pytest.mark.slow
 def test_langevin_trained_networks_agree_with_theory():
+    """Measured (N = 64, 8 networks x 16000 steps, about 20 relaxation times): nmse differences
+    0.239 / 0.089 (rnn; tolerances 0.408 / 0.245, i.e. 2 standard errors) and 0.017 / 0.009 (dnn;
+    0.157 / 0.157); prediction gaps 8.3% (rnn) and 3.1% (dnn), bound 13%."""
     N = 64
     ds = learning_curves(**NETWORK_STUDY, methods=["theory", "langevin"],
                          langevin=dict(N=N, num_networks=8, num_steps=16000))
