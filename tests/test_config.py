@@ -77,7 +77,7 @@ def _pop(section, key=None):
         (_set("prior", g=0.0), r"prior\.g: .*greater than 0"),
         (_set("prior", sigma_b=-1.0), r"prior\.sigma_b: .*greater than or equal to 0"),
         (_set("prior", sigma_v="big"), r"prior\.sigma_v: .*number"),
-        (_set("task", generator="xor"), r"task\.generator: unknown task generator 'xor'; allowed: endpoint_patterns, integration"),
+        (_set("task", generator="xor"), r"task\.generator: unknown task generator 'xor'; allowed: .*endpoint_patterns, .*integration"),
         (_set("task", colour=1), r"task\.colour: not an argument of task generator 'endpoint_patterns'; allowed: P, D"),
         (_pop("task", "D"), r"task\.D: required by task generator 'endpoint_patterns'"),
         (_set("task", P=0), r"task\.P: must be an integer >= 1"),

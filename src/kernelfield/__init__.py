@@ -11,11 +11,12 @@ from .theory.lazy import prior_kernel  # noqa: E402
 from .theory.predict import Prediction  # noqa: E402
 from .theory.solver import Branch, ConvergenceWarning, Solution, predict, solve  # noqa: E402
 from .sampling import Samples, sample  # noqa: E402
+from .training import Trained, train  # noqa: E402
 from .compare import Comparison, compare  # noqa: E402
 from .storage import load, save  # noqa: E402
 from .observables import coherence_by_lag, temporal_coherence  # noqa: E402
 from .theory.stability import critical_signal, outlier_eigenvalues, stability  # noqa: E402
-from . import tasks  # noqa: E402
+from . import schedules, tasks  # noqa: E402
 from . import sweep  # noqa: E402  (kernelfield.report writes reports of sweep stores)
 
 __version__ = "0.1.0"
@@ -37,11 +38,14 @@ __all__ = [
     "Prediction",
     "sample",
     "Samples",
+    "train",
+    "Trained",
     "compare",
     "Comparison",
     "save",
     "load",
     "tasks",
+    "schedules",
     "temporal_coherence",
     "coherence_by_lag",
     "stability",

@@ -1,4 +1,4 @@
-"""Command line interface: ``kernelfield solve|sample|compare|phase-diagram|spectrum CONFIG --out DIR``,
+"""Command line interface: ``kernelfield solve|sample|compare|phase-diagram|spectrum|generalization CONFIG --out DIR``,
 ``kernelfield sweep SWEEP.toml --store PATH`` and ``kernelfield report STORE --out DIR``.
 
 solve ... spectrum read a TOML configuration (see :mod:`kernelfield.config` and ``examples/``),
@@ -23,7 +23,8 @@ app = typer.Typer(
     name="kernelfield",
     help="Trained kernels of recurrent and deep networks: mean-field theory (solve), "
     "finite-width posterior samples (sample) and their comparison (compare); the phase transition "
-    "(phase-diagram, spectrum); parameter sweeps (sweep) and their report (report). "
+    "(phase-diagram, spectrum); learning curves on sequential tasks (generalization); "
+    "parameter sweeps (sweep) and their report (report). "
     "Each command takes a TOML config; see examples/*.toml.",
     no_args_is_help=True,
     add_completion=False,
@@ -61,7 +62,7 @@ def _run(fn):
         raise
     except ConfigError as e:
         _fail(str(e))
-    except (ValueError, NotImplementedError) as e:
+    except (ValueError, NotImplementedError, FloatingPointError) as e:
         _fail(str(e))
     except OSError as e:  # e.g. the output directory cannot be written
         _fail(f"{e.filename or ''}: {e.strerror or e}" if e.filename else str(e))
@@ -382,6 +383,68 @@ def report(
 
         html = write_report(stores, out)
         console.print(f"report: {html.resolve()} (and {html.with_suffix('.md').name})")
+
+    _run(go)
+
+
+GENERALIZATION_HELP = (r"TOML study configuration (tables \[task], \[schedule], \[study], \[prior], \[theory], "
+                       r"\[sampling], \[langevin]); see examples/generalization/.")
+
+
+def _print_generalization(ds) -> None:
+    P = int(ds.P.values[-1])
+    for sched in ds.schedule.values:
+        table = Table(title=f"normalised MSE at P = {P}, {sched}", title_justify="left",
+                      caption=f"mean ± s.e. over {ds.sizes['repeat']} draw(s); 1 = predicting 0; unsup.: unsupervised "
+                              "steps of training sequences; fit: supervised steps", caption_justify="left")
+        for col in ("arch", "predictor", "unsup.", "held-out", "fit"):
+            table.add_column(col, justify="right", no_wrap=True)
+        for arch in ds.arch.values:
+            for pred in ds.predictor.values:
+                cells = []
+                for part in ("unsupervised", "heldout", "supervised"):
+                    da = ds[f"nmse_{part}"].sel(arch=arch, predictor=pred, schedule=sched, P=P)
+                    values = np.asarray(da, dtype=float)
+                    values = values[np.isfinite(values)]
+                    if not values.size:
+                        cells.append("-")
+                        continue
+                    if values.size > 1:
+                        err = values.std(ddof=1) / np.sqrt(values.size)
+                    else:
+                        err = float(ds[f"nmse_sem_{part}"].sel(arch=arch, predictor=pred, schedule=sched, P=P).max())
+                    cells.append(f"{values.mean():.3f}" + (f" ± {err:.3f}" if np.isfinite(err) else ""))
+                table.add_row(str(arch), str(pred), *cells)
+        console.print(table)
+
+
+@app.command()
+def generalization(
+    config: Path = typer.Argument(..., help=GENERALIZATION_HELP, show_default=False),
+    out: Path = typer.Option(Path("results"), "--out", "-o", help=OUT_HELP),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+):
+    """Generalisation on a sequential task: learning curves of several architectures.
+
+    For every architecture, supervision schedule and training-set size P: the error at the unsupervised steps of the training sequences and on held-out sequences, from the theory, the lazy kernel and (optionally) sampled and Langevin-trained networks. Writes OUT/generalization.nc, OUT/learning_curve.png (error vs P), OUT/step_error.png (error per time step) and, with several schedules, OUT/fraction.png (error vs supervised fraction); prints the errors at the largest P.
+    """
+
+    def go():
+        from . import plots_generalization, storage
+        from .config import load_generalization_config
+        from .experiments.generalization import learning_curves
+
+        cfg = load_generalization_config(config)
+        ds = learning_curves(**cfg.study_kwargs(), progress=progress)
+        storage.save(ds, out / "generalization.nc")
+        written = ["generalization.nc", "learning_curve.png", "step_error.png"]
+        plots_generalization.plot_learning_curves(ds, out / "learning_curve.png")
+        plots_generalization.plot_step_errors(ds, path=out / "step_error.png")
+        if ds.sizes["schedule"] > 1:
+            plots_generalization.plot_fraction(ds, path=out / "fraction.png")
+            written.append("fraction.png")
+        _print_generalization(ds)
+        console.print(f"{float(ds.attrs['seconds']):.1f} s; wrote {', '.join(written)} to {out}")
 
     _run(go)
 

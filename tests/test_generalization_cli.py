@@ -1,0 +1,160 @@
+"""The generalisation study from the command line: configuration, figures, netCDF."""
+
+import copy
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+from matplotlib.figure import Figure
+from typer.testing import CliRunner
+
+import kernelfield as kf
+from kernelfield import plots_generalization as pg
+from kernelfield import schedules
+from kernelfield.cli import app
+from kernelfield.config import ConfigError, load_generalization_config, parse_generalization_config
+from kernelfield.experiments.generalization import learning_curves
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples" / "generalization").glob("*.toml"))
+runner = CliRunner()
+
+LAZY = """
+[task]
+generator = "integration"
+T = 4
+D = 8
+supervise_every = 1
+[schedule]
+kind = "every"
+k = [1, 2]
+[study]
+architectures = ["rnn", "dnn", "share_Uv"]
+P = [1, 2, 3]
+P_test = 2
+repeats = 2
+methods = ["lazy"]
+"""
+
+
+def test_one_example_per_task():
+    names = {p.stem for p in EXAMPLES}
+    assert {"integration", "delayed_copy", "oscillator", "digits", "sequential_digits", "sunspots",
+            "endpoint_patterns", "integration_networks"} <= names
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_configs_load(path):
+    cfg = load_generalization_config(path)
+    kw = cfg.study_kwargs()
+    assert kw["T"] == cfg.task.T and kw["P"] == sorted(cfg.study.P)
+    assert all(isinstance(s, schedules.Schedule) for s in kw["schedules"])
+
+
+def test_config_builds_study_arguments():
+    cfg = parse_generalization_config(tomllib.loads(LAZY))
+    kw = cfg.study_kwargs()
+    assert [s.label for s in kw["schedules"]] == ["every 1", "every 2"]
+    assert kw["methods"] == ["lazy"] and kw["sampling"] is None and kw["langevin"] is None
+    assert kw["task_kwargs"] == {"D": 8, "supervise_every": 1}
+
+
+BASE = tomllib.loads(LAZY)
+
+
+def _with(section, **kw):
+    data = copy.deepcopy(BASE)
+    data.setdefault(section, {}).update(kw)
+    return data
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        (_with("task", generator="xor"), r"task\.generator: unknown task generator 'xor'"),
+        (_with("task", P=3), r"task\.P: set the training-set sizes in \[study\]"),
+        (_with("task", delay=2), r"task\.delay: not an argument of task generator 'integration'"),
+        (_with("task", D=3), r"task\.D: the input kernel at t = 0 .* singular"),
+        ({**BASE, "schedule": {"kind": "random"}}, r"schedule\.fraction: required when kind = 'random'"),
+        (_with("schedule", fraction=0.5), r"schedule\.fraction: not used with kind = 'every'"),
+        (_with("schedule", k=[0]), r"k: must be an integer >= 1"),
+        (_with("study", architectures=["lstm"]), r"study\.architectures: unknown architecture 'lstm'"),
+        (_with("study", methods=["magic"]), r"study\.methods\.0: .*'theory', 'lazy', 'sampled' or 'langevin'"),
+        (_with("study", P=[0, 2]), r"study\.P: .*>= 1"),
+        (_with("study", methods=["theory"]) | {"theory": {"phi": "erf"}}, r"study\.methods: 'theory' needs a phi"),
+        (_with("sampling", P=[7]), r"sampling\.P: must be a subset of study\.P"),
+        (_with("langevin", steps=10), r"langevin\.steps: unknown key.*allowed: N, num_networks"),
+        (_with("study", colour=1), r"study\.colour: unknown key"),
+    ],
+)
+def test_bad_study_config(data, expected):
+    with pytest.raises(ConfigError, match=r"^bad\.toml: invalid configuration.*" + expected):
+        parse_generalization_config(data, source="bad.toml")
+
+
+@pytest.fixture(scope="module")
+def lazy_study():
+    cfg = parse_generalization_config(tomllib.loads(LAZY))
+    return learning_curves(**cfg.study_kwargs(), progress=False)
+
+
+def _with_networks(ds):
+    """The lazy study with fake network rows, to draw every marker kind."""
+    per = [v for v in ds.data_vars if "predictor" in ds[v].dims]
+    fake = []
+    for name, shift in (("sampled", 0.02), ("langevin", -0.02)):
+        part = ds[per].assign_coords(predictor=[name]) + shift
+        for v in per:
+            if "_sem_" in v:
+                part[v] = xr.full_like(part[v], 0.01)
+        fake.append(part)
+    return xr.merge([xr.concat([ds[per], *fake], dim="predictor"), ds.drop_vars(per)], join="outer", combine_attrs="override")
+
+
+def test_figures(lazy_study, tmp_path):
+    ds = _with_networks(lazy_study)
+    fig = pg.plot_learning_curves(ds, tmp_path / "lc.png")
+    assert isinstance(fig, Figure) and len(fig.axes) == 4  # 2 schedules x (unsupervised, held-out)
+    markers = {line.get_marker() for ax in fig.axes for line in ax.get_lines()}
+    assert {"o", "s"} <= markers  # sampled circles, Langevin squares
+    assert (tmp_path / "lc.png").read_bytes()[:4] == b"\x89PNG"
+    fig = pg.plot_step_errors(ds, P=2, path=tmp_path / "steps.png")
+    assert len(fig.axes) == 4 and (tmp_path / "steps.png").stat().st_size > 0
+    fig = pg.plot_fraction(ds, path=tmp_path / "fraction.png")
+    assert len(fig.axes) == 2
+    with pytest.raises(ValueError, match="^P:"):
+        pg.plot_step_errors(ds, P=7)
+    with pytest.raises(ValueError, match="^ds:"):
+        pg.plot_learning_curves(xr.Dataset())
+    with pytest.raises(ValueError, match="^metric:"):
+        pg.plot_learning_curves(ds, metric="sign_error")
+
+
+def test_help():
+    result = runner.invoke(app, ["generalization", "--help"])
+    assert result.exit_code == 0 and "CONFIG" in result.output.upper() and "--out" in result.output
+
+
+def test_cli_writes_figures_and_netcdf(tmp_path):
+    cfg = tmp_path / "lazy.toml"
+    cfg.write_text(LAZY)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["generalization", str(cfg), "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    for name in ("generalization.nc", "learning_curve.png", "step_error.png", "fraction.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert "normalised MSE at P = 3" in result.output and "share_Uv" in result.output and "held-out" in result.output
+    ds = kf.load(out / "generalization.nc")
+    assert ds.attrs["kind"] == "generalization" and ds.sizes["schedule"] == 2 and ds.sizes["repeat"] == 2
+    assert np.all(ds.nmse_unsupervised.sel(arch="dnn", schedule="every 2") == 1.0)
+
+
+def test_cli_bad_config_exits_2(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(LAZY.replace('"share_Uv"', '"lstm"'))
+    result = runner.invoke(app, ["generalization", str(bad), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "study.architectures" in lines[0]
+    assert not (tmp_path / "o").exists()
