@@ -112,9 +112,8 @@ class PriorConfig(_Section):
         return Prior(self.g, self.sigma_u, self.sigma_b, self.sigma_v)
 
 
-class TaskConfig(BaseModel):
-    """``generator`` names a function in :data:`kernelfield.tasks.TASKS`; every other key is
-    passed to it as a keyword argument (``T`` comes from ``[architecture]``)."""
+class _GeneratorConfig(BaseModel):
+    """A task generator by name (a key of :data:`kernelfield.tasks.TASKS`) and its extra arguments."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
@@ -132,6 +131,11 @@ class TaskConfig(BaseModel):
     @property
     def kwargs(self) -> dict:
         return dict(self.model_extra or {})
+
+
+class TaskConfig(_GeneratorConfig):
+    """``generator`` names a function in :data:`kernelfield.tasks.TASKS`; every other key is
+    passed to it as a keyword argument (``T`` comes from ``[architecture]``)."""
 
     @model_validator(mode="after")
     def _arguments(self):
@@ -322,29 +326,13 @@ class Config(_Section):
 # the generalisation study (``kernelfield generalization``)
 
 
-class StudyTaskConfig(BaseModel):
+class StudyTaskConfig(_GeneratorConfig):
     """``[task]`` of a study: ``generator`` (a key of :data:`kernelfield.tasks.TASKS`), ``T`` and
     ``seed`` (repeat ``r`` uses ``seed + r``); every other key goes to the generator (``P`` is set
     by the study)."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    generator: str
     T: int = Field(ge=1, description="number of time steps")
     seed: int = Field(default=0, ge=0)
-
-    @field_validator("generator")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        from .tasks import TASKS
-
-        if v not in TASKS:
-            raise ValueError(f"unknown task generator {v!r}; allowed: {', '.join(sorted(TASKS))}")
-        return v
-
-    @property
-    def kwargs(self) -> dict:
-        return dict(self.model_extra or {})
 
     @model_validator(mode="after")
     def _arguments(self):

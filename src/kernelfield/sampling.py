@@ -201,8 +201,8 @@ def _integer(name: str, value, minimum: int) -> int:
     return int(value)
 
 
-def _validate(arch, task, prior, kappa, N, num_samples, num_warmup, num_chains, seed,
-              num_integration_steps, thin, keep_weights, progress):
+def check_model(arch, task, prior, kappa) -> float:
+    """Type and compatibility checks shared by the finite-width samplers and trainers; returns ``kappa``."""
     for name, value, cls in (("arch", arch, Architecture), ("task", task, Task), ("prior", prior, Prior)):
         if not isinstance(value, cls):
             raise ValueError(f"{name}: must be a kernelfield {cls.__name__}, got {type(value).__name__}")
@@ -213,6 +213,12 @@ def _validate(arch, task, prior, kappa, N, num_samples, num_warmup, num_chains, 
         raise ValueError(f"kappa: must be a real number > 0, got {kappa!r}") from None
     if not (np.isfinite(kappa) and kappa > 0):
         raise ValueError(f"kappa: must be finite and > 0, got {kappa}")
+    return kappa
+
+
+def _validate(arch, task, prior, kappa, N, num_samples, num_warmup, num_chains, seed,
+              num_integration_steps, thin, keep_weights, progress):
+    kappa = check_model(arch, task, prior, kappa)
     ints = {
         "N": _integer("N", N, 1),
         "num_samples": _integer("num_samples", num_samples, 2),

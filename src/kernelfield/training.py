@@ -49,7 +49,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from . import networks
 from .compare import parity_flip
 from .nonlinearities import Nonlinearity, get_nonlinearity
-from .spec import Architecture, Prior, Task, check_compatible
+from .sampling import _integer, check_model
+from .spec import Architecture, Prior, Task
 from .theory.predict import Prediction
 
 __all__ = ["train", "Trained", "langevin_optimizer", "gaussian_noise"]
@@ -210,10 +211,6 @@ def _chunk(carry, start, burn_in, inputs, targets, kappa, model: _Model, length:
     return (z, opt_state, acc), mse
 
 
-def _integer(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name}: must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def train(
@@ -247,16 +244,7 @@ def train(
     """
     started = time.perf_counter()
     nl = get_nonlinearity(phi)
-    for name, value, cls in (("arch", arch, Architecture), ("task", task, Task), ("prior", prior, Prior)):
-        if not isinstance(value, cls):
-            raise ValueError(f"{name}: must be a kernelfield {cls.__name__}, got {type(value).__name__}")
-    check_compatible(arch, task)
-    try:
-        kappa = float(kappa)
-    except (TypeError, ValueError):
-        raise ValueError(f"kappa: must be a real number > 0, got {kappa!r}") from None
-    if not (np.isfinite(kappa) and kappa > 0):
-        raise ValueError(f"kappa: must be finite and > 0, got {kappa}")
+    kappa = check_model(arch, task, prior, kappa)
     N = _integer("N", N, 1)
     num_networks = _integer("num_networks", num_networks, 1)
     num_steps = _integer("num_steps", num_steps, 1)
