@@ -178,9 +178,9 @@ def plot_spectrum(ds, value_index: int = -1, path=None, title: str | None = None
     (:func:`kernelfield.experiments.phase.weight_spectrum`); last panel: largest ``|lambda|``
     of the samples against the predicted outlier over all control values."""
     widths = ds["N"].values
-    fig = Figure(figsize=(4 * (len(widths) + 1), 4))
+    fig = Figure(figsize=(4.4 * (len(widths) + 1), 4))
     FigureCanvasAgg(fig)
-    axes = np.atleast_1d(fig.subplots(1, len(widths) + 1))
+    axes = np.atleast_1d(fig.subplots(1, len(widths) + 1, gridspec_kw={"wspace": 0.4}))
     v = ds["value"].values[value_index]
     radius = float(ds["radius"].values[value_index])
     pred = ds["predicted_real"].values[value_index] + 1j * ds["predicted_imag"].values[value_index]
