@@ -25,6 +25,7 @@ test-fast: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_solver.py
 	$(PY) benchmarks/bench_theory_vs_sampling.py
+	$(PY) benchmarks/bench_tilted.py
 
 clean:
 	rm -rf $(VENV) results
