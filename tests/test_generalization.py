@@ -91,15 +91,12 @@ def test_architecture_names():
 
 
 def test_lazy_only_study_works_for_nonlinear_phi():
-    """phi is a parameter throughout: the lazy kernel (and the networks) take any phi; the
-    feature-learning theory refuses what the solver does not support yet."""
+    """phi is a parameter throughout: the lazy kernel (and the networks) take any phi."""
     kw = dict(STUDY, P=[1, 2], repeats=1, archs=["rnn", "dnn", "share_Uv"])
     ds = learning_curves(**kw, phi="erf", methods=["lazy"])
     assert list(ds.predictor.values) == ["lazy"] and np.all(np.isfinite(ds.nmse_heldout))
     assert np.all(np.isnan(ds.prediction_train.sel(P=1).values[..., 1:, :]))  # padding beyond P
     assert np.all(np.isfinite(ds.nmse_unsupervised)) and np.all(ds.nmse_unsupervised.sel(arch="dnn") == 1.0)
-    with pytest.raises(NotImplementedError, match="^phi:"):
-        learning_curves(**kw, phi="erf")
 
 
 def test_classification_task_reports_sign_errors():

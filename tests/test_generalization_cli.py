@@ -82,7 +82,6 @@ def _with(section, **kw):
         (_with("study", architectures=["lstm"]), r"study\.architectures: unknown architecture 'lstm'"),
         (_with("study", methods=["magic"]), r"study\.methods\.0: .*'theory', 'lazy', 'sampled' or 'langevin'"),
         (_with("study", P=[0, 2]), r"study\.P: .*>= 1"),
-        (_with("study", methods=["theory"]) | {"theory": {"phi": "erf"}}, r"study\.methods: 'theory' needs a phi"),
         (_with("sampling", P=[7]), r"sampling\.P: must be a subset of study\.P"),
         (_with("langevin", steps=10), r"langevin\.steps: unknown key.*allowed: N, num_networks"),
         (_with("study", colour=1), r"study\.colour: unknown key"),

@@ -101,8 +101,3 @@ def test_rnn_relu_cross_time_structure():
             cross = np.outer(d, d) / (2 * np.pi)
             same = np.kron(np.eye(T), np.ones((P, P))) > 0
             np.testing.assert_allclose(C[~same], cross[~same], rtol=1e-12)
-
-
-def test_solver_still_linear_only():
-    with pytest.raises(NotImplementedError):
-        kf.solve(ARCHS["rnn"], TASK, phi="tanh")

@@ -1,7 +1,6 @@
 """Order parameter on centred features (THEORY.md §4)."""
 
 import numpy as np
-import pytest
 
 import kernelfield as kf
 from kernelfield.observables import mean_coherence
@@ -20,9 +19,15 @@ def test_relu_dnn_mean_activity_is_not_counted_as_temporal_coherence():
     assert kf.coherence_by_lag(s).shape == (2,)
 
 
-def test_theory_coherence_needs_odd_phi():
-    sol = kf.solve(kf.Architecture.rnn(3), kf.tasks.endpoint_patterns(P=3, T=3, D=4, seed=0), kappa=0.1)
-    relu_like = type("R", (), {"C": sol.C, "phi": "relu", "task": sol.task})()
-    with pytest.raises(NotImplementedError, match="odd phi"):
-        kf.temporal_coherence(relu_like)
-    assert np.isfinite(kf.temporal_coherence(sol))
+def test_relu_dnn_theory_centres_with_the_mean_activity():
+    # In a DNN the trajectory law factorises over time steps, so the cross-time blocks of C are
+    # exactly <phi_t><phi_s>^T: large for ReLU, and zero once centred.
+    task = kf.tasks.endpoint_patterns(P=3, T=3, D=4, target_scale=0.5, seed=0)
+    sol = kf.solve(kf.Architecture.dnn(3), task, phi="relu", kappa=0.1, init="prior", num_particles=512,
+                   mc_tol=0.05)
+    assert mean_coherence(sol.C, 3, 3) > 0.3
+    assert kf.temporal_coherence(sol) == 0.0
+    m = sol.best.phi_mean
+    np.testing.assert_allclose(sol.C[:3, 3:6], np.outer(m[:3], m[3:6]), rtol=1e-12)
+    linear = kf.solve(kf.Architecture.rnn(3), task, kappa=0.1)
+    np.testing.assert_array_equal(linear.C_centred, linear.C)

@@ -457,12 +457,6 @@ class GeneralizationConfig(_Section):
             subset = getattr(self, table).P
             if subset is not None and not set(subset) <= set(self.study.P):
                 raise ValueError(f"{table}.P: must be a subset of study.P = {self.study.P}, got {subset}")
-        if "theory" in self.study.methods:
-            from .nonlinearities import get_nonlinearity
-
-            if not get_nonlinearity(self.theory.phi).solver_ready:
-                raise ValueError(f"study.methods: 'theory' needs a phi the solver supports; phi = {self.theory.phi!r} "
-                                 "works with 'lazy', 'sampled' and 'langevin' only")
         pool_size = max(self.study.P) + self.study.P_test
         try:
             pool = self.build_pool(pool_size)

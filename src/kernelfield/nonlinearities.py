@@ -1,7 +1,7 @@
 """Registry of single-neuron nonlinearities ``phi``.
 
-Every nonlinearity can be used by the finite-width networks (:mod:`kernelfield.networks`);
-whether the mean-field solver supports it is recorded in ``Nonlinearity.solver_ready``.
+Every nonlinearity can be used by the finite-width networks (:mod:`kernelfield.networks`), the
+lazy kernel and the feature-learning solver (linear exactly, any other by particles).
 New nonlinearities plug in with :func:`register`. Gaussian expectations
 (:mod:`kernelfield.gaussian`) use the optional closed forms ``expect_phiphi`` / ``expect_dphi``
 where given and Gauss–Hermite quadrature of ``fn`` otherwise, so only ``fn`` is required.
@@ -24,8 +24,7 @@ class Nonlinearity:
     """A pointwise nonlinearity.
 
     name: registry key; fn: the function ``phi(h)`` (jax-traceable); odd: ``phi(-h) = -phi(h)``
-    (then the symmetric, time-uncorrelated solution exists for endpoint tasks);
-    solver_ready: whether :func:`kernelfield.solve` handles it.
+    (then the symmetric, time-uncorrelated solution exists for endpoint tasks).
 
     Optional closed forms for ``(h_1, h_2) ~ N(0, [[k11, k12], [k12, k22]])``, elementwise on
     broadcastable arrays (``None``: 2-D / 1-D Gauss–Hermite quadrature of ``fn``):
@@ -37,7 +36,6 @@ class Nonlinearity:
     name: str
     fn: Callable
     odd: bool
-    solver_ready: bool = False
     expect_phiphi: Callable | None = None
     expect_dphi: Callable | None = None
 
@@ -85,7 +83,7 @@ def _relu_phiphi(k11, k22, k12):
     return (s + (np.pi - theta) * k12) / (2.0 * np.pi)
 
 
-register(Nonlinearity("linear", lambda h: h, odd=True, solver_ready=True,
+register(Nonlinearity("linear", lambda h: h, odd=True,
                       expect_phiphi=lambda k11, k22, k12: k12, expect_dphi=lambda v: jnp.ones_like(v)))
 register(Nonlinearity("erf", erf, odd=True, expect_phiphi=_erf_phiphi, expect_dphi=_erf_dphi))
 register(Nonlinearity("tanh", jnp.tanh, odd=True))  # no closed form: quadrature

@@ -41,24 +41,13 @@ def lag_coherence(C: np.ndarray, T: int, P: int) -> np.ndarray:
     return np.array([np.mean(np.diagonal(rho[1:, 1:], offset=lag)) for lag in range(1, T - 1)])
 
 
-def _centred_kernel(result) -> np.ndarray:
-    """``C`` of a (odd-``phi``) :class:`~kernelfield.Solution`, ``C_centred`` of :class:`~kernelfield.Samples`."""
-    if hasattr(result, "C_centred"):
-        return result.C_centred
-    from .nonlinearities import get_nonlinearity
-
-    if not get_nonlinearity(result.phi).odd:
-        raise NotImplementedError(f"phi: centred theory kernels need odd phi, got {result.phi!r}")
-    return result.C
-
-
 def temporal_coherence(result) -> float:
     """:func:`mean_coherence` of the centred kernel of a :class:`~kernelfield.Solution` or
     :class:`~kernelfield.Samples`."""
-    return mean_coherence(_centred_kernel(result), result.task.T, result.task.P)
+    return mean_coherence(result.C_centred, result.task.T, result.task.P)
 
 
 def coherence_by_lag(result) -> np.ndarray:
     """:func:`lag_coherence` of a :class:`~kernelfield.Solution` or :class:`~kernelfield.Samples`:
     entry ``lag - 1`` is the mean coherence between steps ``lag`` apart (``t, s >= 1``)."""
-    return lag_coherence(_centred_kernel(result), result.task.T, result.task.P)
+    return lag_coherence(result.C_centred, result.task.T, result.task.P)

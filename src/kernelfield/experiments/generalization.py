@@ -244,9 +244,6 @@ def learning_curves(
     if not methods or unknown:
         raise ValueError(f"methods: must be a non-empty list from {', '.join(METHODS)}, got {methods!r}")
     methods = [m for m in METHODS if m in methods]
-    if "theory" in methods and not get_nonlinearity(phi).solver_ready:
-        raise NotImplementedError(f"phi: the feature-learning solver does not support {get_nonlinearity(phi).name!r} "
-                                  "yet; leave 'theory' out of methods (lazy kernel and networks work for every phi)")
     if isinstance(schedules, Schedule):
         schedules = [schedules]
     schedules = list(schedules) or [all_steps()]

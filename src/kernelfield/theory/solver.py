@@ -38,6 +38,7 @@ from ..spec import Architecture, Prior, Task
 from .action import action_terms, residuals
 from .kernels import Problem, make_problem, shift
 from .lazy import lazy_kernel
+from .particles import ParticleSettings, maximise_particles, time_symmetric_mask
 
 __all__ = ["solve", "predict", "Solution", "Branch", "ConvergenceWarning", "broken_start"]
 
@@ -48,7 +49,12 @@ class ConvergenceWarning(UserWarning):
 
 @dataclass(frozen=True)
 class Branch:
-    """One stationary point of ``S``: kernel, conjugate kernel, action and diagnostics."""
+    """One stationary point of ``S``: kernel, conjugate kernel, action and diagnostics.
+
+    Monte Carlo solutions (nonlinear ``phi``) also carry ``C_err`` (standard errors of ``C``),
+    ``S_err`` and ``mc_error`` (largest entrywise standard error relative to
+    ``sqrt(C_ii C_jj)``) and ``phi_mean`` (``<φ>`` per ``(t, a)``, ``None`` where it vanishes by
+    symmetry); for the exact linear solver these are ``None``/0."""
 
     C: np.ndarray
     Ct: np.ndarray
@@ -60,6 +66,10 @@ class Branch:
     residual_forward: float
     residual_backward: float
     iterations: int
+    C_err: np.ndarray | None = None
+    S_err: float = 0.0
+    mc_error: float = 0.0
+    phi_mean: np.ndarray | None = None
 
     @property
     def residual(self) -> float:
@@ -265,10 +275,12 @@ def broken_start(prob: Problem, C_sym: np.ndarray, mix: float = 0.5) -> np.ndarr
     return (1.0 - mix) * C_sym + mix * correlated
 
 
-def _same_branch(C1: np.ndarray, C2: np.ndarray, T: int, P: int, rtol: float = 1e-3) -> bool:
-    """Equal up to the ``W -> -W`` symmetry (``C_ts -> (-1)^(t-s) C_ts``)."""
-    scale = np.linalg.norm(C1)
-    return min(np.linalg.norm(C1 - C2), np.linalg.norm(C1 - parity_flip(C2, T, P))) < rtol * scale
+def _same_branch(b1: Branch, b2: Branch, T: int, P: int, rtol: float = 1e-3) -> bool:
+    """Equal up to the ``W -> -W`` symmetry (``C_ts -> (-1)^(t-s) C_ts``), within ``rtol`` or,
+    for Monte Carlo solutions, within 5 combined standard errors."""
+    noise = sum(np.linalg.norm(b.C_err) for b in (b1, b2) if b.C_err is not None)
+    distance = min(np.linalg.norm(b1.C - b2.C), np.linalg.norm(b1.C - parity_flip(b2.C, T, P)))
+    return distance < rtol * np.linalg.norm(b1.C) + 5.0 * noise
 
 
 @dataclass(frozen=True, eq=False)
@@ -297,6 +309,12 @@ class Solution:
     converged = property(lambda self: self.best.converged)
     residual = property(lambda self: self.best.residual, doc="max of the two stationarity residuals")
 
+    @property
+    def C_centred(self) -> np.ndarray:
+        """Kernel of the centred features ``C - <φ><φ>ᵀ`` (THEORY.md §4; equal to ``C`` for odd ``phi``)."""
+        m = self.best.phi_mean
+        return self.C if m is None else self.C - np.outer(m, m)
+
     def predict(self, N: int | None = None):
         """Posterior predictive at every ``(a, t)``; see :func:`kernelfield.theory.predict.predictive`."""
         from .predict import predictive
@@ -324,29 +342,53 @@ def solve(
     kappa: float = 0.1,
     init="auto",
     tol: float = 1e-6,
-    max_iter: int = 5000,
+    max_iter: int | None = None,
     inner: int = 10,
+    method: str = "auto",
+    num_particles: int = 4096,
+    mc_tol: float = 0.01,
+    seed: int = 0,
+    progress: bool = False,
 ) -> Solution:
     """Trained kernels: the maximiser of ``S(C) = -Gamma(C) - E(C)``.
 
-    max_iter: total L-BFGS iterations per start; inner: iterations between re-whitenings.
+    method: ``"exact"`` (linear ``phi`` only: closed-form ``Gamma``, L-BFGS; see the module
+    docstring), ``"particles"`` (any ``phi``: mean-field Langevin dynamics of ``num_particles``
+    trajectories with Monte Carlo error bars, :mod:`.particles`) or ``"auto"`` (exact for linear,
+    particles otherwise). max_iter: L-BFGS iterations (default 5000) or particle iterations
+    (default 5000) per start; inner: L-BFGS iterations between re-whitenings; mc_tol: the
+    particle solver averages until the largest entrywise standard error of ``C`` (relative to
+    ``sqrt(C_ii C_jj)``) is below it; seed: the particle solver's random seed.
+
     init: ``"auto"`` (default) starts from the prior kernel and from a symmetry-broken kernel
     (:func:`broken_start`) and keeps every distinct branch; ``"prior"`` or ``"broken"`` uses one
     start; an ``(n, n)`` array is used as the start. The returned solution is the branch with the
-    largest ``S``. A ``ConvergenceWarning`` (with the residual) is issued when it did not converge.
+    largest ``S``. A branch is converged when both stationarity residuals are below ``tol`` (for
+    the particle solver: below ``tol`` or within 3 Monte Carlo standard errors of zero). A
+    ``ConvergenceWarning`` (with the residual) is issued when the dominant one did not converge.
     """
     nl = get_nonlinearity(phi)
-    if not nl.solver_ready:
-        raise NotImplementedError(f"phi: the solver does not support {nl.name!r} yet; supported: linear")
+    if method not in ("auto", "exact", "particles"):
+        raise ValueError(f"method: must be 'auto', 'exact' or 'particles', got {method!r}")
+    if method == "auto":
+        method = "exact" if nl.name == "linear" else "particles"
+    if method == "exact" and nl.name != "linear":
+        raise ValueError(f"method: 'exact' needs phi = 'linear' (closed-form Gamma); use 'particles' for {nl.name!r}")
     if not (isinstance(tol, (int, float)) and tol > 0):
         raise ValueError(f"tol: must be a number > 0, got {tol!r}")
+    max_iter = 5000 if max_iter is None else max_iter
     for name, value in (("max_iter", max_iter), ("inner", inner)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
     started = time.perf_counter()
     prob = make_problem(arch, task, prior, kappa)
     C_prior = lazy_kernel(prob, nl)
-    run = partial(_maximise, prob, tol=tol, max_iter=max_iter, inner=inner)
+    if method == "exact":
+        run = partial(_maximise, prob, tol=tol, max_iter=max_iter, inner=inner)
+    else:
+        settings = ParticleSettings(num_particles=num_particles, mc_tol=mc_tol, max_iter=max_iter, seed=seed,
+                                    progress=progress)
+        run = partial(_maximise_particles, prob, nl, settings=settings, tol=tol)
 
     if isinstance(init, str) and init in ("auto", "prior", "broken"):
         first = run(C_prior, init="prior")
@@ -367,18 +409,36 @@ def solve(
 
     branches: list[Branch] = []
     for b in found:  # in start order, so a branch keeps the label of the first start that found it
-        if not any(_same_branch(b.C, other.C, prob.T, prob.P) for other in branches):
+        if not any(_same_branch(b, other, prob.T, prob.P) for other in branches):
             branches.append(b)
     branches.sort(key=lambda b: -b.S)
     sol = Solution(arch, task, prior, nl.name, float(kappa), tuple(branches), prob, time.perf_counter() - started)
     if not sol.converged:
         warnings.warn(
             f"solve: did not converge (residual {sol.residual:.2e} > tol {tol:.1e}) after "
-            f"{sol.best.iterations} L-BFGS iterations (max_iter={max_iter}); check sol.converged / sol.residual",
+            f"{sol.best.iterations} {'L-BFGS' if method == 'exact' else 'particle'} iterations "
+            f"(max_iter={max_iter}); check sol.converged / sol.residual",
             ConvergenceWarning,
             stacklevel=2,
         )
     return sol
+
+
+def _maximise_particles(prob: Problem, nl, C0: np.ndarray, settings: ParticleSettings, tol: float,
+                        init: str) -> Branch:
+    """One start of the particle solver: trajectories drawn from ``N(0, K(C0))``. The prior start
+    of an odd ``phi`` stays in the time-symmetric subspace where that subspace is invariant."""
+    free = prob.block_mask()
+    symmetric = time_symmetric_mask(prob, nl) if init == "prior" else None
+    if symmetric is not None:
+        free = free * symmetric
+    r = maximise_particles(prob, nl, np.asarray(prob.K(C0)), free, settings, label=init)
+    limit = max(tol, 3.0 * r.residual_error)
+    return Branch(C=r.C, Ct=r.Ct, S=r.S, Gamma=r.Gamma, E=r.E, init=init,
+                  converged=bool(r.burned_in and max(r.residual_forward, r.residual_backward) <= limit),
+                  residual_forward=r.residual_forward, residual_backward=r.residual_backward,
+                  iterations=r.iterations, C_err=r.C_err, S_err=r.S_err, mc_error=r.mc_error,
+                  phi_mean=None if nl.odd else r.phi_mean)
 
 
 def predict(sol: Solution, new_inputs, N: int | None = None, **solve_kwargs):
