@@ -12,6 +12,8 @@ own store under ``OUT/sweeps/``, then writes one report of all of them:
 3. ``sequential``: the integration task supervised on every other step: error at the
    unsupervised steps for RNN and DNN, from the trained theory, the lazy kernel and width-128
    networks.
+4. ``erf_endpoint``: the nonlinear (erf) theory, solved by the particle solver, against HMC
+   samples of width-128 erf networks, RNN and DNN, below and above the RNN's transition.
 
 The workers share compiled programs through JAX's persistent compilation cache
 (``OUT/sweeps/.jax_cache``). Re-running resumes: points already in the stores are not recomputed.
@@ -32,7 +34,7 @@ import kernelfield as kf
 from kernelfield.report import write_report
 
 SWEEPS = Path(__file__).resolve().parent / "sweeps"
-NAMES = ("endpoint_coherence", "endpoint_sampled", "sequential")
+NAMES = ("endpoint_coherence", "endpoint_sampled", "sequential", "erf_endpoint")
 
 
 def summary(stores: dict[str, Path]) -> list[str]:
@@ -65,6 +67,14 @@ def summary(stores: dict[str, Path]) -> list[str]:
         p = ds.sel(architecture=a)
         lines.append(f"integration task, {a}: MSE at unsupervised steps: theory {float(p['pred_error_theory']):.4f}, "
                      f"lazy {float(p['pred_error_lazy']):.4f}, sampled N=128 {float(p['pred_error_sampled']):.4f}")
+    ds = kf.sweep.load(stores["erf_endpoint"])
+    for scale in ds["target_scale"].values:
+        point = ds.sel(target_scale=scale)
+        lines.append(f"erf, target scale {scale:g}, N=128: kernel error, coherence theory / sampled: " + ", ".join(
+            f"{a} {float(point['kernel_error'].sel(architecture=a)):.3f} "
+            f"(± {float(point['kernel_error_bar'].sel(architecture=a)):.3f}), "
+            f"{float(point['coherence_theory'].sel(architecture=a)):.3f} / "
+            f"{float(point['coherence_sampled'].sel(architecture=a)):.3f}" for a in ds["architecture"].values))
     return lines
 
 

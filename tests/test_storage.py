@@ -135,3 +135,16 @@ def test_comparison_dataset(solution, tmp_path):
     back = storage.load(storage.save(ds, tmp_path / "c.nc"))
     np.testing.assert_array_equal(back["block_error"].values, cmp.block_error)
     assert back.attrs["error"] == cmp.error and back.attrs["parity"] == cmp.parity and back.attrs["N"] == 64
+
+
+def test_particle_solution_round_trip_keeps_monte_carlo_errors(tmp_path):
+    task = endpoint_patterns(P=2, T=2, D=3, target_scale=0.5, seed=0)
+    sol = kf.solve(kf.Architecture.dnn(2), task, phi="relu", kappa=0.1, init="prior", num_particles=256,
+                   mc_tol=0.1)
+    back = storage.solution_from_dataset(storage.load(storage.save(storage.solution_to_dataset(sol), tmp_path / "s.nc")))
+    for name in ("C", "C_err", "phi_mean"):
+        np.testing.assert_array_equal(getattr(back.best, name), getattr(sol.best, name))
+    assert back.best.S_err == sol.best.S_err and back.best.mc_error == sol.best.mc_error
+    np.testing.assert_array_equal(back.C_centred, sol.C_centred)
+    exact = storage.solution_from_dataset(storage.solution_to_dataset(kf.solve(kf.Architecture.rnn(2), task)))
+    assert exact.best.C_err is None and exact.best.phi_mean is None

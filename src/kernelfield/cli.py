@@ -90,7 +90,7 @@ def _do_solve(cfg, out: Path):
 
     from . import plots, storage
 
-    sol = kf.solve(**cfg.solve_kwargs())  # a ConvergenceWarning is printed by _run
+    sol = kf.solve(**cfg.solve_kwargs(), progress=True)  # a ConvergenceWarning is printed by _run
     storage.save(storage.solution_to_dataset(sol), out / "solution.nc")
     plots.plot_kernels(sol.C, None, sol.task.T, sol.task.P, out / "solution.png", title="theory: " + _title(cfg))
     return sol
@@ -106,8 +106,10 @@ def _print_solution(sol) -> None:
         table.add_column(col, justify="right", no_wrap=True)
     best = max(range(len(sol.branches)), key=lambda i: sol.branches[i].S)
     for i, b in enumerate(sol.branches):
-        table.add_row(f"{i}{'*' if i == best else ''}", b.init, f"{b.S:.5g}", f"{b.Gamma:.5g}", f"{b.E:.5g}",
-                      f"{b.residual:.1e}", "yes" if b.converged else "no", f"{mean_coherence(b.C, T, P):.3f}")
+        S = f"{b.S:.5g}" + (f" ± {b.S_err:.1g}" if b.S_err else "")
+        centred = b.C if b.phi_mean is None else b.C - np.outer(b.phi_mean, b.phi_mean)
+        table.add_row(f"{i}{'*' if i == best else ''}", b.init, S, f"{b.Gamma:.5g}", f"{b.E:.5g}",
+                      f"{b.residual:.1e}", "yes" if b.converged else "no", f"{mean_coherence(centred, T, P):.3f}")
     console.print(table)
     console.print("* dominant branch (largest S); rho: mean temporal coherence over t != s >= 1")
 

@@ -167,6 +167,12 @@ class TheoryConfig(_Section):
     kappa: float = Field(default=0.1, gt=0, allow_inf_nan=False)
     tol: float = Field(default=1e-6, gt=0, allow_inf_nan=False)
     init: Literal["auto", "prior", "broken"] = "auto"
+    method: Literal["auto", "exact", "particles"] = Field(
+        default="auto", description="exact (linear phi) or particles (any phi); auto picks")
+    num_particles: int = Field(default=4096, ge=16, description="particle solver: population size")
+    mc_tol: float = Field(default=0.01, gt=0, allow_inf_nan=False,
+                          description="particle solver: target largest entrywise relative standard error of C")
+    seed: int = Field(default=0, ge=0, description="particle solver: random seed")
 
     @field_validator("phi")
     @classmethod
@@ -305,7 +311,9 @@ class Config(_Section):
     def solve_kwargs(self) -> dict:
         """Keyword arguments for :func:`kernelfield.solve`."""
         return dict(arch=self.build_architecture(), task=self.build_task(), prior=self.build_prior(),
-                    phi=self.theory.phi, kappa=self.theory.kappa, tol=self.theory.tol, init=self.theory.init)
+                    phi=self.theory.phi, kappa=self.theory.kappa, tol=self.theory.tol, init=self.theory.init,
+                    method=self.theory.method, num_particles=self.theory.num_particles, mc_tol=self.theory.mc_tol,
+                    seed=self.theory.seed)
 
     def with_values(self, **fields) -> "Config":
         """A copy with dotted fields replaced, e.g. ``cfg.with_values(**{"architecture.T": 5})``;

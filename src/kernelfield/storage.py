@@ -15,7 +15,9 @@ Solutions (:func:`solution_to_dataset`): ``C``, ``Ct`` of the dominant branch,
 ``prediction_mean`` / ``prediction_var_coeff`` ``(a, t)`` (``N·var``, width independent),
 and per branch (dim ``branch``, sorted by decreasing ``S``): ``branch_C``, ``branch_Ct``,
 ``branch_S``, ``branch_Gamma``, ``branch_E``, ``branch_init``, ``branch_converged``,
-``branch_residual_forward``, ``branch_residual_backward``, ``branch_iterations``.
+``branch_residual_forward``, ``branch_residual_backward``, ``branch_iterations`` and, for the
+particle solver's Monte Carlo estimates, ``branch_C_err``, ``branch_S_err``, ``branch_mc_error``,
+``branch_phi_mean`` ``(branch, t, a)`` (NaN where not applicable).
 Attrs ``S``, ``converged``, ``residual``, ``seconds``.
 
 Samples (:func:`samples_to_dataset`): ``C`` (= ``C_mean``), ``C_sem``, ``C_chains``, ``C_centred``
@@ -143,6 +145,10 @@ def _base_attrs(kind: str, config: str) -> dict:
 # to Dataset
 
 
+def _or_nan(x, shape) -> np.ndarray:
+    return np.full(shape, np.nan) if x is None else np.asarray(x, dtype=np.float64)
+
+
 def solution_to_dataset(sol) -> xr.Dataset:
     """Dataset of a :class:`~kernelfield.Solution` (see the module docstring for the layout)."""
     task = sol.task
@@ -169,6 +175,14 @@ def solution_to_dataset(sol) -> xr.Dataset:
         "branch_residual_forward": (("branch",), np.array([b.residual_forward for b in branches], dtype=np.float64)),
         "branch_residual_backward": (("branch",), np.array([b.residual_backward for b in branches], dtype=np.float64)),
         "branch_iterations": (("branch",), np.array([b.iterations for b in branches], dtype=np.int64)),
+        "branch_C_err": (("branch",) + kdims, np.stack([_kernel(_or_nan(b.C_err, (T * P, T * P)), T, P)
+                                                       for b in branches]),
+                         {"description": "Monte Carlo standard error of C (NaN: exact solver)"}),
+        "branch_S_err": (("branch",), np.array([b.S_err for b in branches], dtype=np.float64)),
+        "branch_mc_error": (("branch",), np.array([b.mc_error for b in branches], dtype=np.float64)),
+        "branch_phi_mean": (("branch", "t", "a"), np.stack([_or_nan(b.phi_mean, (T * P,)).reshape(T, P)
+                                                           for b in branches]),
+                            {"description": "<phi> per (t, a) (NaN: zero by symmetry)"}),
         **_task_vars(task),
     }
     coords = _coords(T, P, D)
@@ -289,11 +303,23 @@ def solution_from_dataset(ds: xr.Dataset):
             residual_forward=float(ds["branch_residual_forward"].values[i]),
             residual_backward=float(ds["branch_residual_backward"].values[i]),
             iterations=int(ds["branch_iterations"].values[i]),
+            **_monte_carlo_fields(ds, i),
         )
         for i in range(ds.sizes["branch"])
     )
     problem = make_problem(arch, task, prior, kappa)
     return Solution(arch, task, prior, phi, kappa, branches, problem, float(ds.attrs.get("seconds", 0.0)))
+
+
+def _monte_carlo_fields(ds: xr.Dataset, i: int) -> dict:
+    """``C_err``, ``S_err``, ``mc_error``, ``phi_mean`` of branch ``i`` (absent in files written
+    before the particle solver: defaults)."""
+    if "branch_C_err" not in ds:
+        return {}
+    C_err = kernel_matrix(ds["branch_C_err"].values[i])
+    mean = ds["branch_phi_mean"].values[i].reshape(-1)
+    return dict(C_err=None if np.all(np.isnan(C_err)) else C_err, S_err=float(ds["branch_S_err"].values[i]),
+                mc_error=float(ds["branch_mc_error"].values[i]), phi_mean=None if np.all(np.isnan(mean)) else mean)
 
 
 def samples_from_dataset(ds: xr.Dataset):

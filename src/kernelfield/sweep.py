@@ -188,7 +188,8 @@ def register_computation(name: str, *, requires=(), requires_any=(), options=Non
 
 @register_computation("solve")
 def _solve(point: PointContext, options) -> dict:
-    """Mean-field theory (kf.solve, linear phi): dominant kernel C_theory, action S, solver diagnostics."""
+    """Mean-field theory (kf.solve, any phi): dominant kernel C_theory, action S (± S_err, Monte Carlo
+    for nonlinear phi), solver diagnostics."""
     from .theory.solver import solve
 
     sol = solve(**point.config.solve_kwargs())
@@ -197,7 +198,7 @@ def _solve(point: PointContext, options) -> dict:
     point.add_prediction("theory", sol.predict().mean)
     return {"S": sol.S, "residual": sol.residual, "converged": int(sol.converged),
             "iterations": sol.best.iterations, "n_branches": len(sol.branches),
-            "solve_seconds": sol.seconds}
+            "S_err": sol.best.S_err, "mc_error": sol.best.mc_error, "solve_seconds": sol.seconds}
 
 
 @register_computation("lazy")

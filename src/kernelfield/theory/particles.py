@@ -40,6 +40,7 @@ started from the prior kernel, stays in it by symmetry).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from functools import partial
 
@@ -208,6 +209,20 @@ def _oscillating(summaries: np.ndarray, threshold: float = -0.2) -> bool:
     return bool(np.min(rho) < threshold)
 
 
+def _adapt(step_size: float, acceptance: float, largest: float) -> float:
+    """MALA step after a window with mean ``acceptance``: shrink fast when proposals are rejected
+    (a strong tilt far from the fixed point makes the target stiff in whitened coordinates), grow
+    back towards ``largest`` when nearly all are accepted (only during burn-in; the largest step
+    drops whenever the flow oscillated)."""
+    if acceptance < 0.3:
+        return step_size * 0.25
+    if acceptance < 0.5:
+        return step_size * 0.7
+    if acceptance > 0.9:
+        return min(step_size * 1.5, largest)
+    return step_size
+
+
 def _relative_error(err: np.ndarray, C: np.ndarray) -> float:
     """Largest ``err_ij / sqrt(C_ii C_jj)``."""
     d = np.sqrt(np.maximum(np.diag(C), 1e-300))
@@ -233,25 +248,32 @@ def maximise_particles(prob: Problem, nl: Nonlinearity, K0: np.ndarray, free: np
     batch_mean: list[np.ndarray] = []
     rates: list[float] = []
     burned_in, iterations = False, 0
-    step_size = float(s.step_size)
+    step_size = largest_step = float(s.step_size)
     with Progress(transient=True, disable=not s.progress) as bar:
         task = bar.add_task(f"mean-field Langevin {label}".strip(), total=s.max_iter)
         while iterations + s.window <= s.max_iter:
             key, k = jax.random.split(key)
+            H_before = H
             H, C_w, Sig_w, mean_w, rate, summaries = run(k, H, step_size, *arrays)
             C_w, Sig_w, rate = np.asarray(C_w), np.asarray(Sig_w), float(rate)
-            if not np.all(np.isfinite(C_w)):
-                break
             iterations += s.window
-            rates.append(rate)
             bar.update(task, advance=s.window)
-            if _oscillating(np.asarray(summaries)):
+            finite = bool(np.all(np.isfinite(C_w)) and np.all(np.isfinite(np.asarray(H))))
+            if not finite or _oscillating(np.asarray(summaries)):
                 # the explicit flow overshoots along a stiff direction (strong learning signals
-                # couple the fields tightly to the moments): halve the step and start afresh
+                # couple the fields tightly to the moments) or blew up: halve the step, go back to
+                # the last finite population and start the averages afresh
+                if not finite:
+                    H = H_before
                 step_size *= 0.5
+                largest_step = step_size
+                if step_size < 1e-6:
+                    break
                 burned_in = False
                 burn_C, burn_Sig, batch_C, batch_Sig, batch_mean = [], [], [], [], []
                 continue
+            rates.append(rate)
+            step_size = _adapt(step_size, rate, largest_step if not burned_in else step_size)
             if not burned_in:
                 burn_C.append(C_w)
                 burn_Sig.append(Sig_w)
@@ -288,8 +310,14 @@ def _finish(prob, nl, C, C_err, Sigma, mean, H, settings, burned_in, iterations,
     K, Ct = (np.asarray(a) for a in fields(jnp.asarray(C), jnp.asarray(Sigma), prob.MW, prob.Mv, prob.K_in,
                                             jnp.asarray(prob.S), prob.y, prob.kappa, P=prob.P))
     num_chains = 64
-    check = tilted_moments(K, Ct, nl, num_chains=num_chains, num_samples=settings.check_samples,
-                           num_warmup=300, seed=settings.seed + 1, init=H[:num_chains], log_Z=True)
+    try:
+        with warnings.catch_warnings():  # normalisability is decided by the chains: non-finite -> ValueError
+            warnings.simplefilter("ignore", RuntimeWarning)
+            check = tilted_moments(K, Ct, nl, num_chains=num_chains, num_samples=settings.check_samples,
+                                   num_warmup=300, seed=settings.seed + 1, init=H[:num_chains], log_Z=True)
+    except ValueError:  # the fields at the averaged moments give no normalisable q: not a solution
+        return ParticleResult(C, C_err, Sigma, mean, Ct, -np.inf, nan, nan, nan, _relative_error(C_err, C), np.inf,
+                              np.inf, nan, False, iterations, rate)
     norm_C, norm_S = np.linalg.norm(C), np.linalg.norm(Sigma)
     forward = float(np.linalg.norm(C - check.phiphi) / norm_C)
     backward = float(np.linalg.norm(Sigma - check.hh) / norm_S)

@@ -1,5 +1,9 @@
 """Maximise the action ``S(C)`` over positive definite kernels (THEORY.md §3).
 
+This module holds the exact solver for linear ``phi`` (below) and the public entry point
+:func:`solve`; any other ``phi`` is solved by the particle solver of :mod:`.particles`, with the
+same starts, branches and :class:`Branch` records.
+
 Coordinates (causal innovations): the kernel is written through its innovation
 ``D = C - K(C)``, ``C = (I - 𝒮)⁻¹(K_in + D)`` with ``𝒮(X) = g² M_W ∘ shift(X)`` nilpotent, so
 ``T - 1`` forward sweeps give ``C`` and ``K(C) = C - D`` exactly. In these coordinates the
