@@ -26,6 +26,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_solver.py
 	$(PY) benchmarks/bench_theory_vs_sampling.py
 	$(PY) benchmarks/bench_tilted.py
+	$(PY) benchmarks/bench_nonlinear.py
 
 clean:
 	rm -rf $(VENV) results

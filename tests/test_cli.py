@@ -71,9 +71,9 @@ def test_missing_config_and_library_errors_exit_2(tmp_path):
     result = runner.invoke(app, ["solve", str(tmp_path / "nope.toml")])
     assert result.exit_code == 2 and "configuration file not found" in result.stderr
     erf = tmp_path / "erf.toml"
-    erf.write_text(TINY.replace("kappa = 0.2", 'kappa = 0.2\nphi = "erf"'))
+    erf.write_text(TINY.replace("kappa = 0.2", 'kappa = 0.2\nphi = "erf"\nmethod = "exact"'))
     result = runner.invoke(app, ["solve", str(erf), "--out", str(tmp_path / "o")])
-    assert result.exit_code == 2 and result.stderr.startswith("error: phi:")
+    assert result.exit_code == 2 and result.stderr.startswith("error: method: 'exact' needs phi = 'linear'")
     assert "Traceback" not in result.output
 
 

@@ -23,7 +23,7 @@ from kernelfield.theory.stability import (
     symmetric_solution,
 )
 
-from conftest import sequential_task
+from conftest import endpoint_task, sequential_task
 
 T = 4
 
@@ -200,3 +200,14 @@ def test_predicted_outlier_matches_sampled_recurrent_matrices():
     s_dnn = kf.sample(kf.Architecture.dnn(T), task_at(1.0), N=128, **sampling)
     top_dnn = np.abs(np.linalg.eigvals(s_dnn.weights["W"])).max(axis=-1)
     assert top_dnn.mean() < 1.12 and np.quantile(top_dnn, 0.95) < 1.2  # vs the RNN's outlier at 1.56
+
+
+def test_phase_tools_refuse_nonlinear_phi():
+    task = endpoint_task(P=2, T=2, D=3)
+    fake = type("S", (), {"phi": "erf", "arch": kf.Architecture.rnn(2), "task": task})()
+    with pytest.raises(NotImplementedError, match="phi: stability is implemented for linear"):
+        kf.stability(fake)
+    with pytest.raises(NotImplementedError, match="phi: outlier_eigenvalues"):
+        kf.outlier_eigenvalues(fake)
+    with pytest.raises(NotImplementedError, match="phi: critical_signal"):
+        kf.critical_signal(kf.Architecture.rnn(2), task, phi="tanh")

@@ -74,6 +74,16 @@ class Stability:
         return self.leading < 0
 
 
+def _require_linear(phi, what: str) -> None:
+    """The Hessian below uses the closed-form (Wishart) action and the outlier the ``h``-``h``
+    regression of linear networks; for other ``phi`` neither is implemented."""
+    from ..nonlinearities import get_nonlinearity
+
+    if get_nonlinearity(phi).name != "linear":
+        raise NotImplementedError(f"phi: {what} is implemented for linear networks only (closed-form action); "
+                                  f"got {get_nonlinearity(phi).name!r}")
+
+
 def _check_symmetric_exists(prob: Problem) -> None:
     """The symmetric solution exists when nothing but ``W`` couples different time steps."""
     T, P = prob.T, prob.P
@@ -140,6 +150,7 @@ def stability(sol, k: int = 3, method: str = "auto") -> Stability:
         raise ValueError(f"method: must be 'auto', 'dense' or 'lanczos', got {method!r}")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k: must be an integer >= 1, got {k!r}")
+    _require_linear(sol.phi, "stability")
     sym = symmetric_solution(sol.arch, sol.task, sol.prior, sol.phi, sol.kappa)
     prob = make_problem(sol.arch, sol.task, sol.prior, sol.kappa)
     return _stability(prob, sym.C, k, method)
@@ -219,6 +230,7 @@ def critical_signal(arch: Architecture, task: Task, prior: Prior = Prior(), phi=
     """
     if control not in CONTROLS:
         raise ValueError(f"control: must be one of {CONTROLS}, got {control!r}")
+    _require_linear(phi, "critical_signal")
     if not (isinstance(tol, (int, float)) and 0 < tol < 1):
         raise ValueError(f"tol: must be a number in (0, 1), got {tol!r}")
     if not (isinstance(margin, (int, float)) and 0 < margin < 1):
@@ -323,6 +335,7 @@ def outlier_eigenvalues(sol, group: int | None = None) -> np.ndarray:
     symmetric solution the operator is a nilpotent chain and all of them vanish (numerically
     ~ ``residual^(1/chain length)``).
     """
+    _require_linear(sol.phi, "outlier_eigenvalues")
     arch, T, P = sol.arch, sol.task.T, sol.task.P
     labels = np.asarray(arch.W_groups)
     group = labels[T - 1] if group is None else group
