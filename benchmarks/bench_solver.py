@@ -4,11 +4,10 @@ For n = T*P in ``--sizes`` (T = P = sqrt(n), D = P, inputs only at t = 0 drawn N
 targets +-1 at t = T-1, kappa = 0.1, default Prior) and for ``Architecture.rnn(T)`` and
 ``Architecture.dnn(T)`` this measures
 
-* ``kf.solve(arch, task, kappa=0.1, init="prior")``: the first call (JIT compilation + run) and a
-  second, warm call (``--repeats`` warm calls: median and minimum);
+* ``kf.solve(arch, task, kappa=0.1, init="prior")``: the first call (includes one-time set-up) and
+  a second, warm call (``--repeats`` warm calls: median and minimum);
 * ``init="auto"`` (prior start + symmetry-broken start), warm;
-* ``sol.best.iterations`` (L-BFGS iterations; counted in rounds of ``inner`` = 25), ``sol.residual``
-  and ``sol.converged``;
+* ``sol.best.iterations`` (Newton steps), ``sol.residual`` and ``sol.converged``;
 * one dense Cholesky of an n x n SPD matrix with numpy and with jax (jitted,
   ``block_until_ready``), median over many repeats;
 * ratio = warm solve time (best of the warm calls) / numpy Cholesky time (median).
@@ -155,11 +154,11 @@ def markdown(rows: list[dict], env: dict, args) -> str:
         "# Solver cost vs one dense Cholesky",
         "",
         f"T = P = sqrt(n), D = P, inputs at t = 0 ~ N(0, 1), targets ±1 at t = T-1, kappa = {args.kappa}, "
-        f"default Prior, `kf.solve(..., init=\"prior\")` (tol 1e-6). *cold* = first call (JIT compile + run); "
+        f"default Prior, `kf.solve(..., init=\"prior\")` (tol 1e-6). *cold* = first call (includes one-time set-up); "
         f"*2nd* = the second call (first warm call); *warm med* / *warm best* = median / minimum of up to {args.repeats} warm calls (fewer once they took {args.repeat_budget:.0f} s); *auto* = `init=\"auto\"` (two starts), warm. "
         "Cholesky: median of many repeats of one n×n float64 factorisation. "
         "*ratio* = warm best / median Cholesky (the minimum is the estimate least disturbed by other load; "
-        "the median ratio is in the JSON). Iterations are L-BFGS iterations (rounds of 25).",
+        "the median ratio is in the JSON). Iterations are Newton steps.",
         "",
         f"Machine: {env['platform']}, {env['cpu_count']} CPUs, load average at start {env['loadavg_at_start']}, "
         f"jax {env['jax']}, numpy {env['numpy']}, {env['date']}. Shared machine: compare ratios, not absolute times.",
