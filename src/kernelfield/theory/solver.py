@@ -20,7 +20,8 @@ iterations are needed. A backtracking Armijo line search on ``S`` itself follows
 ``C`` or ``K`` is not positive definite has no action and is rejected, so every accepted iterate
 is a valid kernel and ``S`` never decreases. This keeps strong learning signals stable where
 the plain forward–backward fixed point diverges; near the maximum the steps are full Newton
-steps and convergence is superlinear.
+steps and convergence is superlinear. A kernel that grows geometrically in time (the RNN's
+symmetry-broken branch above the transition) is reached only after O(T) damped steps.
 
 Structure: ``D`` is restricted to the blocks of time steps that the iterates can reach from the
 start (:func:`.kernels.invariant_components`, within the components of the time-coupling
