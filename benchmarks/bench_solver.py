@@ -4,11 +4,10 @@ For n = T*P in ``--sizes`` (T = P = sqrt(n), D = P, inputs only at t = 0 drawn N
 targets +-1 at t = T-1, kappa = 0.1, default Prior) and for ``Architecture.rnn(T)`` and
 ``Architecture.dnn(T)`` this measures
 
-* ``kf.solve(arch, task, kappa=0.1, init="prior")``: the first call (JIT compilation + run) and a
-  second, warm call (``--repeats`` warm calls: median and minimum);
-* ``init="auto"`` (prior start + symmetry-broken start), warm;
-* ``sol.best.iterations`` (L-BFGS iterations; counted in rounds of ``inner`` = 25), ``sol.residual``
-  and ``sol.converged``;
+* ``kf.solve(arch, task, kappa=0.1, init="prior")``: the first call (includes one-time set-up) and
+  a second, warm call (``--repeats`` warm calls: median and minimum);
+* ``init="auto"`` (prior start + symmetry-broken start), warm, for n up to ``--auto-max-n``;
+* ``sol.best.iterations`` (Newton steps), ``sol.residual`` and ``sol.converged``;
 * one dense Cholesky of an n x n SPD matrix with numpy and with jax (jitted,
   ``block_until_ready``), median over many repeats;
 * ratio = warm solve time (best of the warm calls) / numpy Cholesky time (median).
@@ -113,6 +112,7 @@ def run_case(arch_name: str, n: int, kappa: float, seed: int, repeats: int, repe
             "auto_warm_s": t_auto, "auto_branches": len(sol_auto.branches),
             "auto_iterations": [int(b.iterations) for b in sol_auto.branches],
             "auto_S": float(sol_auto.S), "auto_converged": bool(sol_auto.converged),
+            "auto_residual": float(sol_auto.residual),
         })
     out.update(cholesky_times(n, seed))
     # ratio: best warm solve (least disturbed by other load on a shared machine) / median Cholesky
@@ -155,28 +155,30 @@ def markdown(rows: list[dict], env: dict, args) -> str:
         "# Solver cost vs one dense Cholesky",
         "",
         f"T = P = sqrt(n), D = P, inputs at t = 0 ~ N(0, 1), targets ±1 at t = T-1, kappa = {args.kappa}, "
-        f"default Prior, `kf.solve(..., init=\"prior\")` (tol 1e-6). *cold* = first call (JIT compile + run); "
+        f"default Prior, `kf.solve(..., init=\"prior\")` (tol 1e-6). *cold* = first call (includes one-time set-up); "
         f"*2nd* = the second call (first warm call); *warm med* / *warm best* = median / minimum of up to {args.repeats} warm calls (fewer once they took {args.repeat_budget:.0f} s); *auto* = `init=\"auto\"` (two starts), warm. "
         "Cholesky: median of many repeats of one n×n float64 factorisation. "
         "*ratio* = warm best / median Cholesky (the minimum is the estimate least disturbed by other load; "
-        "the median ratio is in the JSON). Iterations are L-BFGS iterations (rounds of 25).",
+        "the median ratio is in the JSON). Iterations are Newton steps.",
         "",
         f"Machine: {env['platform']}, {env['cpu_count']} CPUs, load average at start {env['loadavg_at_start']}, "
         f"jax {env['jax']}, numpy {env['numpy']}, {env['date']}. Shared machine: compare ratios, not absolute times.",
         "",
-        "| arch | T×P = n | cold s | 2nd s | warm med s | warm best s | auto warm s | iters | residual | conv. | numpy chol ms | jax chol ms "
-        "| ratio (numpy) | ratio (jax) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| arch | T×P = n | cold s | 2nd s | warm med s | warm best s | iters | residual | conv. | S | auto warm s | auto iters "
+        "| auto S | numpy chol ms | jax chol ms | ratio (numpy) | ratio (jax) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         head = f"| {r['arch']} | {r.get('T', '?')}×{r.get('P', '?')} = {r['n']} "
         if r["status"] != "ok":
-            lines.append(head + f"| {r['status']} ({r.get('reason', '')}) |" + " |" * 12)
+            lines.append(head + f"| {r['status']} ({r.get('reason', '')}) |" + " |" * 15)
             continue
         lines.append(
             head
-            + f"| {r['cold_s']:.2f} | {r['second_call_s']:.3f} | {r['warm_s']:.3f} | {r['warm_min_s']:.3f} | {fmt(r.get('auto_warm_s'), '.3f')} | {r['iterations']} "
-            f"| {r['residual']:.1e} | {'yes' if r['converged'] else 'NO'} | {1e3 * r['numpy_cholesky_s']:.4f} "
+            + f"| {r['cold_s']:.2f} | {r['second_call_s']:.3f} | {r['warm_s']:.3f} | {r['warm_min_s']:.3f} | {r['iterations']} "
+            f"| {r['residual']:.1e} | {'yes' if r['converged'] else 'NO'} | {r['S']:.6g} | {fmt(r.get('auto_warm_s'), '.3f')} "
+            f"| {'+'.join(map(str, r['auto_iterations'])) if 'auto_iterations' in r else '—'} | {fmt(r.get('auto_S'), '.6g')} "
+            f"| {1e3 * r['numpy_cholesky_s']:.4f} "
             f"| {1e3 * r['jax_cholesky_s']:.4f} | {r['ratio_numpy']:.3g} | {r['ratio_jax']:.3g} |"
         )
     return "\n".join(lines) + "\n"
@@ -192,6 +194,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat-budget", type=float, default=60.0,
                         help="no further warm repeats once the warm solves of a case took this many seconds")
     parser.add_argument("--no-auto", action="store_true", help="skip the init='auto' (two starts) timing")
+    parser.add_argument("--auto-max-n", type=int, default=None,
+                        help="time init='auto' only for n up to this size (the broken start is a dense problem)")
     parser.add_argument("--max-seconds", type=float, default=900.0,
                         help="once one solve of an architecture took longer than this, skip its larger sizes")
     parser.add_argument("--hard-timeout", type=float, default=None,
@@ -227,7 +231,8 @@ def main(argv=None) -> int:
                 print(f"{arch} n={n}: skipped ({over_budget})", flush=True)
                 continue
             case = {"arch_name": arch, "n": n, "kappa": args.kappa, "seed": args.seed, "repeats": args.repeats,
-                    "repeat_budget": args.repeat_budget, "auto": not args.no_auto}
+                    "repeat_budget": args.repeat_budget,
+                    "auto": not args.no_auto and (args.auto_max_n is None or n <= args.auto_max_n)}
             cmd = [sys.executable, str(Path(__file__).resolve()), "--_case", json.dumps(case)]
             print(f"{arch} n={n} ...", flush=True)
             t0 = time.perf_counter()

@@ -1,14 +1,24 @@
 """The linear theory against closed forms, brute force and its own structural guarantees."""
 
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
 
 import kernelfield as kf
-from conftest import endpoint_task
-from kernelfield.theory.action import action, residuals
-from kernelfield.theory.kernels import make_problem
+from conftest import endpoint_task, sequential_task
+from kernelfield.theory import action as act
+from kernelfield.theory.action import action, action_terms, residuals
+from kernelfield.theory.kernels import (
+    DenseLayout,
+    TimeLocalLayout,
+    invariant_components,
+    make_problem,
+    shift,
+)
+from kernelfield.theory.solver import broken_start
 
 
 def recursive_prior_kernel(arch, task, prior):
@@ -156,3 +166,90 @@ def test_predictive_formula_and_new_sequences(sequential):
     np.testing.assert_allclose(kf.predict(sol, new).mean, bigger.predict().mean[P:], atol=1e-8)
     with pytest.raises(ValueError, match="N"):
         sol.predict(N=0)
+
+
+def _negative_action_of_innovation(prob):
+    """``-S`` as a function of the full innovation ``D`` (jax autodiff through :func:`action_terms`,
+    independent of the closed-form derivatives): ``C = (I - 𝒮)⁻¹(K_in + D)`` by ``T - 1`` sweeps."""
+    def F(D):
+        B = prob.K_in + 0.5 * (D + D.T)
+        C = B
+        for _ in range(prob.T - 1):
+            C = prob.MW * shift(C, prob.P) + B
+        S, _, _ = action_terms(jnp.linalg.cholesky(C), prob.MW, prob.Mv, prob.K_in, jnp.asarray(prob.S), prob.y,
+                               prob.kappa, prob.P)
+        return -S
+    return F
+
+
+@pytest.mark.parametrize("make_arch, task", [
+    (kf.Architecture.rnn, sequential_task(T=3)),
+    (lambda T: kf.Architecture.tied_every(T, 2), sequential_task(T=4)),
+    (kf.Architecture.dnn, sequential_task(T=3)),
+    (kf.Architecture.rnn, endpoint_task(T=4)),
+])
+def test_closed_form_derivatives_match_autodiff(make_arch, task):
+    """Gradient and Hessian-vector products of the Newton solver (both layouts) against jax
+    autodiff of the action at a point away from the prior."""
+    arch = make_arch(task.T)
+    prob = make_problem(arch, task, kf.Prior(), 0.1)
+    C_prior = kf.prior_kernel(arch, task)
+    rng = np.random.default_rng(3)
+    layouts = [DenseLayout(prob, invariant_components(prob, np.ones_like(C_prior) * prob.block_mask()))]
+    if np.array_equal(invariant_components(prob, C_prior), np.arange(task.T)):
+        layouts.append(TimeLocalLayout(prob))
+    F = _negative_action_of_innovation(prob)
+    for lay in layouts:
+        C = lay.restrict(C_prior)
+        G = rng.normal(size=C_prior.shape)
+        PSD = lay.restrict(G @ G.T * prob.block_mask())  # keeps C and K positive definite
+        D = 0.3 * PSD / np.linalg.norm(PSD) + (C - lay.K_in - lay.shift(C))
+        x = act.evaluate(lay, D)
+        d = act.derivatives(lay, x)
+        V = lay.restrict(rng.normal(size=C_prior.shape) * prob.block_mask())
+        V /= np.linalg.norm(V)
+        Dfull, Vfull = jnp.asarray(lay.full(D)), jnp.asarray(lay.full(V))
+        value, slope = jax.jvp(F, (Dfull,), (Vfull,))
+        curvature = jax.jvp(jax.grad(F), (Dfull,), (Vfull,))[1]
+        assert abs(x.F - float(value)) < 1e-10 * max(1.0, abs(x.F))
+        g = lay.sweep_adjoint(d.G)
+        np.testing.assert_allclose(np.vdot(g, V), float(slope), rtol=1e-9)
+        Hv = lay.full(act.hessian_vector(lay, x, d, V))
+        np.testing.assert_allclose(Hv, np.asarray(curvature), rtol=1e-7, atol=1e-9 * np.abs(Hv).max())
+
+
+def test_iterates_stay_in_the_blocks_reachable_from_the_start(endpoint, sequential):
+    """An RNN started from its prior kernel on an endpoint task keeps a time-block-diagonal kernel,
+    so it is solved in the time-local layout; the result is stationary for the full RNN action
+    (checked in the dense layout, cross-time blocks included) and is the DNN's solution. A broken
+    start, or inputs at every step, couple all time steps."""
+    T = endpoint.T
+    rnn = kf.Architecture.rnn(T)
+    prob = make_problem(rnn, endpoint, kf.Prior(), 0.1)
+    assert np.array_equal(invariant_components(prob, kf.prior_kernel(rnn, endpoint)), np.arange(T))
+    sol = kf.solve(rnn, endpoint, init="prior")
+    assert np.all(invariant_components(prob, broken_start(prob, sol.C)) == 0)
+    rnn_seq = kf.Architecture.rnn(sequential.T)
+    prob_seq = make_problem(rnn_seq, sequential, kf.Prior(), 0.1)
+    assert np.all(invariant_components(prob_seq, kf.prior_kernel(rnn_seq, sequential)) == 0)
+
+    dense = DenseLayout(prob, np.zeros(T, dtype=int))
+    x = act.evaluate(dense, sol.C - dense.K_in - dense.shift(sol.C))
+    d = act.derivatives(dense, x)
+    assert max(act.forward_residual(x, d), act.backward_residual(x, d)) < 1e-6
+    np.testing.assert_allclose(dense.full(d.Ct), sol.Ct, atol=1e-10)
+    np.testing.assert_allclose(sol.C, kf.solve(kf.Architecture.dnn(T), endpoint, init="prior").C, atol=1e-10)
+
+
+@pytest.mark.parametrize("make_arch", [kf.Architecture.rnn, kf.Architecture.dnn])
+def test_action_never_decreases_along_the_iterates(make_arch, sequential):
+    """The k-th Newton iterate (``max_iter = k``) has an action at least that of the previous one,
+    starting from the prior kernel (the line search rejects steps that lower S)."""
+    arch = make_arch(sequential.T)
+    prob = make_problem(arch, sequential, kf.Prior(), 0.1)
+    S = [action(prob, kf.prior_kernel(arch, sequential))]
+    with pytest.warns(kf.ConvergenceWarning):
+        for k in range(1, 5):
+            S.append(kf.solve(arch, sequential, init="prior", max_iter=k).S)
+    assert np.all(np.diff(S) > 0)
+    assert S[-1] <= kf.solve(arch, sequential, init="prior").S + 1e-12

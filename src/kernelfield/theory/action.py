@@ -1,20 +1,39 @@
 """The action ``S(C) = -Gamma(C) - E(C)`` and the two stationarity equations (THEORY.md §3),
 for linear networks where the prior rate ``Gamma`` is the Wishart large-deviation function.
 
-All functions are pure and jax-traceable; the kernel ``C = R Rᵀ`` is passed through a square
-root ``R`` so that ``log det C`` is read off a triangular factor.
+:func:`action_terms` is pure and jax-traceable; the kernel ``C = R Rᵀ`` is passed through a
+square root ``R`` so that ``log det C`` is read off a triangular factor.
+
+The stationarity equations, the gradient and the Hessian-vector products of ``F = -S`` are in
+closed form (numpy, on the layouts of :mod:`.kernels`), written in the causal innovation
+``D = C - K(C)``, ``C = (I - 𝒮)⁻¹(K_in + D)``. With ``W = K⁻¹DK⁻¹ = K⁻¹CK⁻¹ - K⁻¹``,
+``a = (G_S + κI)⁻¹y`` and the backward field (conjugate kernel)
+
+    Ct = ½ 𝒮ᵀ(W) + ½ M_v ∘ [a aᵀ]_S,
+
+the gradient is
+
+    G = ∂F/∂C = ½(K⁻¹ - C⁻¹) - Ct,        ∂F/∂D = (I - 𝒮)⁻ᵀ G,
+
+so ``G = 0`` is the pair of forward–backward equations ``C = (K⁻¹ - 2Ct)⁻¹``. Along ``dD``
+(``dC = (I - 𝒮)⁻¹dD``, ``dK = dC - dD``) the Hessian-vector product is
+
+    dG = ½(C⁻¹dC C⁻¹ - K⁻¹dK K⁻¹) - ½ 𝒮ᵀ(K⁻¹dD K⁻¹ - K⁻¹dK W - W dK K⁻¹) - ½ M_v ∘ [da aᵀ + a daᵀ]_S,
+    da = -(G_S + κI)⁻¹ (M_v ∘ dC)_SS a,          ∂²F/∂D² dD = (I - 𝒮)⁻ᵀ dG:
+
+only matrix products once ``K⁻¹`` and ``C⁻¹`` are known.
 """
 
 from __future__ import annotations
 
-from functools import partial
+from dataclasses import dataclass
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.linalg import cho_solve, solve_triangular
+import scipy.linalg
+from jax.scipy.linalg import solve_triangular
 
-from .kernels import Problem, shift, shift_adjoint
+from .kernels import Problem, layout, shift, sym
 
 __all__ = ["action_terms", "action", "backward_field", "forward_kernel", "residuals"]
 
@@ -49,42 +68,135 @@ def action(prob: Problem, C) -> float:
     return float(S) if np.isfinite(S) else -np.inf
 
 
-def _backward_field(C, Kinv, MW, Mv, S_idx, y, kappa, P: int):
-    Ay = jnp.linalg.solve((Mv * C)[S_idx][:, S_idx] + kappa * jnp.eye(S_idx.shape[0]), y)
-    data = jnp.zeros_like(C).at[S_idx[:, None], S_idx[None, :]].set(jnp.outer(Ay, Ay))
-    return shift_adjoint(MW * 0.5 * (Kinv @ C @ Kinv - Kinv), P) + 0.5 * Mv * data
+def _cholesky(A):
+    """Lower Cholesky factor of ``A`` (or of each matrix of a stack); ``None`` if not positive definite."""
+    if not np.all(np.isfinite(A)):
+        return None
+    try:
+        return np.linalg.cholesky(A)
+    except np.linalg.LinAlgError:
+        return None
 
 
-@partial(jax.jit, static_argnames=("P",))
-def _stationarity(C, MW, Mv, K_in, S_idx, y, kappa, P: int):
-    """Backward field, forward kernel ``(K⁻¹ - 2Ct)⁻¹`` (NaN where not positive definite) and
-    the two relative residuals."""
-    Kinv = _spd_inverse(MW * shift(C, P) + K_in)
-    Ct = _backward_field(C, Kinv, MW, Mv, S_idx, y, kappa, P)
-    Ct_implied = 0.5 * (Kinv - _spd_inverse(C))
-    norm = jnp.linalg.norm(C)
-    backward = 2.0 * jnp.linalg.norm(C @ (Ct - Ct_implied) @ C) / norm
-    C_forward = _spd_inverse(Kinv - 2.0 * Ct)
-    forward = jnp.where(jnp.all(jnp.isfinite(C_forward)), jnp.linalg.norm(C - C_forward) / norm, jnp.inf)
-    return Ct, C_forward, forward, backward
+def _inverse(L):
+    """``A⁻¹`` from the Cholesky factor ``L`` of ``A`` (LAPACK ``potri``; a stack as ``L⁻ᵀL⁻¹``)."""
+    if L.ndim == 2:
+        inv, _ = scipy.linalg.lapack.dpotri(L, lower=1)
+        return np.tril(inv) + np.tril(inv, -1).T
+    Linv = np.linalg.inv(L)
+    return np.swapaxes(Linv, -1, -2) @ Linv
 
 
-def _arrays(prob: Problem):
-    return prob.MW, prob.Mv, prob.K_in, jnp.asarray(prob.S), prob.y, prob.kappa
+def _logdet(L):
+    """``log det A`` (summed over a stack) from the Cholesky factor ``L``."""
+    return 2.0 * float(np.sum(np.log(np.diagonal(L, axis1=-2, axis2=-1))))
 
 
-def backward_field(prob: Problem, C):
+@dataclass
+class Point:
+    """An innovation ``D`` (in a layout) where ``C`` and ``K`` are positive definite, with
+    ``K⁻¹``, ``(G_S + κI)⁻¹``, ``a = (G_S + κI)⁻¹y`` and the two parts of ``F = -S``."""
+
+    D: np.ndarray
+    C: np.ndarray
+    K: np.ndarray
+    Lc: np.ndarray
+    Kinv: np.ndarray
+    Ainv: np.ndarray
+    a: np.ndarray
+    gamma: float
+    energy: float
+
+    @property
+    def F(self) -> float:
+        return self.gamma + self.energy
+
+
+def evaluate(lay, D) -> Point | None:
+    """``F(D) = Gamma + E``, ``Gamma = ½[tr(K⁻¹C) - log det C + log det K - n]``,
+    ``E = ½ yᵀ(G_S + κI)⁻¹y``; ``None`` where ``C`` or ``K`` is not positive definite."""
+    D = sym(D)  # rounding in matrix products must not leave an antisymmetric part
+    C = lay.sweep(lay.K_in + D)
+    Lc = _cholesky(C)
+    if Lc is None:
+        return None
+    K = C - D
+    Lk = _cholesky(K)
+    if Lk is None:
+        return None
+    Kinv = _inverse(Lk)
+    La = _cholesky(lay.Mv_S * lay.select(C) + lay.kappa * np.eye(lay.y.shape[-2]))
+    if La is None:
+        return None
+    Ainv = _inverse(La)
+    a = Ainv @ lay.y
+    gamma = 0.5 * (float(np.vdot(Kinv, C)) - _logdet(Lc) + _logdet(Lk) - lay.n)
+    return Point(D, C, K, Lc, Kinv, Ainv, a, gamma, 0.5 * float(np.vdot(lay.y, a)))
+
+
+@dataclass
+class Derivatives:
+    """The gradient ``G = ∂F/∂C``, the backward field ``Ct``, ``C⁻¹`` and ``W = K⁻¹DK⁻¹``."""
+
+    G: np.ndarray
+    Ct: np.ndarray
+    Cinv: np.ndarray
+    W: np.ndarray
+
+
+def derivatives(lay, x: Point) -> Derivatives:
+    """``Ct = ½ 𝒮ᵀ(K⁻¹DK⁻¹) + ½ M_v ∘ [a aᵀ]_S`` and ``G = ½(K⁻¹ - C⁻¹) - Ct``."""
+    Cinv = _inverse(x.Lc)
+    W = x.Kinv @ x.D @ x.Kinv
+    Ct = sym(0.5 * lay.shift_adjoint(W) + 0.5 * lay.embed(lay.Mv_S * (x.a @ np.swapaxes(x.a, -1, -2))))
+    return Derivatives(sym(0.5 * (x.Kinv - Cinv) - Ct), Ct, Cinv, W)
+
+
+def hessian_vector(lay, x: Point, d: Derivatives, dD):
+    """``∂²F/∂D² · dD`` (module docstring)."""
+    dC = lay.sweep(dD)
+    KdK = x.Kinv @ (dC - dD)
+    KdKW = KdK @ d.W
+    dW = x.Kinv @ dD @ x.Kinv - KdKW - np.swapaxes(KdKW, -1, -2)
+    da = -(x.Ainv @ (lay.Mv_S * lay.select(dC)) @ x.a)
+    dJ = lay.embed(lay.Mv_S * (da @ np.swapaxes(x.a, -1, -2)))
+    dG = 0.5 * (d.Cinv @ dC @ d.Cinv - KdK @ x.Kinv) - 0.5 * lay.shift_adjoint(dW) - 0.5 * (dJ + np.swapaxes(dJ, -1, -2))
+    return lay.sweep_adjoint(sym(dG))
+
+
+def backward_residual(x: Point, d: Derivatives) -> float:
+    """``2 ||C G C|| / ||C||``: the natural-gradient norm of ``S``."""
+    return float(2.0 * np.linalg.norm(x.C @ d.G @ x.C) / np.linalg.norm(x.C))
+
+
+def forward_residual(x: Point, d: Derivatives) -> float:
+    """``||C - (K⁻¹ - 2Ct)⁻¹|| / ||C||``; ``inf`` if ``K⁻¹ - 2Ct`` is not positive definite."""
+    L = _cholesky(x.Kinv - 2.0 * d.Ct)
+    return np.inf if L is None else float(np.linalg.norm(x.C - _inverse(L)) / np.linalg.norm(x.C))
+
+
+def _stationarity(prob: Problem, C):
+    """Layout, point and derivatives at the kernel ``C`` (``None`` for the last two where ``C``
+    or ``K(C)`` is not positive definite)."""
+    lay = layout(prob, C)
+    Cl = lay.restrict(C)
+    x = evaluate(lay, Cl - lay.K_in - lay.shift(Cl))
+    return lay, x, (None if x is None else derivatives(lay, x))
+
+
+def backward_field(prob: Problem, C) -> np.ndarray:
     """The conjugate kernel from the backward equation:
     ``Ct = g² shiftᵀ(M_W ∘ ½(K⁻¹CK⁻¹ - K⁻¹)) + ½ σ_v² M_v ∘ [(Ay)(Ay)ᵀ on S]``."""
-    return _stationarity(jnp.asarray(C), *_arrays(prob), P=prob.P)[0]
+    return residuals(prob, C)[2]
 
 
 def forward_kernel(prob: Problem, C):
     """The forward equation for linear ``phi``: ``<h hᵀ>_q = (K(C)⁻¹ - 2 Ct)⁻¹`` with ``Ct`` from
     the backward equation; ``None`` if ``K⁻¹ - 2Ct`` is not positive definite (the tilted
     Gaussian is not normalisable)."""
-    C_forward = _stationarity(jnp.asarray(C), *_arrays(prob), P=prob.P)[1]
-    return C_forward if bool(jnp.all(jnp.isfinite(C_forward))) else None
+    lay, x, d = _stationarity(prob, C)
+    L = None if x is None else _cholesky(x.Kinv - 2.0 * d.Ct)
+    return None if L is None else lay.full(_inverse(L))
 
 
 def residuals(prob: Problem, C) -> tuple[float, float, np.ndarray]:
@@ -92,11 +204,11 @@ def residuals(prob: Problem, C) -> tuple[float, float, np.ndarray]:
 
     forward: ``||C - (K⁻¹ - 2Ct)⁻¹||_F / ||C||_F`` with ``Ct`` from the backward equation;
     backward: ``||C (Ct - ½(K⁻¹ - C⁻¹)) C||_F · 2/||C||_F`` (natural-gradient norm of ``S``).
+    Both are ``inf`` (and ``Ct`` NaN) where ``C`` or ``K(C)`` is not positive definite.
+    Computed in the layout of ``C`` (:func:`.kernels.layout`: block by block when ``C`` is
+    time-block diagonal).
     """
-    Ct, _, forward, backward = _stationarity(jnp.asarray(C), *_arrays(prob), P=prob.P)
-    return float(forward), float(backward), np.asarray(Ct)
-
-
-def _spd_inverse(A):
-    A = 0.5 * (A + A.T)
-    return cho_solve((jnp.linalg.cholesky(A), True), jnp.eye(A.shape[0]))
+    lay, x, d = _stationarity(prob, C)
+    if x is None:
+        return np.inf, np.inf, np.full((prob.n, prob.n), np.nan)
+    return forward_residual(x, d), backward_residual(x, d), lay.full(d.Ct)

@@ -11,7 +11,7 @@ import numpy as np
 from ..gaussian import DEFAULT_ORDER, expect_phiphi
 from ..nonlinearities import get_nonlinearity
 from ..spec import Architecture, Prior, Task
-from .kernels import Problem, make_problem
+from .kernels import Problem, layout, make_problem
 
 __all__ = ["prior_kernel", "lazy_kernel"]
 
@@ -21,14 +21,17 @@ def lazy_kernel(prob: Problem, phi="linear", order: int = DEFAULT_ORDER) -> np.n
     ``C <- <phi(h) phi(h)ᵀ>_{h ~ N(0, K(C))}`` are exact because block ``(t, s)`` of ``K``
     depends only on block ``(t-1, s-1)`` of ``C`` (the sharing masks are applied by ``prob.K``).
 
-    Linear ``phi`` is exact (``C <- K(C)``); erf and ReLU use closed forms, any other ``phi``
+    Linear ``phi`` is exact: ``C = K(C) = (I - 𝒮)⁻¹K_in``, one causal sweep over the blocks in
+    the layout of :func:`.kernels.layout`; erf and ReLU use closed forms, any other ``phi``
     2-D Gauss–Hermite quadrature with ``order`` nodes per dimension
     (:func:`kernelfield.gaussian.expect_phiphi`)."""
     nl = get_nonlinearity(phi)
     C = np.zeros((prob.n, prob.n))
+    if nl.name == "linear":
+        lay = layout(prob, C)
+        return lay.full(lay.sweep(lay.K_in))
     for _ in range(prob.T):
-        K = prob.K(C)
-        C = np.asarray(K if nl.name == "linear" else expect_phiphi(K, nl, order))
+        C = np.asarray(expect_phiphi(prob.K(C), nl, order))
     return 0.5 * (C + C.T)
 
 

@@ -6,21 +6,28 @@ same starts, branches and :class:`Branch` records.
 
 Coordinates (causal innovations): the kernel is written through its innovation
 ``D = C - K(C)``, ``C = (I - 𝒮)⁻¹(K_in + D)`` with ``𝒮(X) = g² M_W ∘ shift(X)`` nilpotent, so
-``T - 1`` forward sweeps give ``C`` and ``K(C) = C - D`` exactly. In these coordinates the
-Hessian of ``Gamma`` at ``D = 0`` is ``½||K^{-1/2} dD K^{-1/2}||²``: with ``D = D0 + L X Lᵀ`` and
-``L = chol K`` it is the identity, whereas in ``C`` coordinates it carries ``(I - 𝒮)ᵀ(I - 𝒮)``,
-which is ill-conditioned along the time chain (15–30× more iterations).
+one causal sweep over the time blocks gives ``C`` and ``K(C) = C - D`` exactly. In these
+coordinates the Hessian of ``Gamma`` at ``D = 0`` is ``½ tr(K⁻¹dD K⁻¹dD)``, i.e. the identity
+after whitening ``dD = L dX Lᵀ`` with ``L = chol K``, whereas in ``C`` coordinates it carries
+``(I - 𝒮)ᵀ(I - 𝒮)``, which is ill-conditioned along the time chain.
 
-Optimiser: optax L-BFGS on ``-S(X)`` with exact gradients (JAX autodiff, float64, jit) and a
-backtracking Armijo line search on ``S`` itself; a step where ``C`` or ``K`` is not positive
-definite gives a NaN action and is rejected, so every accepted iterate is a valid kernel and
-``S`` never decreases. This is what keeps strong learning signals stable where the plain
-forward–backward fixed point diverges. Every ``inner`` steps the coordinates are re-whitened
-(``D0 <- D``, ``L <- chol K``) and both stationarity residuals are checked against ``tol``.
+Optimiser: Newton's method on ``F = -S`` in ``D`` with the gradient and Hessian-vector products
+in closed form (:mod:`.action`: one factorisation of ``C`` and ``K`` per Newton step, matrix
+products otherwise). The Newton system is solved by conjugate gradients preconditioned with that
+metric (``R ↦ K R K``), truncated at a relative accuracy that tightens as the residual falls and
+at negative curvature; the data term enters the Hessian with rank at most ``|S|``, so few
+iterations are needed. A backtracking Armijo line search on ``S`` itself follows: a step where
+``C`` or ``K`` is not positive definite has no action and is rejected, so every accepted iterate
+is a valid kernel and ``S`` never decreases. This keeps strong learning signals stable where
+the plain forward–backward fixed point diverges; near the maximum the steps are full Newton
+steps and convergence is superlinear. A kernel that grows geometrically in time (the RNN's
+symmetry-broken branch above the transition) is reached only after O(T) damped steps.
 
-Structure: ``X`` is restricted to the blocks of time steps that the sharing pattern couples
-(connected components of the time-coupling graph; :mod:`.kernels`). For a DNN these are the
-equal-time blocks, so the search is over ``T·P(P+1)/2`` numbers instead of ``n(n+1)/2``.
+Structure: ``D`` is restricted to the blocks of time steps that the iterates can reach from the
+start (:func:`.kernels.invariant_components`, within the components of the time-coupling
+graph). When every class is a single time step (a DNN; an RNN's time-symmetric branch) all
+kernels are block diagonal and are held as ``(T, P, P)`` stacks
+(:class:`.kernels.TimeLocalLayout`), so a Newton step costs ``O(T P³)`` instead of ``O((TP)³)``.
 """
 
 from __future__ import annotations
@@ -28,19 +35,24 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
-from functools import lru_cache, partial
+from functools import partial
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
-import scipy.linalg
 
 from ..compare import parity_flip
 from ..nonlinearities import get_nonlinearity
 from ..spec import Architecture, Prior, Task
-from .action import action_terms, residuals
-from .kernels import Problem, make_problem, shift
+from .action import (
+    Derivatives,
+    Point,
+    backward_residual,
+    derivatives,
+    evaluate,
+    forward_residual,
+    hessian_vector,
+    residuals,
+)
+from .kernels import Problem, TimeLocalLayout, layout, make_problem
 from .lazy import lazy_kernel
 from .particles import ParticleSettings, maximise_particles, time_symmetric_mask
 
@@ -80,185 +92,86 @@ class Branch:
         return max(self.residual_forward, self.residual_backward)
 
 
-@partial(jax.jit, static_argnames=("P", "T"))
-def _kernel_from_innovation(B, MW, P: int, T: int):
-    """``C = (I - 𝒮)⁻¹ B``: ``T - 1`` sweeps of ``C <- MW ∘ shift(C) + B`` are exact."""
-    C = B
-    for _ in range(T - 1):
-        C = MW * shift(C, P) + B
-    return 0.5 * (C + C.T)
+def _newton_direction(lay, x: Point, d: Derivatives, g, max_cg: int, eta: float):
+    """Truncated Newton direction: conjugate gradients on ``H p = -g`` preconditioned with
+    ``R ↦ K R K`` (the inverse Hessian of ``Gamma`` at ``D = 0``), stopped once the
+    preconditioned residual fell by the factor ``eta``, after ``max_cg`` iterations, or at a
+    direction of negative curvature (then the last iterate, or the preconditioned gradient step
+    if there is none). Every iterate is a descent direction."""
+    p = np.zeros_like(g)
+    r = -g
+    z = x.K @ r @ x.K
+    step = z
+    rz = rz0 = float(np.vdot(r, z))
+    for i in range(max_cg):
+        Hs = hessian_vector(lay, x, d, step)
+        curvature = float(np.vdot(step, Hs))
+        if curvature <= 0.0:
+            return p if i else z
+        alpha = rz / curvature
+        p = p + alpha * step
+        r = r - alpha * Hs
+        z = x.K @ r @ x.K
+        rz_new = float(np.vdot(r, z))
+        if rz_new <= eta**2 * rz0:
+            break
+        step = z + (rz_new / rz) * step
+        rz = rz_new
+    return p
 
 
-def _dense_negative_action(x, rows, cols, D0, L, MW, Mv, K_in, S_idx, y, kappa, P, T):
-    """``-S`` at innovation ``D0 + L (X + Xᵀ) Lᵀ``, ``X`` the free entries ``x`` at ``(rows, cols)``."""
-    n = L.shape[0]
-    X = jnp.zeros((n, n)).at[rows, cols].set(x)
-    C = _kernel_from_innovation(K_in + D0 + L @ (X + X.T) @ L.T, MW, P, T)
-    S, _, _ = action_terms(jnp.linalg.cholesky(C), MW, Mv, K_in, S_idx, y, kappa, P)
-    return -S
-
-
-@jax.jit
-def _local_kernel(B, w):
-    """Time-local ``C = (I - 𝒮)⁻¹ B`` on ``(T, P, P)`` blocks: ``c_t = w_t c_{t-1} + b_t``."""
-    def sweep(previous, inputs):
-        b, w_t = inputs
-        c = w_t * previous + b
-        return c, c
-
-    _, C = jax.lax.scan(sweep, jnp.zeros_like(B[0]), (B, w))
-    return 0.5 * (C + jnp.swapaxes(C, 1, 2))
-
-
-def _local_negative_action(x, rows, cols, D0, L, w, K_in, supervised, y, v, kappa):
-    """``-S`` when every coupled component is a single time step (e.g. a DNN): all kernels are
-    block diagonal and ``S = Σ_t [½ log det(K_t⁻¹ c_t) - ½ tr(K_t⁻¹ c_t) + P/2 - ½ y_tᵀ A_t⁻¹ y_t]``
-    with ``K_t = w_t c_{t-1} + K_in,t`` and ``A_t = s_t s_tᵀ ∘ (v_t c_t) + κ I`` (``s_t`` the
-    supervised mask at step t, ``y_t`` zero where unsupervised), batched over ``t``."""
-    T, P, _ = D0.shape
-    X = jnp.zeros((T, P, P)).at[:, rows, cols].set(x.reshape(T, -1))
-    D = D0 + L @ (X + jnp.swapaxes(X, 1, 2)) @ jnp.swapaxes(L, 1, 2)
-    C = _local_kernel(K_in + D, w)
-    K = w[:, None, None] * jnp.concatenate([jnp.zeros_like(C[:1]), C[:-1]]) + K_in
-    Lc, Lk = jnp.linalg.cholesky(C), jnp.linalg.cholesky(K)
-    Z = jax.scipy.linalg.solve_triangular(Lk, Lc, lower=True)
-    logdet = lambda L: 2.0 * jnp.sum(jnp.log(jnp.abs(jnp.diagonal(L, axis1=1, axis2=2))))  # noqa: E731
-    gamma = 0.5 * (jnp.sum(Z**2) - logdet(Lc) + logdet(Lk) - T * P)
-    A = supervised[:, :, None] * supervised[:, None, :] * v[:, None, None] * C + kappa * jnp.eye(P)
-    a = jax.scipy.linalg.solve_triangular(jnp.linalg.cholesky(A), y[:, :, None], lower=True)
-    return gamma + 0.5 * jnp.sum(a**2)
-
-
-@partial(jax.jit, static_argnames=("objective", "steps"))
-def _lbfgs_steps(x, arrays, objective, steps):
-    """``steps`` L-BFGS iterations on ``objective(x, *arrays)``; returns the best finite point
-    seen and its value."""
-    fun = lambda x: objective(x, *arrays)  # noqa: E731
-    opt = optax.lbfgs(
-        memory_size=30,
-        linesearch=optax.scale_by_backtracking_linesearch(max_backtracking_steps=60, decrease_factor=0.5, store_grad=True),
-    )
-    value_and_grad = optax.value_and_grad_from_state(fun)
-
-    def step(carry, _):
-        x, state, best_x, best_value = carry
-        value, grad = value_and_grad(x, state=state)
-        better = jnp.isfinite(value) & (value < best_value)
-        best_x = jnp.where(better, x, best_x)
-        best_value = jnp.where(better, value, best_value)
-        updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=fun)
-        return (optax.apply_updates(x, updates), state, best_x, best_value), None
-
-    carry = (x, opt.init(x), x, jnp.asarray(jnp.inf))
-    (x, _, best_x, best_value), _ = jax.lax.scan(step, carry, None, length=steps)
-    final = fun(x)
-    use_final = jnp.isfinite(final) & (final < best_value)
-    return jnp.where(use_final, x, best_x), jnp.where(use_final, final, best_value)
-
-
-@lru_cache(maxsize=None)
-def _dense_objective(P: int, T: int):
-    """One (hashable) objective per shape, so the jitted L-BFGS compiles once per shape."""
-    return partial(_dense_negative_action, P=P, T=T)
-
-
-class _DenseCoordinates:
-    """Innovation ``D`` (n, n), free on the coupled blocks; whitening ``L = chol K``."""
-
-    def __init__(self, prob: Problem):
-        self.prob = prob
-        self.rows, self.cols = np.nonzero(np.tril(prob.block_mask()))
-        self.objective = _dense_objective(prob.P, prob.T)
-
-    def innovation(self, C):
-        C = 0.5 * (C + C.T) * self.prob.block_mask()
-        return C - np.asarray(self.prob.K(C))
-
-    def kernel(self, D):
-        return np.asarray(_kernel_from_innovation(self.prob.K_in + D, self.prob.MW, self.prob.P, self.prob.T))
-
-    def whitening(self, D):
-        return np.linalg.cholesky(self.kernel(D) - D)
-
-    def arrays(self, D, L):
-        p = self.prob
-        return (self.rows, self.cols, D, L, p.MW, p.Mv, p.K_in, p.S, p.y, p.kappa)
-
-    def update(self, D, L, x):
-        X = np.zeros_like(D)
-        X[self.rows, self.cols] = x
-        return D + L @ (X + X.T) @ L.T
-
-
-class _TimeLocalCoordinates(_DenseCoordinates):
-    """The same innovation restricted to equal-time blocks, held as ``(T, P, P)`` stacks: used
-    when the sharing pattern couples no two time steps (every component a single step), so
-    the cost per evaluation is ``O(T P³)`` instead of ``O((TP)³)``."""
-
-    def __init__(self, prob: Problem):
-        self.prob = prob
-        T, P = prob.T, prob.P
-        self.rows, self.cols = np.tril_indices(P)
-        self.objective = _local_negative_action
-        diag = lambda M: np.stack([M[t * P:(t + 1) * P, t * P:(t + 1) * P] for t in range(T)])  # noqa: E731
-        self._diag = diag
-        self.w = np.array([prob.MW[t * P, t * P] for t in range(T)])
-        self.v = np.array([prob.Mv[t * P, t * P] for t in range(T)])
-        self.K_in = diag(prob.K_in)
-        mask = np.zeros(T * P)
-        mask[prob.S] = 1.0
-        y = np.zeros(T * P)
-        y[prob.S] = prob.y
-        self.supervised, self.y = mask.reshape(T, P), y.reshape(T, P)
-
-    def innovation(self, C):
-        c = self._diag(0.5 * (C + C.T))
-        return c - (self.w[:, None, None] * np.concatenate([np.zeros_like(c[:1]), c[:-1]]) + self.K_in)
-
-    def kernel(self, D):
-        return scipy.linalg.block_diag(*np.asarray(_local_kernel(self.K_in + D, self.w)))
-
-    def whitening(self, D):
-        c = np.asarray(_local_kernel(self.K_in + D, self.w))
-        return np.linalg.cholesky(c - D)
-
-    def arrays(self, D, L):
-        return (self.rows, self.cols, D, L, self.w, self.K_in, self.supervised, self.y, self.v, self.prob.kappa)
-
-    def update(self, D, L, x):
-        X = np.zeros_like(D)
-        X[:, self.rows, self.cols] = x.reshape(len(D), -1)
-        return D + L @ (X + np.swapaxes(X, 1, 2)) @ np.swapaxes(L, 1, 2)
+def _line_search(lay, x: Point, g, p):
+    """Backtracking from the full step until Armijo's condition holds at a positive definite
+    point (``F`` then decreases, so ``S`` never does); ``None`` if no step length is accepted."""
+    slope = float(np.vdot(g, p))
+    t = 1.0
+    for _ in range(50):
+        trial = evaluate(lay, x.D + t * p)
+        if trial is not None and trial.F <= x.F + 1e-4 * t * slope:
+            return trial
+        t *= 0.5
+    return None
 
 
 def _maximise(prob: Problem, C0: np.ndarray, tol: float, max_iter: int, inner: int, init: str) -> Branch:
-    time_local = np.array_equal(prob.components, np.arange(prob.T))
-    coords = (_TimeLocalCoordinates if time_local else _DenseCoordinates)(prob)
-    D = coords.innovation(np.asarray(C0))  # C0 = (I - 𝒮)⁻¹(K_in + D)
-    iterations, best = 0, -np.inf
-    forward = backward = np.inf
-    while iterations < max_iter:
-        L = coords.whitening(D)
-        steps = min(inner, max_iter - iterations)
-        arrays = tuple(map(jnp.asarray, coords.arrays(D, L)))
-        x, value = _lbfgs_steps(jnp.zeros(len(coords.rows) * (prob.T if time_local else 1)), arrays,
-                                objective=coords.objective, steps=steps)
-        iterations += steps
-        D = coords.update(D, L, np.asarray(x))
-        C = np.asarray(coords.kernel(D))
-        forward, backward, Ct = residuals(prob, C)
-        if max(forward, backward) < tol or not -float(value) > best:
-            break  # converged, or no progress in a whole round
-        best = -float(value)
-    S, gamma, energy = action_terms(
-        jnp.linalg.cholesky(jnp.asarray(C)), prob.MW, prob.Mv, prob.K_in, jnp.asarray(prob.S), prob.y, prob.kappa, prob.P
-    )
+    """Newton's method from the kernel ``C0`` (at most ``max_iter`` Newton steps of at most
+    ``inner`` conjugate-gradient iterations each), stopped once both residuals are below ``tol``
+    or when the line search finds no decrease.
+
+    The Newton system is solved to the relative accuracy ``eta = min(eta_max, √residual)``
+    (superlinear convergence). ``eta_max`` is set by what a Hessian-vector product costs
+    against a factorisation: for ``(T, P, P)`` stacks products are cheap and accurate Newton
+    steps (``eta_max = 0.01``) save factorisations; for dense ``(n, n)`` matrices a product costs
+    about as much as a factorisation and loose steps far from the maximum (``eta_max = 0.5``) are
+    cheaper. The residuals reported are those of :func:`.action.residuals` at the final kernel."""
+    C0 = np.asarray(C0, dtype=np.float64) * prob.block_mask()
+    lay = layout(prob, C0)
+    eta_max = 0.01 if isinstance(lay, TimeLocalLayout) else 0.5
+    C = lay.restrict(C0)
+    x = evaluate(lay, C - lay.K_in - lay.shift(C))  # D = C - K(C)
+    if x is None:
+        raise ValueError("init: K(C) is not positive definite at the initial kernel")
+    iterations = 0
+    while True:
+        d = derivatives(lay, x)
+        residual = backward_residual(x, d)
+        if (residual < tol and forward_residual(x, d) < tol) or iterations >= max_iter:
+            break
+        g = lay.sweep_adjoint(d.G)
+        p = _newton_direction(lay, x, d, g, max_cg=inner, eta=min(eta_max, np.sqrt(residual)))
+        trial = _line_search(lay, x, g, p)
+        if trial is None:
+            break  # no decrease along the Newton direction: stalled
+        x = trial
+        iterations += 1
+    C = lay.full(x.C)
+    forward, backward, Ct = residuals(prob, C)
     return Branch(
         C=C,
         Ct=Ct,
-        S=float(S),
-        Gamma=float(gamma),
-        E=float(energy),
+        S=-x.F,
+        Gamma=x.gamma,
+        E=x.energy,
         init=init,
         converged=bool(max(forward, backward) < tol),
         residual_forward=forward,
@@ -356,13 +269,14 @@ def solve(
 ) -> Solution:
     """Trained kernels: the maximiser of ``S(C) = -Gamma(C) - E(C)``.
 
-    method: ``"exact"`` (linear ``phi`` only: closed-form ``Gamma``, L-BFGS; see the module
-    docstring), ``"particles"`` (any ``phi``: mean-field Langevin dynamics of ``num_particles``
-    trajectories with Monte Carlo error bars, :mod:`.particles`) or ``"auto"`` (exact for linear,
-    particles otherwise). max_iter: L-BFGS iterations (default 5000) or particle iterations
-    (default 5000) per start; inner: L-BFGS iterations between re-whitenings; mc_tol: the
-    particle solver averages until the largest entrywise standard error of ``C`` (relative to
-    ``sqrt(C_ii C_jj)``) is below it; seed: the particle solver's random seed.
+    method: ``"exact"`` (linear ``phi`` only: closed-form ``Gamma``, Newton's method; see the
+    module docstring), ``"particles"`` (any ``phi``: mean-field Langevin dynamics of
+    ``num_particles`` trajectories with Monte Carlo error bars, :mod:`.particles`) or ``"auto"``
+    (exact for linear, particles otherwise). max_iter: Newton steps (default 5000) or particle
+    iterations (default 5000) per start; inner: conjugate-gradient iterations (Hessian-vector
+    products) per Newton step at most; mc_tol: the particle solver averages until the largest
+    entrywise standard error of ``C`` (relative to ``sqrt(C_ii C_jj)``) is below it; seed: the
+    particle solver's random seed.
 
     init: ``"auto"`` (default) starts from the prior kernel and from a symmetry-broken kernel
     (:func:`broken_start`) and keeps every distinct branch; ``"prior"`` or ``"broken"`` uses one
@@ -420,7 +334,7 @@ def solve(
     if not sol.converged:
         warnings.warn(
             f"solve: did not converge (residual {sol.residual:.2e} > tol {tol:.1e}) after "
-            f"{sol.best.iterations} {'L-BFGS' if method == 'exact' else 'particle'} iterations "
+            f"{sol.best.iterations} {'Newton steps' if method == 'exact' else 'particle iterations'} "
             f"(max_iter={max_iter}); check sol.converged / sol.residual",
             ConvergenceWarning,
             stacklevel=2,
