@@ -4,6 +4,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# pytest-xdist worker processes for the tests (each JAX process needs up to ~3 GB)
+TEST_WORKERS ?= 2
 
 .PHONY: demo test test-fast bench clean
 
@@ -17,10 +19,10 @@ demo: $(VENV)/.installed
 	$(PY) examples/demo.py --out results
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist worksteal
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_solver.py

@@ -2,8 +2,8 @@
 
 For n = T·P in ``--sizes`` (endpoint task from ``kf.tasks.endpoint_patterns``, T = P = sqrt(n)
 or the nearest split with T <= P, D = P, kappa = 0.1, target scale ``--target``) and every
-architecture in ``--archs`` this runs ``kf.solve(phi=..., init="prior")`` twice (the first call
-includes XLA compilation) and reports the warm time, the particle iterations, the largest
+architecture in ``--archs`` this runs ``kf.solve(phi=..., init=--init)`` twice (the first call
+includes XLA compilation; ``auto`` = the prior and the symmetry-broken start, the full solve) and reports the warm time, the particle iterations, the largest
 entrywise relative standard error of C (``mc_error``, the quantity ``mc_tol`` controls), the
 Frobenius relative error, both residuals with their Monte Carlo error scale, and S ± S_err.
 For ``--phi linear`` the error against the exact solver is reported too.
@@ -38,17 +38,19 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=1.0)
     ap.add_argument("--particles", type=int, default=4096)
     ap.add_argument("--mc-tol", type=float, default=0.01)
+    ap.add_argument("--init", default="auto", choices=["auto", "prior", "broken"])
     args = ap.parse_args()
-    print(f"phi = {args.phi}, target scale {args.target}, {args.particles} particles, mc_tol {args.mc_tol}")
+    print(f"phi = {args.phi}, target scale {args.target}, {args.particles} particles, mc_tol {args.mc_tol}, "
+          f"init {args.init}")
     print("| arch | n (T×P) | warm solve (s) | first call (s) | iterations | mc_error (max entry) | "
-          "rel. Frobenius error | residuals fwd / bwd | S ± S_err | vs exact |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "rel. Frobenius error | residuals fwd / bwd | S ± S_err | branches | vs exact |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for arch_name in args.archs.split(","):
         for n in map(int, args.sizes.split(",")):
             T, P = shape(n)
             task = kf.tasks.endpoint_patterns(P=P, T=T, D=P, target_scale=args.target, seed=0)
             arch = getattr(kf.Architecture, arch_name)(T)
-            kw = dict(phi=args.phi, kappa=0.1, init="prior", method="particles", num_particles=args.particles,
+            kw = dict(phi=args.phi, kappa=0.1, init=args.init, method="particles", num_particles=args.particles,
                       mc_tol=args.mc_tol)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -62,7 +64,7 @@ def main() -> None:
             frob = np.linalg.norm(b.C_err) / np.linalg.norm(b.C)
             exact = ""
             if args.phi == "linear":
-                C = kf.solve(arch, task, kappa=0.1, init="prior").C
+                C = kf.solve(arch, task, kappa=0.1, init=args.init).C
                 exact = f"{np.linalg.norm(b.C - C) / np.linalg.norm(C):.2e}"
             print(f"| {arch_name} | {n} ({T}×{P}) | {warm:.1f} | {first:.1f} | {b.iterations} | {b.mc_error:.2e} | "
                   f"{frob:.2e} | {b.residual_forward:.3f} / {b.residual_backward:.3f} | {b.S:.3f} ± {b.S_err:.3f} | "
