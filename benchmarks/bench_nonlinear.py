@@ -43,8 +43,8 @@ def main() -> None:
     print(f"phi = {args.phi}, target scale {args.target}, {args.particles} particles, mc_tol {args.mc_tol}, "
           f"init {args.init}")
     print("| arch | n (T×P) | warm solve (s) | first call (s) | iterations | mc_error (max entry) | "
-          "rel. Frobenius error | residuals fwd / bwd | S ± S_err | branches | vs exact |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "rel. Frobenius error | residuals fwd / bwd | S ± S_err | branches | converged | vs exact |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for arch_name in args.archs.split(","):
         for n in map(int, args.sizes.split(",")):
             T, P = shape(n)
@@ -68,7 +68,7 @@ def main() -> None:
                 exact = f"{np.linalg.norm(b.C - C) / np.linalg.norm(C):.2e}"
             print(f"| {arch_name} | {n} ({T}×{P}) | {warm:.1f} | {first:.1f} | {b.iterations} | {b.mc_error:.2e} | "
                   f"{frob:.2e} | {b.residual_forward:.3f} / {b.residual_backward:.3f} | {b.S:.3f} ± {b.S_err:.3f} | "
-                  f"{exact} |", flush=True)
+                  f"{'/'.join(x.init for x in sol.branches)} | {sol.converged} | {exact} |", flush=True)
 
 
 if __name__ == "__main__":
