@@ -169,7 +169,8 @@ class TheoryConfig(_Section):
     init: Literal["auto", "prior", "broken"] = "auto"
     method: Literal["auto", "exact", "particles"] = Field(
         default="auto", description="exact (linear phi) or particles (any phi); auto picks")
-    num_particles: int = Field(default=4096, ge=16, description="particle solver: population size")
+    num_particles: int | None = Field(default=None, ge=16,
+                                      description="particle solver: population size (default max(4096, 128·n))")
     mc_tol: float = Field(default=0.01, gt=0, allow_inf_nan=False,
                           description="particle solver: target largest entrywise relative standard error of C")
     seed: int = Field(default=0, ge=0, description="particle solver: random seed")

@@ -60,7 +60,7 @@ __all__ = ["ParticleSettings", "maximise_particles", "time_symmetric_mask"]
 
 @dataclass(frozen=True)
 class ParticleSettings:
-    """num_particles: population size ``M`` (finite-population bias is ``O(1/M)``);
+    """num_particles: population size ``M`` (finite-population bias is ``O(n/M)``);
     step_size: MALA step in Langevin time (whitened); window: iterations per batch;
     mc_tol: stop averaging when the largest entrywise relative standard error of ``C`` is below
     it; min_batches: batches averaged at least; max_iter: iterations in all (burn-in included);
@@ -209,6 +209,17 @@ def _oscillating(summaries: np.ndarray, threshold: float = -0.2) -> bool:
     return bool(np.min(rho) < threshold)
 
 
+def _geweke_drift(batches: list[np.ndarray], threshold: float = 3.0) -> bool:
+    """Geweke-type test over the averaging window: the squared difference of the means of the
+    first 30 % and the last 50 % of the batches over its expectation for a stationary sequence
+    (summed over all entries, so ~1 without drift). Catches slow drifts that the window-to-window
+    burn-in test misses."""
+    x = np.stack(batches)
+    a, b = x[: max(2, int(0.3 * len(x)))], x[len(x) // 2:]
+    expected = np.sum(a.var(axis=0, ddof=1) / len(a) + b.var(axis=0, ddof=1) / len(b))
+    return bool(np.sum((a.mean(axis=0) - b.mean(axis=0)) ** 2) > threshold * expected + 1e-30)
+
+
 def _adapt(step_size: float, acceptance: float, largest: float) -> float:
     """MALA step after a window with mean ``acceptance``: shrink fast when proposals are rejected
     (a strong tilt far from the fixed point makes the target stiff in whitened coordinates), grow
@@ -286,7 +297,10 @@ def maximise_particles(prob: Problem, nl: Nonlinearity, K0: np.ndarray, free: np
                 err = np.std(batch_C, axis=0, ddof=1) / np.sqrt(len(batch_C))
                 mc_error = _relative_error(err, np.mean(batch_C, axis=0))
                 if mc_error < s.mc_tol:
-                    break
+                    if not _geweke_drift(batch_C):
+                        break
+                    half = len(batch_C) // 2  # still drifting: the first half was burn-in
+                    batch_C, batch_Sig, batch_mean = batch_C[half:], batch_Sig[half:], batch_mean[half:]
     if len(batch_C) < 2:  # burn-in never ended (or the run blew up): report what the last windows say
         batch_C, batch_Sig = (burn_C + batch_C)[-2:], (burn_Sig + batch_Sig)[-2:]
         if not batch_C:

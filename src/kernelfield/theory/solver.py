@@ -262,7 +262,7 @@ def solve(
     max_iter: int | None = None,
     inner: int = 10,
     method: str = "auto",
-    num_particles: int = 4096,
+    num_particles: int | None = None,
     mc_tol: float = 0.01,
     seed: int = 0,
     progress: bool = False,
@@ -271,7 +271,8 @@ def solve(
 
     method: ``"exact"`` (linear ``phi`` only: closed-form ``Gamma``, Newton's method; see the
     module docstring), ``"particles"`` (any ``phi``: mean-field Langevin dynamics of
-    ``num_particles`` trajectories with Monte Carlo error bars, :mod:`.particles`) or ``"auto"``
+    ``num_particles`` trajectories, default ``max(4096, 128·n)``, with Monte Carlo error bars,
+    :mod:`.particles`) or ``"auto"``
     (exact for linear, particles otherwise). max_iter: Newton steps (default 5000) or particle
     iterations (default 5000) per start; inner: conjugate-gradient iterations (Hessian-vector
     products) per Newton step at most; mc_tol: the particle solver averages until the largest
@@ -304,6 +305,8 @@ def solve(
     if method == "exact":
         run = partial(_maximise, prob, tol=tol, max_iter=max_iter, inner=inner)
     else:
+        if num_particles is None:  # the finite-population bias is O(n/M)
+            num_particles = max(4096, 128 * prob.n)
         settings = ParticleSettings(num_particles=num_particles, mc_tol=mc_tol, max_iter=max_iter, seed=seed,
                                     progress=progress)
         run = partial(_maximise_particles, prob, nl, settings=settings, tol=tol)
