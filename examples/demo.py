@@ -85,7 +85,7 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     stores = {name: args.out / "sweeps" / name for name in NAMES}
-    # one JAX compilation cache for the workers of all three sweeps: each program is compiled once
+    # one JAX compilation cache for the workers of all sweeps: each program is compiled once
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str((args.out / "sweeps" / ".jax_cache").resolve()))
     failed = 0
     for name, store in stores.items():
