@@ -212,11 +212,14 @@ def _oscillating(summaries: np.ndarray, threshold: float = -0.2) -> bool:
 def _geweke_drift(batches: list[np.ndarray], threshold: float = 3.0) -> bool:
     """Geweke-type test over the averaging window: the squared difference of the means of the
     first 30 % and the last 50 % of the batches over its expectation for a stationary sequence
-    (summed over all entries, so ~1 without drift). Catches slow drifts that the window-to-window
-    burn-in test misses."""
+    (summed over all entries, with the lag-1 autocorrelation ρ of the batches pooled over entries,
+    so ~1 without drift). Catches slow drifts that the window-to-window burn-in test misses."""
     x = np.stack(batches)
     a, b = x[: max(2, int(0.3 * len(x)))], x[len(x) // 2:]
     expected = np.sum(a.var(axis=0, ddof=1) / len(a) + b.var(axis=0, ddof=1) / len(b))
+    d = x - x.mean(axis=0)  # correlated batches: inflate the variance of the means by (1 + ρ)/(1 - ρ)
+    rho = np.clip(np.sum(d[1:] * d[:-1]) / max(np.sum(d**2), 1e-300), 0.0, 0.9)
+    expected *= (1 + rho) / (1 - rho)
     return bool(np.sum((a.mean(axis=0) - b.mean(axis=0)) ** 2) > threshold * expected + 1e-30)
 
 
