@@ -394,9 +394,16 @@ def test_dask_cluster_gives_the_same_numbers_as_the_process_pool(tmp_path, monke
     outputs = [v for v in pool.data_vars if pool[v].dtype != object and not v.startswith("seconds")
                and not v.endswith("_seconds")]
     assert {"C_theory", "C_sampled", "coherence_sampled", "acceptance_rate"} <= set(outputs)
+    sampler = {"C_sampled", "C_sem", "coherence_sampled", "acceptance_rate", "ess", "num_divergent", "step_size"}
     for name in outputs:
-        # same code, seeds and machine in a different worker process: identical up to rounding
-        np.testing.assert_allclose(dask[name].values, pool[name].values, rtol=1e-12, atol=1e-14, err_msg=name)
+        if name in ("iterations", "residual"):
+            continue  # solver diagnostics: depend on rounding
+        # same code, seeds and machine in a different worker process: the sampler is identical up
+        # to rounding; the theory is determined to its residual tolerance (1e-6), since L-BFGS in the
+        # solver's low-rank stage amplifies rounding differences (BLAS threads per worker) to ~1e-8
+        tight = name in sampler
+        np.testing.assert_allclose(dask[name].values, pool[name].values, rtol=1e-12 if tight else 1e-6,
+                                   atol=1e-14 if tight else 1e-9, err_msg=name)
     assert set(dask["run_id"].values.ravel()).isdisjoint(set(pool["run_id"].values.ravel()))
 
 

@@ -18,7 +18,8 @@ from kernelfield.theory.kernels import (
     make_problem,
     shift,
 )
-from kernelfield.theory.solver import broken_start
+from kernelfield.compare import parity_flip
+from kernelfield.theory.solver import _low_rank_stage, _maximise, broken_factor, broken_start
 
 
 def recursive_prior_kernel(arch, task, prior):
@@ -253,3 +254,68 @@ def test_action_never_decreases_along_the_iterates(make_arch, sequential):
             S.append(kf.solve(arch, sequential, init="prior", max_iter=k).S)
     assert np.all(np.diff(S) > 0)
     assert S[-1] <= kf.solve(arch, sequential, init="prior").S + 1e-12
+
+
+@pytest.mark.parametrize("make_arch, task", [
+    (kf.Architecture.rnn, endpoint_task(T=4)),
+    (lambda T: kf.Architecture.tied_every(T, 2), sequential_task(T=4)),
+])
+def test_low_rank_objective_matches_action_and_differences(make_arch, task):
+    """``F(V Vᵀ)`` of the low-rank stage (Sylvester/Woodbury, one factorisation of K) equals -S
+    from :func:`action` (Cholesky factors of C and K) at ``C = K(C) + V Vᵀ``, and its gradient in
+    ``V`` matches central differences (step 1e-6: truncation and rounding ~1e-9 relative)."""
+    arch = make_arch(task.T)
+    prob = make_problem(arch, task, kf.Prior(), 0.1)
+    lay = DenseLayout(prob, invariant_components(prob, np.ones((prob.n, prob.n)) * prob.block_mask()))
+    classes = np.array([lay.labels[0], lay.labels[-1]])
+    support = (lay.labels[:, None] == classes[None, :]).astype(float)
+    rng = np.random.default_rng(5)
+    V = 0.7 * rng.normal(size=(prob.n, 2)) * support
+    C_in = lay.sweep(lay.K_in)
+    F, gV, _, C = act.low_rank_objective(lay, C_in, V, support)
+    np.testing.assert_allclose(C - prob.K(C), V @ V.T, atol=1e-12)
+    assert abs(F + action(prob, C)) < 1e-10 * max(1.0, abs(F))
+    E = rng.normal(size=V.shape) * support
+    h = 1e-6
+    slope = (act.low_rank_objective(lay, C_in, V + h * E, support)[0]
+             - act.low_rank_objective(lay, C_in, V - h * E, support)[0]) / (2 * h)
+    np.testing.assert_allclose(np.vdot(gV, E), slope, rtol=1e-6)
+
+
+def _endpoint_patterns(T, P):
+    t = kf.tasks.endpoint_patterns(P=P, T=T, D=P, seed=0)
+    return kf.Task(t.inputs, t.targets)
+
+
+def test_low_rank_stage_finds_the_newton_branch():
+    """The RNN's symmetry-broken branch (T = P = 8, above the transition) from the innovation-form
+    start (:func:`broken_factor`, low-rank stage then Newton) is the branch plain Newton reaches
+    from the convex-mix start :func:`broken_start`: the same S and kernel (up to W -> -W) within
+    what the residual tolerance 1e-6 allows. The kernel solved to 1e-10 has an innovation
+    ``D = C - K(C)`` with two singular values above 1e-5 of the largest out of 64: the near
+    low-rank structure the stage uses (the rest is left to the Newton stage)."""
+    task, arch = _endpoint_patterns(8, 8), kf.Architecture.rnn(8)
+    prob = make_problem(arch, task, kf.Prior(), 0.1)
+    sol = kf.solve(arch, task, init="broken")
+    assert sol.converged and sol.branches[0].init == "broken"
+    symmetric = kf.solve(arch, task, init="prior").C
+    newton = _maximise(prob, broken_start(prob, symmetric), tol=1e-6, max_iter=5000, inner=10, init="broken")
+    assert newton.converged and abs(sol.S - newton.S) < 1e-6 and sol.S > kf.solve(arch, task, init="prior").S + 0.1
+    assert min(np.linalg.norm(sol.C - C) for C in (newton.C, parity_flip(newton.C, 8, 8))) < 1e-5 * np.linalg.norm(sol.C)
+    exact = kf.solve(arch, task, init="broken", tol=1e-10)
+    assert exact.converged
+    singular = np.linalg.svd(exact.C - prob.K(exact.C), compute_uv=False)
+    assert singular[1] > 1e-5 * singular[0] and singular[2] < 1e-5 * singular[0]
+
+
+def test_low_rank_stage_grows_its_rank():
+    """Started at rank 1 where the maximum needs rank 2 (T = P = 8), the stage adds the direction
+    in which D should grow: its end point is stationary to 1e-5, while the best rank-1 point has
+    residual > 1e-3 (growth switched off)."""
+    task, arch = _endpoint_patterns(8, 8), kf.Architecture.rnn(8)
+    prob = make_problem(arch, task, kf.Prior(), 0.1)
+    lay, V, classes = broken_factor(prob, kf.solve(arch, task, init="prior").C, rank=1)
+    C_grown, _ = _low_rank_stage(lay, V, classes, max_iter=5000)
+    C_fixed, _ = _low_rank_stage(lay, V, classes, max_iter=5000, grow_threshold=np.inf)
+    assert max(residuals(prob, C_grown)[:2]) < 1e-5
+    assert max(residuals(prob, C_fixed)[:2]) > 1e-3

@@ -22,6 +22,20 @@ so ``G = 0`` is the pair of forward–backward equations ``C = (K⁻¹ - 2Ct)⁻
     da = -(G_S + κI)⁻¹ (M_v ∘ dC)_SS a,          ∂²F/∂D² dD = (I - 𝒮)⁻ᵀ dG:
 
 only matrix products once ``K⁻¹`` and ``C⁻¹`` are known.
+
+Low-rank innovations. At the maximum ``D = 2 C Ct K`` (from ``C⁻¹ = K⁻¹ - 2Ct``), and on the
+branches met so far ``D`` is positive semidefinite of low rank (e.g. rank 2 for the RNN's
+symmetry-broken branch on an endpoint task, against ``n = T·P``). For ``D = V Vᵀ`` with
+``V`` of shape ``(n, r)``, ``Y = K⁻¹V`` and ``M = I_r + VᵀY``, Sylvester's and Woodbury's
+identities give
+
+    Gamma = ½[tr(VᵀY) - log det M],        K⁻¹ - C⁻¹ = Y M⁻¹ Yᵀ,
+    ∂F/∂V = 2 (I - 𝒮)⁻ᵀ(G) V,               G = ½ Y M⁻¹ Yᵀ - ½ 𝒮ᵀ(Y Yᵀ) - ½ M_v ∘ [a aᵀ]_S :
+
+one Cholesky factorisation of ``K`` and ``O(n² r)`` work (:func:`low_rank_objective`), and
+``C = K + VVᵀ`` is positive definite for every ``V`` (``K`` is: a Schur product of positive
+semidefinite masks with ``shift(C)``, plus the input kernel), so the problem in ``V`` is
+unconstrained.
 """
 
 from __future__ import annotations
@@ -162,6 +176,28 @@ def hessian_vector(lay, x: Point, d: Derivatives, dD):
     dJ = lay.embed(lay.Mv_S * (da @ np.swapaxes(x.a, -1, -2)))
     dG = 0.5 * (d.Cinv @ dC @ d.Cinv - KdK @ x.Kinv) - 0.5 * lay.shift_adjoint(dW) - 0.5 * (dJ + np.swapaxes(dJ, -1, -2))
     return lay.sweep_adjoint(sym(dG))
+
+
+def low_rank_objective(lay, C_in, V, support):
+    """``F = Gamma + E`` at the innovation ``D = V Vᵀ`` (module docstring), its gradient
+    ``∂F/∂V`` (zero off ``support``, a 0/1 mask of ``V``'s shape) and ``∂F/∂D``; ``C_in`` is
+    ``(I - 𝒮)⁻¹K_in``. ``None`` where ``K`` is numerically not positive definite."""
+    D = V @ V.T
+    C = C_in + lay.sweep(D)
+    Lk = _cholesky(C - D)
+    if Lk is None:
+        return None
+    Y = scipy.linalg.cho_solve((Lk, True), V, check_finite=False)
+    Lm = _cholesky(np.eye(V.shape[1]) + V.T @ Y)
+    La = _cholesky(lay.Mv_S * lay.select(C) + lay.kappa * np.eye(lay.y.shape[-2]))
+    if Lm is None or La is None:
+        return None
+    a = scipy.linalg.cho_solve((La, True), lay.y, check_finite=False)
+    F = 0.5 * (float(np.vdot(V, Y)) - _logdet(Lm)) + 0.5 * float(np.vdot(lay.y, a))
+    YM = scipy.linalg.cho_solve((Lm, True), Y.T, check_finite=False).T  # Y M⁻¹
+    G = 0.5 * (YM @ Y.T) - 0.5 * lay.shift_adjoint(Y @ Y.T) - 0.5 * lay.embed(lay.Mv_S * (a @ a.T))
+    gD = lay.sweep_adjoint(sym(G))
+    return F, 2.0 * (gD @ V) * support, gD, C
 
 
 def backward_residual(x: Point, d: Derivatives) -> float:

@@ -181,7 +181,8 @@ class DenseLayout:
         T, P = prob.T, prob.P
         self.T, self.P, self.n = T, P, prob.n
         self.MW = prob.MW[::P, ::P]  # time-level g²[W_t ≡ W_s]
-        self.mask = np.kron((labels[:, None] == labels[None, :]).astype(np.float64), np.ones((P, P)))
+        self.labels = np.repeat(np.asarray(labels), P)  # class of each flat index t*P + a
+        self.mask = (self.labels[:, None] == self.labels[None, :]).astype(np.float64)
         self.K_in = prob.K_in
         self.S = prob.S
         self.Mv_S = prob.Mv[np.ix_(prob.S, prob.S)]

@@ -20,8 +20,17 @@ iterations are needed. A backtracking Armijo line search on ``S`` itself follows
 ``C`` or ``K`` is not positive definite has no action and is rejected, so every accepted iterate
 is a valid kernel and ``S`` never decreases. This keeps strong learning signals stable where
 the plain forward–backward fixed point diverges; near the maximum the steps are full Newton
-steps and convergence is superlinear. A kernel that grows geometrically in time (the RNN's
-symmetry-broken branch above the transition) is reached only after O(T) damped steps.
+steps and convergence is superlinear.
+
+Symmetry-broken branch (low-rank stage): a kernel that grows geometrically in time (the RNN's
+broken branch above the transition) is reached by Newton only after O(T) damped steps, each a
+dense ``O(n³)`` Hessian solve. There the innovation is nearly of low rank (``D = 2 C Ct K`` at
+the maximum; rank 2 to 1e-5 on endpoint tasks), so the broken start is built as a low-rank
+``D = V Vᵀ`` (:func:`broken_factor`) and first maximised over ``V`` by L-BFGS
+(:func:`_low_rank_stage`: one Cholesky factorisation of ``K`` and ``O(n² r)`` work per step,
+no positive-definiteness constraint, the rank grown where the gradient asks for it); Newton's
+method then polishes the full ``D`` from there, so the answer is the same stationary point with
+the same residual test.
 
 Structure: ``D`` is restricted to the blocks of time steps that the iterates can reach from the
 start (:func:`.kernels.invariant_components`, within the components of the time-coupling
@@ -38,6 +47,8 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
+import scipy.linalg
+import scipy.optimize
 
 from ..compare import parity_flip
 from ..nonlinearities import get_nonlinearity
@@ -50,13 +61,14 @@ from .action import (
     evaluate,
     forward_residual,
     hessian_vector,
+    low_rank_objective,
     residuals,
 )
-from .kernels import Problem, TimeLocalLayout, layout, make_problem
+from .kernels import DenseLayout, Problem, TimeLocalLayout, layout, make_problem, sym
 from .lazy import lazy_kernel
 from .particles import ParticleSettings, maximise_particles, time_symmetric_mask
 
-__all__ = ["solve", "predict", "Solution", "Branch", "ConvergenceWarning", "broken_start"]
+__all__ = ["solve", "predict", "Solution", "Branch", "ConvergenceWarning", "broken_start", "broken_factor"]
 
 
 class ConvergenceWarning(UserWarning):
@@ -133,10 +145,107 @@ def _line_search(lay, x: Point, g, p):
     return None
 
 
-def _maximise(prob: Problem, C0: np.ndarray, tol: float, max_iter: int, inner: int, init: str) -> Branch:
+def _whitened_factors(lay, A, L, count: int, threshold: float):
+    """Factors ``L u √μ`` of ``A`` from the eigenpairs ``(μ, u)`` of ``Lᵀ A L`` per class of
+    ``lay``: the ``count`` largest with ``μ > threshold``, each supported on its class. Returns
+    the factors ``(n, k)`` and the class of each."""
+    columns, labels = [], []
+    for label in np.unique(lay.labels):
+        idx = np.flatnonzero(lay.labels == label)
+        Lc = L[np.ix_(idx, idx)]
+        mu, U = np.linalg.eigh(sym(Lc.T @ A[np.ix_(idx, idx)] @ Lc))
+        for k in range(1, min(count, len(mu)) + 1):
+            if mu[-k] <= threshold:
+                break
+            column = np.zeros(lay.n)
+            column[idx] = Lc @ U[:, -k] * np.sqrt(mu[-k])
+            columns.append(column)
+            labels.append(label)
+    return np.array(columns).reshape(-1, lay.n).T, np.array(labels, dtype=int)
+
+
+def _lbfgs_whitened(lay, C_in, V, support, L, max_iter: int):
+    """Minimise ``F(V Vᵀ)`` by L-BFGS (SciPy) in the coordinates ``U = L⁻¹V``; returns ``V``
+    and the iterations taken."""
+    shape = V.shape
+
+    def objective(u):
+        out = low_rank_objective(lay, C_in, L @ u.reshape(shape), support)
+        return (np.inf, np.zeros_like(u)) if out is None else (out[0], (L.T @ out[1]).ravel())
+
+    result = scipy.optimize.minimize(objective, scipy.linalg.solve_triangular(L, V, lower=True).ravel(), jac=True,
+                                     method="L-BFGS-B", options={"maxcor": 300, "ftol": 1e-15, "gtol": 1e-10,
+                                                                 "maxiter": max(max_iter, 1)})
+    return L @ result.x.reshape(shape), result.nit
+
+
+def _low_rank_stage(lay, V: np.ndarray, classes: np.ndarray, max_iter: int, grow_threshold: float = 1e-3,
+                    grow: int = 2, max_params: int = 4096):
+    """Quasi-Newton ascent of ``S`` over positive semidefinite low-rank innovations ``D = V Vᵀ``
+    (:func:`.action.low_rank_objective`), the fast first stage of :func:`_maximise` on dense
+    layouts, from the factor ``V`` (column k supported on the class ``classes[k]``). Returns
+    the kernel reached and the number of iterations.
+
+    L-BFGS (SciPy) in coordinates whitened by the start's ``K`` (``V = L_K U``, which absorbs
+    most of the kernel's growth in time). Rank: once L-BFGS stops, columns are added along the
+    directions in which ``D`` should still grow (eigenvalues of ``L_Kᵀ(-∂F/∂D)L_K`` above
+    ``grow_threshold``, ``grow`` per class) and it is run again, while ``n·r <= max_params``.
+    What is left (small components, or an innovation that is indefinite or of high rank) is
+    left to the Newton stage."""
+    C_in = lay.sweep(lay.K_in)
+    iterations = 0
+    while True:
+        if V.shape[1]:
+            support = (lay.labels[:, None] == classes[None, :]).astype(np.float64)
+            L = np.linalg.cholesky(lay.sweep(lay.K_in + V @ V.T) - V @ V.T)
+            V, nit = _lbfgs_whitened(lay, C_in, V, support, L, max_iter - iterations)
+            iterations += nit
+        L = np.linalg.cholesky(lay.sweep(lay.K_in + V @ V.T) - V @ V.T)
+        gD = low_rank_objective(lay, C_in, V if V.shape[1] else np.zeros((lay.n, 1)), 1.0)[2]
+        new, new_classes = _whitened_factors(lay, -gD, L, grow, threshold=grow_threshold)
+        if not len(new_classes) or lay.n * (V.shape[1] + len(new_classes)) > max_params or iterations >= max_iter:
+            break
+        V, classes = np.hstack([V, new]), np.concatenate([classes, new_classes])
+    return C_in + lay.sweep(V @ V.T), iterations
+
+
+def broken_factor(prob: Problem, C_sym: np.ndarray, rank: int = 2):
+    """A symmetry-broken start for the exact solver in innovation form: with ``D_sym`` the
+    innovation of ``C_sym``, the ``rank`` leading eigenfactors ``d_t^k`` of each equal-time
+    block ``(D_sym)_tt`` (positive part; signs aligned along time) are joined across time,
+    ``v^k = (d_0^k, ..., d_{T-1}^k)``, within each class of the dense layout. ``D = V Vᵀ`` then
+    has the equal-time blocks ``d_t dₜᵀ`` of ``D_sym``'s leading part and cross-time blocks
+    that correlate all steps; ``C = K + D`` is positive definite. Returns the layout, ``V`` and
+    the class of each column (``None`` when the layout is time-local)."""
+    T, P = prob.T, prob.P
+    lay = layout(prob, broken_start(prob, C_sym))
+    if not isinstance(lay, DenseLayout):
+        return lay, None, None
+    C = lay.restrict(C_sym)
+    blocks = (C - lay.K_in - lay.shift(C)).reshape(T, P, T, P)
+    columns, classes = [], []
+    for label in np.unique(lay.labels):
+        steps = [t for t in range(T) if lay.labels[t * P] == label]
+        for k in range(1, rank + 1):
+            column, previous = np.zeros((T, P)), None
+            for t in steps:
+                w, U = np.linalg.eigh(blocks[t, :, t, :])
+                d = U[:, -k] * np.sqrt(max(w[-k], 0.0))
+                if previous is not None and d @ previous < 0:
+                    d = -d
+                column[t] = d
+                previous = d
+            columns.append(column.ravel())
+            classes.append(label)
+    return lay, np.array(columns).T, np.array(classes, dtype=int)
+
+
+def _maximise(prob: Problem, C0, tol: float, max_iter: int, inner: int, init: str) -> Branch:
     """Newton's method from the kernel ``C0`` (at most ``max_iter`` Newton steps of at most
     ``inner`` conjugate-gradient iterations each), stopped once both residuals are below ``tol``
-    or when the line search finds no decrease.
+    or when the line search finds no decrease. ``C0`` may also be the triple of
+    :func:`broken_factor`; Newton's method then starts where :func:`_low_rank_stage` ends, and
+    ``max_iter`` bounds both stages' iterations together.
 
     The Newton system is solved to the relative accuracy ``eta = min(eta_max, √residual)``
     (superlinear convergence). ``eta_max`` is set by what a Hessian-vector product costs
@@ -144,14 +253,18 @@ def _maximise(prob: Problem, C0: np.ndarray, tol: float, max_iter: int, inner: i
     steps (``eta_max = 0.01``) save factorisations; for dense ``(n, n)`` matrices a product costs
     about as much as a factorisation and loose steps far from the maximum (``eta_max = 0.5``) are
     cheaper. The residuals reported are those of :func:`.action.residuals` at the final kernel."""
-    C0 = np.asarray(C0, dtype=np.float64) * prob.block_mask()
-    lay = layout(prob, C0)
+    iterations = 0
+    if isinstance(C0, tuple):  # a low-rank innovation V on a dense layout (broken_factor)
+        lay, V, classes = C0
+        C, iterations = _low_rank_stage(lay, V, classes, max_iter)
+    else:
+        C0 = np.asarray(C0, dtype=np.float64) * prob.block_mask()
+        lay = layout(prob, C0)
+        C = lay.restrict(C0)
     eta_max = 0.01 if isinstance(lay, TimeLocalLayout) else 0.5
-    C = lay.restrict(C0)
     x = evaluate(lay, C - lay.K_in - lay.shift(C))  # D = C - K(C)
     if x is None:
         raise ValueError("init: K(C) is not positive definite at the initial kernel")
-    iterations = 0
     while True:
         d = derivatives(lay, x)
         residual = backward_residual(x, d)
@@ -160,8 +273,9 @@ def _maximise(prob: Problem, C0: np.ndarray, tol: float, max_iter: int, inner: i
         g = lay.sweep_adjoint(d.G)
         p = _newton_direction(lay, x, d, g, max_cg=inner, eta=min(eta_max, np.sqrt(residual)))
         trial = _line_search(lay, x, g, p)
-        if trial is None:
-            break  # no decrease along the Newton direction: stalled
+        if trial is None or x.F - trial.F <= 8 * np.finfo(float).eps * abs(x.F):
+            x = x if trial is None else trial
+            break  # no decrease beyond rounding along the Newton direction: stalled
         x = trial
         iterations += 1
     C = lay.full(x.C)
@@ -280,7 +394,8 @@ def solve(
     particle solver's random seed.
 
     init: ``"auto"`` (default) starts from the prior kernel and from a symmetry-broken kernel
-    (:func:`broken_start`) and keeps every distinct branch; ``"prior"`` or ``"broken"`` uses one
+    (:func:`broken_start`; for the exact solver on a dense layout its innovation form
+    :func:`broken_factor`) and keeps every distinct branch; ``"prior"`` or ``"broken"`` uses one
     start; an ``(n, n)`` array is used as the start. The returned solution is the branch with the
     largest ``S``. A branch is converged when both stationarity residuals are below ``tol`` (for
     the particle solver: below ``tol`` or within 3 Monte Carlo standard errors of zero). A
@@ -315,7 +430,8 @@ def solve(
         first = run(C_prior, init="prior")
         found = [first] if init != "broken" else []
         if init in ("auto", "broken"):
-            found.append(run(broken_start(prob, first.C), init="broken"))
+            factor = broken_factor(prob, first.C) if method == "exact" else (None, None, None)
+            found.append(run(broken_start(prob, first.C) if factor[1] is None else factor, init="broken"))
     elif isinstance(init, str):
         raise ValueError(f"init: must be 'auto', 'prior', 'broken' or an (n, n) array, got {init!r}")
     else:
