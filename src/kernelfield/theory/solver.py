@@ -82,7 +82,8 @@ class Branch:
     Monte Carlo solutions (nonlinear ``phi``) also carry ``C_err`` (standard errors of ``C``),
     ``S_err`` and ``mc_error`` (largest entrywise standard error relative to
     ``sqrt(C_ii C_jj)``) and ``phi_mean`` (``<φ>`` per ``(t, a)``, ``None`` where it vanishes by
-    symmetry); for the exact linear solver these are ``None``/0."""
+    symmetry); for the exact linear solver these are ``None``/0. ``iterations``: Newton steps
+    (plus the L-BFGS steps of the low-rank stage on a dense broken start) or particle iterations."""
 
     C: np.ndarray
     Ct: np.ndarray
