@@ -181,16 +181,18 @@ def _lbfgs_whitened(lay, C_in, V, support, L, max_iter: int):
 
 
 def _low_rank_stage(lay, V: np.ndarray, classes: np.ndarray, max_iter: int, grow_threshold: float = 1e-3,
-                    grow: int = 2, max_params: int = 4096):
+                    grow: int = 2, max_params: int = 4096, round_iter: int = 300):
     """Quasi-Newton ascent of ``S`` over positive semidefinite low-rank innovations ``D = V Vᵀ``
     (:func:`.action.low_rank_objective`), the fast first stage of :func:`_maximise` on dense
     layouts, from the factor ``V`` (column k supported on the class ``classes[k]``). Returns
     the kernel reached and the number of iterations.
 
     L-BFGS (SciPy) in coordinates whitened by the start's ``K`` (``V = L_K U``, which absorbs
-    most of the kernel's growth in time). Rank: once L-BFGS stops, columns are added along the
+    most of the kernel's growth in time), at most ``round_iter`` steps a round (a rank too small
+    for the maximum makes L-BFGS crawl). Rank: once L-BFGS stops, columns are added along the
     directions in which ``D`` should still grow (eigenvalues of ``L_Kᵀ(-∂F/∂D)L_K`` above
-    ``grow_threshold``, ``grow`` per class) and it is run again, while ``n·r <= max_params``.
+    ``grow_threshold``; per class at most ``grow`` or the mean number of columns per class,
+    whichever is larger) and it is run again, while ``n·r <= max_params``.
     What is left (small components, or an innovation that is indefinite or of high rank) is
     left to the Newton stage."""
     C_in = lay.sweep(lay.K_in)
@@ -199,31 +201,38 @@ def _low_rank_stage(lay, V: np.ndarray, classes: np.ndarray, max_iter: int, grow
         if V.shape[1]:
             support = (lay.labels[:, None] == classes[None, :]).astype(np.float64)
             L = np.linalg.cholesky(lay.sweep(lay.K_in + V @ V.T) - V @ V.T)
-            V, nit = _lbfgs_whitened(lay, C_in, V, support, L, max_iter - iterations)
+            V, nit = _lbfgs_whitened(lay, C_in, V, support, L, min(round_iter, max_iter - iterations))
             iterations += nit
         L = np.linalg.cholesky(lay.sweep(lay.K_in + V @ V.T) - V @ V.T)
         gD = low_rank_objective(lay, C_in, V if V.shape[1] else np.zeros((lay.n, 1)), 1.0)[2]
-        new, new_classes = _whitened_factors(lay, -gD, L, grow, threshold=grow_threshold)
+        new, new_classes = _whitened_factors(lay, -gD, L, max(grow, V.shape[1] // len(np.unique(lay.labels))), threshold=grow_threshold)
         if not len(new_classes) or lay.n * (V.shape[1] + len(new_classes)) > max_params or iterations >= max_iter:
             break
         V, classes = np.hstack([V, new]), np.concatenate([classes, new_classes])
     return C_in + lay.sweep(V @ V.T), iterations
 
 
-def broken_factor(prob: Problem, C_sym: np.ndarray, rank: int = 2):
+def broken_factor(prob: Problem, C_sym: np.ndarray, rank: int | None = None):
     """A symmetry-broken start for the exact solver in innovation form: with ``D_sym`` the
     innovation of ``C_sym``, the ``rank`` leading eigenfactors ``d_t^k`` of each equal-time
-    block ``(D_sym)_tt`` (positive part; signs aligned along time) are joined across time,
+    block ``(D_sym)_tt`` (positive part; signs aligned along time; by default one more than the
+    largest number of eigenvalues of a block above 1e-3 of its largest) are joined across time,
     ``v^k = (d_0^k, ..., d_{T-1}^k)``, within each class of the dense layout. ``D = V Vᵀ`` then
     has the equal-time blocks ``d_t dₜᵀ`` of ``D_sym``'s leading part and cross-time blocks
     that correlate all steps; ``C = K + D`` is positive definite. Returns the layout, ``V`` and
-    the class of each column (``None`` when the layout is time-local)."""
+    the class of each column. Used where the broken start leaves a time-local symmetric
+    solution (an endpoint task); ``V`` is ``None`` otherwise (a time-local broken start, or a
+    symmetric solution that is itself dense, as on sequential tasks, where the broken start
+    usually returns to it and plain Newton from :func:`broken_start` is faster)."""
     T, P = prob.T, prob.P
     lay = layout(prob, broken_start(prob, C_sym))
-    if not isinstance(lay, DenseLayout):
+    if not isinstance(lay, DenseLayout) or not isinstance(layout(prob, C_sym), TimeLocalLayout):
         return lay, None, None
     C = lay.restrict(C_sym)
     blocks = (C - lay.K_in - lay.shift(C)).reshape(T, P, T, P)
+    if rank is None:
+        spectra = [np.linalg.eigvalsh(blocks[t, :, t, :]) for t in range(T)]
+        rank = min(P, 1 + max(int(np.sum(w > 1e-3 * max(w[-1], 1e-300))) for w in spectra))
     columns, classes = [], []
     for label in np.unique(lay.labels):
         steps = [t for t in range(T) if lay.labels[t * P] == label]
