@@ -113,3 +113,16 @@ def test_singular_input_kernel_has_hint():
         kf.prior_kernel(kf.Architecture.rnn(2), task)
     # a bias fixes it (rank 2 + 1)
     kf.prior_kernel(kf.Architecture.rnn(2), task, prior=kf.Prior(sigma_b=1.0))
+
+
+def test_singular_prior_covariance_over_time_has_hint():
+    """Inputs at every step through a shared U with D = P: x(0) x(0)ᵀ is regular, but the prior
+    kernel over all T·P points is singular (smallest eigenvalue ~1e-15 of 35); D = 2P is fine."""
+    T = P = 12
+    arch = kf.Architecture.rnn(T)
+    labelled = kf.tasks.integration(P=P, T=T, D=P, seed=0)
+    with pytest.raises(ValueError, match="inputs: the prior covariance.*singular.*D well above P"):
+        kf.solve(arch, kf.Task(labelled.inputs, labelled.targets))
+    wider = kf.tasks.integration(P=P, T=T, D=2 * P, seed=0)
+    with pytest.warns(kf.ConvergenceWarning):  # one Newton step: only the validation is tested here
+        kf.solve(arch, kf.Task(wider.inputs, wider.targets), init="prior", max_iter=1)

@@ -427,6 +427,15 @@ def solve(
     started = time.perf_counter()
     prob = make_problem(arch, task, prior, kappa)
     C_prior = lazy_kernel(prob, nl)
+    try:
+        np.linalg.cholesky(np.asarray(prob.K(C_prior)))
+    except np.linalg.LinAlgError:
+        raise ValueError(
+            "inputs: the prior covariance K(C) at the lazy kernel is singular: the inputs and their "
+            f"propagation through the network span fewer than n = T·P = {prob.n} directions (e.g. inputs "
+            "at many steps through a shared U with D close to P); use more input dimensions (D well "
+            "above P), fewer sequences, or add a bias (sigma_b > 0)"
+        ) from None
     if method == "exact":
         run = partial(_maximise, prob, tol=tol, max_iter=max_iter, inner=inner)
     else:
