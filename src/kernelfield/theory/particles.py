@@ -19,11 +19,17 @@ signals) does not: the particles' relaxation rate grows with the tilt.
 
 Implementation. ``num_particles`` trajectories take one BlackJAX MALA step per iteration
 (Metropolis-adjusted, so for frozen fields the stationary law is exactly the tilted ``q``) in
-coordinates whitened by the population covariance (a preconditioned flow; the step size is
-Langevin time). Fields are recomputed at every step. Burn-in ends when the means of consecutive
-windows stop drifting relative to their scatter; then window means are averaged (Polyak) until
-the largest entrywise standard error of ``C`` (batch means, relative to ``sqrt(C_ii C_jj)``)
-is below ``mc_tol``. The result is checked by an independent sampler
+coordinates whitened by the population covariance (a preconditioned flow; the step size
+is Langevin time). Fields are recomputed at every step. The step shrinks when proposals are
+rejected and is halved when the flow overshoots along a stiff collective direction (per-iteration
+summaries alternating, lag-1 autocorrelation below -0.5, in two windows in a row). Burn-in ends
+when the means of consecutive windows stop drifting relative to their scatter *and* the block
+traces ``tr C_ts`` over the later half of all burn-in windows show no significant linear trend
+(a horizon that grows with the run, so that a slow collective relaxation, invisible from one
+window to the next, is not mistaken for stationarity); then window means are averaged (Polyak)
+until the largest entrywise standard error of ``C`` (batch means, relative to
+``sqrt(C_ii C_jj)``) is below ``mc_tol`` and neither a Geweke test nor the trend test finds a
+drift over the averaging window. The result is checked by an independent sampler
 (:func:`kernelfield.tilted.tilted_moments`, ChEES-HMC chains at the final fields): the
 forward residual compares ``C`` with ``<φφᵀ>_q``, the backward one ``<hhᵀ>`` with the
 ``Σ`` that built ``Ct``, and ``log Z`` by thermodynamic integration gives
@@ -48,6 +54,7 @@ import blackjax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.stats
 from jax.scipy.linalg import cho_solve, solve_triangular
 from rich.progress import Progress
 
@@ -201,9 +208,11 @@ def _drifting(batches: list[np.ndarray], k: int = 3, threshold: float = 2.0) -> 
     return bool(np.sum(difference**2) > threshold * (2.0 / k) * scatter + 1e-30)
 
 
-def _oscillating(summaries: np.ndarray, threshold: float = -0.2) -> bool:
+def _oscillating(summaries: np.ndarray, threshold: float = -0.5) -> bool:
     """Whether a summary of the population alternates from one iteration to the next (lag-1
-    autocorrelation below ``threshold``; an overdamped flow gives positive values)."""
+    autocorrelation below ``threshold``; an overdamped flow gives positive values, a flow that
+    overshoots along a stiff collective direction values near -1, and stationary uncorrelated
+    summaries of a window of 20 iterations scatter by about ±0.22 around 0)."""
     x = summaries - summaries.mean(axis=0)
     rho = np.sum(x[1:] * x[:-1], axis=0) / np.maximum(np.sum(x**2, axis=0), 1e-300)
     return bool(np.min(rho) < threshold)
@@ -221,6 +230,48 @@ def _geweke_drift(batches: list[np.ndarray], threshold: float = 3.0) -> bool:
     rho = np.clip(np.sum(d[1:] * d[:-1]) / max(np.sum(d**2), 1e-300), 0.0, 0.9)
     expected *= (1 + rho) / (1 - rho)
     return bool(np.sum((a.mean(axis=0) - b.mean(axis=0)) ** 2) > threshold * expected + 1e-30)
+
+
+def block_traces(C: np.ndarray, T: int, P: int) -> np.ndarray:
+    """Traces of the ``T × T`` time blocks of ``C`` (upper triangle, flattened): linear summaries
+    of the kernel in which a collective drift (e.g. the slow relaxation of the late-time blocks on
+    a symmetry-broken branch) is not diluted by the noise of all ``n²`` entries."""
+    return np.einsum("tasa->ts", np.asarray(C).reshape(T, P, T, P))[np.triu_indices(T)]
+
+
+def _trend(x: np.ndarray, alpha: float = 0.01) -> float:
+    """Largest ``|t|`` statistic of the least-squares slopes of the columns of ``x`` (one row per
+    window, one column per summary) against the window index, over its critical value: the
+    two-sided Student-t quantile at ``alpha`` Bonferroni-corrected over the columns, so a value
+    above 1 means a significant trend. The residual variance is inflated by ``(1 + ρ)/(1 - ρ)``
+    with ρ the residuals' lag-1 autocorrelation, pooled over the columns and corrected for its
+    small-sample bias (``+ (2 + 4ρ)/N``, clipped to ``[0, 0.9]``). Columns without scatter
+    (summaries that vanish by symmetry) are left out."""
+    N = len(x)
+    k = np.arange(N, dtype=np.float64)
+    k -= k.mean()
+    slope = k @ (x - x.mean(axis=0)) / (k @ k)
+    resid = x - x.mean(axis=0) - np.outer(k, slope)
+    var = np.sum(resid**2, axis=0) / (N - 2)
+    live = var > 1e-24 * np.maximum(np.abs(x).max(axis=0), 1e-300) ** 2
+    if N < 4 or not np.any(live):
+        return 0.0
+    r = resid[:, live]
+    rho = np.sum(r[1:] * r[:-1]) / np.sum(r**2)
+    rho = float(np.clip(rho + (2 + 4 * rho) / N, 0.0, 0.9))
+    t = np.abs(slope[live]) / np.sqrt(var[live] * (1 + rho) / (1 - rho) / (k @ k))
+    critical = scipy.stats.t.ppf(1 - alpha / (2 * np.count_nonzero(live)), N - 2)
+    return float(np.max(t) / critical)
+
+
+def _trending(summaries: list[np.ndarray], min_windows: int = 6) -> bool:
+    """Whether the summaries of the later half of the windows so far still follow a linear trend
+    (:func:`_trend`). The horizon grows with the run, so a drift too slow to show from one window
+    to the next is still caught once it shows on the scale of the run itself, which is what the
+    final averages would be biased by. Fewer than ``2·min_windows`` windows count as trending."""
+    if len(summaries) < 2 * min_windows:
+        return True
+    return _trend(np.stack(summaries[len(summaries) // 2:])) > 1.0
 
 
 def _adapt(step_size: float, acceptance: float, largest: float) -> float:
@@ -261,7 +312,8 @@ def maximise_particles(prob: Problem, nl: Nonlinearity, K0: np.ndarray, free: np
     batch_Sig: list[np.ndarray] = []
     batch_mean: list[np.ndarray] = []
     rates: list[float] = []
-    burned_in, iterations = False, 0
+    burn_summary: list[np.ndarray] = []
+    burned_in, oscillating, iterations = False, False, 0
     step_size = largest_step = float(s.step_size)
     with Progress(transient=True, disable=not s.progress) as bar:
         task = bar.add_task(f"mean-field Langevin {label}".strip(), total=s.max_iter)
@@ -273,25 +325,30 @@ def maximise_particles(prob: Problem, nl: Nonlinearity, K0: np.ndarray, free: np
             iterations += s.window
             bar.update(task, advance=s.window)
             finite = bool(np.all(np.isfinite(C_w)) and np.all(np.isfinite(np.asarray(H))))
-            if not finite or _oscillating(np.asarray(summaries)):
+            oscillating, was_oscillating = finite and _oscillating(np.asarray(summaries)), oscillating
+            if not finite or (oscillating and was_oscillating):
                 # the explicit flow overshoots along a stiff direction (strong learning signals
-                # couple the fields tightly to the moments) or blew up: halve the step, go back to
-                # the last finite population and start the averages afresh
+                # couple the fields tightly to the moments; two windows in a row, so that neither
+                # a chance value of one window nor the decaying alternation left by a larger step
+                # counts) or blew up: halve the step, go back to the last finite population and
+                # start the averages afresh
                 if not finite:
                     H = H_before
                 step_size *= 0.5
                 largest_step = step_size
+                oscillating = False
                 if step_size < 1e-6:
                     break
                 burned_in = False
-                burn_C, burn_Sig, batch_C, batch_Sig, batch_mean = [], [], [], [], []
+                burn_C, burn_Sig, burn_summary, batch_C, batch_Sig, batch_mean = [], [], [], [], [], []
                 continue
             rates.append(rate)
             step_size = _adapt(step_size, rate, largest_step if not burned_in else step_size)
             if not burned_in:
                 burn_C.append(C_w)
                 burn_Sig.append(Sig_w)
-                burned_in = not _drifting(burn_C)
+                burn_summary.append(block_traces(C_w, prob.T, prob.P))
+                burned_in = not _drifting(burn_C) and not _trending(burn_summary)
                 continue
             batch_C.append(C_w)
             batch_Sig.append(Sig_w)
@@ -300,7 +357,8 @@ def maximise_particles(prob: Problem, nl: Nonlinearity, K0: np.ndarray, free: np
                 err = np.std(batch_C, axis=0, ddof=1) / np.sqrt(len(batch_C))
                 mc_error = _relative_error(err, np.mean(batch_C, axis=0))
                 if mc_error < s.mc_tol:
-                    if not _geweke_drift(batch_C):
+                    trend = _trend(np.stack([block_traces(c, prob.T, prob.P) for c in batch_C]))
+                    if not _geweke_drift(batch_C) and trend <= 1.0:
                         break
                     half = len(batch_C) // 2  # still drifting: the first half was burn-in
                     batch_C, batch_Sig, batch_mean = batch_C[half:], batch_Sig[half:], batch_mean[half:]
