@@ -196,20 +196,22 @@ def _low_rank_stage(lay, V: np.ndarray, classes: np.ndarray, max_iter: int, grow
     What is left (small components, or an innovation that is indefinite or of high rank) is
     left to the Newton stage."""
     C_in = lay.sweep(lay.K_in)
+    kernel = lambda V: C_in + lay.sweep(V @ V.T)  # noqa: E731  C = K + VVᵀ
+    n_classes = len(np.unique(lay.labels))
     iterations = 0
     while True:
         if V.shape[1]:
             support = (lay.labels[:, None] == classes[None, :]).astype(np.float64)
-            L = np.linalg.cholesky(lay.sweep(lay.K_in + V @ V.T) - V @ V.T)
+            L = np.linalg.cholesky(kernel(V) - V @ V.T)
             V, nit = _lbfgs_whitened(lay, C_in, V, support, L, min(round_iter, max_iter - iterations))
             iterations += nit
-        L = np.linalg.cholesky(lay.sweep(lay.K_in + V @ V.T) - V @ V.T)
+        L = np.linalg.cholesky(kernel(V) - V @ V.T)
         gD = low_rank_objective(lay, C_in, V if V.shape[1] else np.zeros((lay.n, 1)), 1.0)[2]
-        new, new_classes = _whitened_factors(lay, -gD, L, max(grow, V.shape[1] // len(np.unique(lay.labels))), threshold=grow_threshold)
+        new, new_classes = _whitened_factors(lay, -gD, L, max(grow, V.shape[1] // n_classes), grow_threshold)
         if not len(new_classes) or lay.n * (V.shape[1] + len(new_classes)) > max_params or iterations >= max_iter:
             break
         V, classes = np.hstack([V, new]), np.concatenate([classes, new_classes])
-    return C_in + lay.sweep(V @ V.T), iterations
+    return kernel(V), iterations
 
 
 def broken_factor(prob: Problem, C_sym: np.ndarray, rank: int | None = None):
@@ -221,25 +223,25 @@ def broken_factor(prob: Problem, C_sym: np.ndarray, rank: int | None = None):
     has the equal-time blocks ``d_t dₜᵀ`` of ``D_sym``'s leading part and cross-time blocks
     that correlate all steps; ``C = K + D`` is positive definite. Returns the layout, ``V`` and
     the class of each column. Used where the broken start leaves a time-local symmetric
-    solution (an endpoint task); ``V`` is ``None`` otherwise (a time-local broken start, or a
-    symmetric solution that is itself dense, as on sequential tasks, where the broken start
-    usually returns to it and plain Newton from :func:`broken_start` is faster)."""
+    solution (an endpoint task); ``None`` otherwise (a time-local broken start, or a symmetric
+    solution that is itself dense, as on sequential tasks, where the broken start usually
+    returns to it and plain Newton from :func:`broken_start` is faster)."""
     T, P = prob.T, prob.P
     lay = layout(prob, broken_start(prob, C_sym))
     if not isinstance(lay, DenseLayout) or not isinstance(layout(prob, C_sym), TimeLocalLayout):
-        return lay, None, None
+        return None
     C = lay.restrict(C_sym)
     blocks = (C - lay.K_in - lay.shift(C)).reshape(T, P, T, P)
+    eigen = [np.linalg.eigh(blocks[t, :, t, :]) for t in range(T)]
     if rank is None:
-        spectra = [np.linalg.eigvalsh(blocks[t, :, t, :]) for t in range(T)]
-        rank = min(P, 1 + max(int(np.sum(w > 1e-3 * max(w[-1], 1e-300))) for w in spectra))
+        rank = min(P, 1 + max(int(np.sum(w > 1e-3 * max(w[-1], 1e-300))) for w, _ in eigen))
     columns, classes = [], []
     for label in np.unique(lay.labels):
         steps = [t for t in range(T) if lay.labels[t * P] == label]
         for k in range(1, rank + 1):
             column, previous = np.zeros((T, P)), None
             for t in steps:
-                w, U = np.linalg.eigh(blocks[t, :, t, :])
+                w, U = eigen[t]
                 d = U[:, -k] * np.sqrt(max(w[-k], 0.0))
                 if previous is not None and d @ previous < 0:
                     d = -d
@@ -449,8 +451,8 @@ def solve(
         first = run(C_prior, init="prior")
         found = [first] if init != "broken" else []
         if init in ("auto", "broken"):
-            factor = broken_factor(prob, first.C) if method == "exact" else (None, None, None)
-            found.append(run(broken_start(prob, first.C) if factor[1] is None else factor, init="broken"))
+            factor = broken_factor(prob, first.C) if method == "exact" else None
+            found.append(run(broken_start(prob, first.C) if factor is None else factor, init="broken"))
     elif isinstance(init, str):
         raise ValueError(f"init: must be 'auto', 'prior', 'broken' or an (n, n) array, got {init!r}")
     else:
