@@ -315,7 +315,7 @@ def test_low_rank_stage_grows_its_rank():
     task, arch = _endpoint_patterns(8, 8), kf.Architecture.rnn(8)
     prob = make_problem(arch, task, kf.Prior(), 0.1)
     lay, V, classes = broken_factor(prob, kf.solve(arch, task, init="prior").C, rank=1)
-    C_grown, _ = _low_rank_stage(lay, V, classes, max_iter=5000)
-    C_fixed, _ = _low_rank_stage(lay, V, classes, max_iter=5000, grow_threshold=np.inf)
-    assert max(residuals(prob, C_grown)[:2]) < 1e-5
-    assert max(residuals(prob, C_fixed)[:2]) > 1e-3
+    grown, V_grown, _ = _low_rank_stage(lay, V, classes, max_iter=5000)
+    fixed, V_fixed, _ = _low_rank_stage(lay, V, classes, max_iter=5000, grow_threshold=np.inf)
+    assert max(residuals(prob, grown.kernel(V_grown))[:2]) < 1e-5
+    assert max(residuals(prob, fixed.kernel(V_fixed))[:2]) > 1e-3

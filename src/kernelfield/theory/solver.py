@@ -27,10 +27,13 @@ broken branch above the transition) is reached by Newton only after O(T) damped 
 dense ``O(n³)`` Hessian solve. There the innovation is nearly of low rank (``D = 2 C Ct K`` at
 the maximum; rank 2 to 1e-5 on endpoint tasks), so the broken start is built as a low-rank
 ``D = V Vᵀ`` (:func:`broken_factor`) and first maximised over ``V`` by L-BFGS
-(:func:`_low_rank_stage`: one Cholesky factorisation of ``K`` and ``O(n² r)`` work per step,
-no positive-definiteness constraint, the rank grown where the gradient asks for it); Newton's
-method then polishes the full ``D`` from there, so the answer is the same stationary point with
-the same residual test.
+(:func:`_low_rank_stage`; no positive-definiteness constraint; the rank grown where the gradient
+asks for it). Each step works on factors (:class:`.lowrank.FactoredInnovation`: the causal sweep
+of ``V Vᵀ`` is a sum of ``R`` rank-one congruences, ``R = r(T - 1)`` for an RNN, so ``K`` is
+``C_in`` plus a rank-``R`` term and Woodbury's identity needs no ``n × n`` factorisation, only
+triangular solves with ``R`` right-hand sides against the fixed Cholesky factor of ``C_in``).
+Where the stage ends with both residuals (in the same factored form) below ``tol``, that is the
+branch; otherwise Newton's method polishes the full ``D`` from there with the same test.
 
 Structure: ``D`` is restricted to the blocks of time steps that the iterates can reach from the
 start (:func:`.kernels.invariant_components`, within the components of the time-coupling
@@ -49,6 +52,7 @@ from functools import partial
 import numpy as np
 import scipy.linalg
 import scipy.optimize
+from threadpoolctl import threadpool_limits
 
 from ..compare import parity_flip
 from ..nonlinearities import get_nonlinearity
@@ -62,10 +66,10 @@ from .action import (
     forward_residual,
     hessian_vector,
     low_rank_objective,
-    residuals,
 )
 from .kernels import DenseLayout, Problem, TimeLocalLayout, layout, make_problem, sym
 from .lazy import lazy_kernel
+from .lowrank import FactoredInnovation
 from .particles import ParticleSettings, maximise_particles, time_symmetric_mask
 
 __all__ = ["solve", "predict", "Solution", "Branch", "ConvergenceWarning", "broken_start", "broken_factor"]
@@ -165,53 +169,67 @@ def _whitened_factors(lay, A, L, count: int, threshold: float):
     return np.array(columns).reshape(-1, lay.n).T, np.array(labels, dtype=int)
 
 
-def _lbfgs_whitened(lay, C_in, V, support, L, max_iter: int):
-    """Minimise ``F(V Vᵀ)`` by L-BFGS (SciPy) in the coordinates ``U = L⁻¹V``; returns ``V``
-    and the iterations taken."""
+def _lbfgs_whitened(objective: FactoredInnovation, V, support, L, max_iter: int, tol: float):
+    """Minimise ``F(V Vᵀ)`` by L-BFGS (SciPy) in the coordinates ``U = L⁻¹V``, stopped once the
+    backward residual (:meth:`.lowrank.FactoredInnovation.backward_residual`) is below ``tol``;
+    returns ``V``, the iterations taken and that residual."""
     shape = V.shape
+    residual = [np.inf]
 
-    def objective(u):
-        out = low_rank_objective(lay, C_in, L @ u.reshape(shape), support)
-        return (np.inf, np.zeros_like(u)) if out is None else (out[0], (L.T @ out[1]).ravel())
+    def value_and_gradient(u):
+        F, gV = objective(L @ u.reshape(shape))
+        return F, (L.T @ (gV * support)).ravel()
 
-    result = scipy.optimize.minimize(objective, scipy.linalg.solve_triangular(L, V, lower=True).ravel(), jac=True,
-                                     method="L-BFGS-B", options={"maxcor": 300, "ftol": 1e-15, "gtol": 1e-10,
-                                                                 "maxiter": max(max_iter, 1)})
-    return L @ result.x.reshape(shape), result.nit
+    def stop_when_stationary(intermediate_result):
+        residual[0] = objective.backward_residual(L @ intermediate_result.x.reshape(shape), below=tol)
+        if residual[0] < tol:
+            raise StopIteration
+
+    result = scipy.optimize.minimize(value_and_gradient, scipy.linalg.solve_triangular(L, V, lower=True).ravel(),
+                                     jac=True, method="L-BFGS-B", callback=stop_when_stationary,
+                                     options={"maxcor": 300, "ftol": 1e-15, "gtol": 1e-10, "maxiter": max(max_iter, 1)})
+    V = L @ result.x.reshape(shape)
+    return V, result.nit, objective.backward_residual(V, below=tol)
 
 
-def _low_rank_stage(lay, V: np.ndarray, classes: np.ndarray, max_iter: int, grow_threshold: float = 1e-3,
-                    grow: int = 2, max_params: int = 4096, round_iter: int = 300):
+def _low_rank_stage(lay, V: np.ndarray, classes: np.ndarray, max_iter: int, tol: float = 0.0,
+                    grow_threshold: float = 1e-3, grow: int = 2, max_params: int = 4096, round_iter: int = 300):
     """Quasi-Newton ascent of ``S`` over positive semidefinite low-rank innovations ``D = V Vᵀ``
-    (:func:`.action.low_rank_objective`), the fast first stage of :func:`_maximise` on dense
+    (:class:`.lowrank.FactoredInnovation`), the fast first stage of :func:`_maximise` on dense
     layouts, from the factor ``V`` (column k supported on the class ``classes[k]``). Returns
-    the kernel reached and the number of iterations.
+    the objective (:class:`.lowrank.FactoredInnovation`, which gives the kernel, residuals and
+    action at ``V``), the factor ``V`` reached and the number of iterations.
 
     L-BFGS (SciPy) in coordinates whitened by the start's ``K`` (``V = L_K U``, which absorbs
     most of the kernel's growth in time), at most ``round_iter`` steps a round (a rank too small
-    for the maximum makes L-BFGS crawl). Rank: once L-BFGS stops, columns are added along the
-    directions in which ``D`` should still grow (eigenvalues of ``L_Kᵀ(-∂F/∂D)L_K`` above
-    ``grow_threshold``; per class at most ``grow`` or the mean number of columns per class,
-    whichever is larger) and it is run again, while ``n·r <= max_params``.
+    for the maximum makes L-BFGS crawl), stopped once the backward residual is below ``tol / 2``
+    (the Newton stage then only checks both residuals). Rank: once L-BFGS stops short of that,
+    columns are added along the directions in which ``D`` should still grow (eigenvalues of
+    ``L_Kᵀ(-∂F/∂D)L_K`` above ``grow_threshold``; per class at most ``grow`` or the mean number
+    of columns per class, whichever is larger) and it is run again, while ``n·r <= max_params``.
     What is left (small components, or an innovation that is indefinite or of high rank) is
     left to the Newton stage."""
     C_in = lay.sweep(lay.K_in)
-    kernel = lambda V: C_in + lay.sweep(V @ V.T)  # noqa: E731  C = K + VVᵀ
+    objective = FactoredInnovation(lay, C_in)
     n_classes = len(np.unique(lay.labels))
     iterations = 0
     while True:
         if V.shape[1]:
             support = (lay.labels[:, None] == classes[None, :]).astype(np.float64)
-            L = np.linalg.cholesky(kernel(V) - V @ V.T)
-            V, nit = _lbfgs_whitened(lay, C_in, V, support, L, min(round_iter, max_iter - iterations))
+            Bp = objective.apply(V)
+            L = np.linalg.cholesky(C_in + Bp @ Bp.T)  # K = C_in + B₊B₊ᵀ
+            V, nit, residual = _lbfgs_whitened(objective, V, support, L, min(round_iter, max_iter - iterations),
+                                               0.5 * tol)
             iterations += nit
-        L = np.linalg.cholesky(kernel(V) - V @ V.T)
+            if residual < 0.5 * tol:
+                break
         gD = low_rank_objective(lay, C_in, V if V.shape[1] else np.zeros((lay.n, 1)), 1.0)[2]
+        L = np.linalg.cholesky(objective.kernel(V) - V @ V.T) if V.shape[1] else np.linalg.cholesky(C_in)
         new, new_classes = _whitened_factors(lay, -gD, L, max(grow, V.shape[1] // n_classes), grow_threshold)
         if not len(new_classes) or lay.n * (V.shape[1] + len(new_classes)) > max_params or iterations >= max_iter:
             break
         V, classes = np.hstack([V, new]), np.concatenate([classes, new_classes])
-    return kernel(V), iterations
+    return objective, V, iterations
 
 
 def broken_factor(prob: Problem, C_sym: np.ndarray, rank: int | None = None):
@@ -256,19 +274,29 @@ def _maximise(prob: Problem, C0, tol: float, max_iter: int, inner: int, init: st
     """Newton's method from the kernel ``C0`` (at most ``max_iter`` Newton steps of at most
     ``inner`` conjugate-gradient iterations each), stopped once both residuals are below ``tol``
     or when the line search finds no decrease. ``C0`` may also be the triple of
-    :func:`broken_factor`; Newton's method then starts where :func:`_low_rank_stage` ends, and
-    ``max_iter`` bounds both stages' iterations together.
+    :func:`broken_factor`: where :func:`_low_rank_stage` ends at a point whose two residuals
+    (in factored form, :meth:`.lowrank.FactoredInnovation.residuals`) are below ``tol``, that
+    point is the branch; otherwise Newton's method starts there. ``max_iter`` bounds both
+    stages' iterations together.
 
     The Newton system is solved to the relative accuracy ``eta = min(eta_max, √residual)``
     (superlinear convergence). ``eta_max`` is set by what a Hessian-vector product costs
     against a factorisation: for ``(T, P, P)`` stacks products are cheap and accurate Newton
     steps (``eta_max = 0.01``) save factorisations; for dense ``(n, n)`` matrices a product costs
     about as much as a factorisation and loose steps far from the maximum (``eta_max = 0.5``) are
-    cheaper. The residuals reported are those of :func:`.action.residuals` at the final kernel."""
+    cheaper. The residuals reported are those of :func:`.action.residuals`, at the final kernel."""
     iterations = 0
     if isinstance(C0, tuple):  # a low-rank innovation V on a dense layout (broken_factor)
         lay, V, classes = C0
-        C, iterations = _low_rank_stage(lay, V, classes, max_iter)
+        with threadpool_limits(limits=1, user_api="blas"):  # threads only slow its thin products down
+            objective, V, iterations = _low_rank_stage(lay, V, classes, max_iter, tol)
+        forward, backward = objective.residuals(V)
+        if max(forward, backward) < tol:  # stationary: no Newton step needed
+            gamma, energy = objective.parts(V)
+            return Branch(C=objective.kernel(V), Ct=objective.conjugate_kernel(V), S=-(gamma + energy),
+                          Gamma=gamma, E=energy, init=init, converged=True, residual_forward=float(forward),
+                          residual_backward=float(backward), iterations=iterations)
+        C = objective.kernel(V)
     else:
         C0 = np.asarray(C0, dtype=np.float64) * prob.block_mask()
         lay = layout(prob, C0)
@@ -277,21 +305,24 @@ def _maximise(prob: Problem, C0, tol: float, max_iter: int, inner: int, init: st
     x = evaluate(lay, C - lay.K_in - lay.shift(C))  # D = C - K(C)
     if x is None:
         raise ValueError("init: K(C) is not positive definite at the initial kernel")
+    stalled = False
     while True:
         d = derivatives(lay, x)
-        residual = backward_residual(x, d)
-        if (residual < tol and forward_residual(x, d) < tol) or iterations >= max_iter:
+        backward = backward_residual(x, d)
+        done = stalled or iterations >= max_iter
+        forward = forward_residual(x, d) if backward < tol or done else np.inf
+        if max(forward, backward) < tol or done:
             break
         g = lay.sweep_adjoint(d.G)
-        p = _newton_direction(lay, x, d, g, max_cg=inner, eta=min(eta_max, np.sqrt(residual)))
+        p = _newton_direction(lay, x, d, g, max_cg=inner, eta=min(eta_max, np.sqrt(backward)))
         trial = _line_search(lay, x, g, p)
         if trial is None or x.F - trial.F <= 8 * np.finfo(float).eps * abs(x.F):
+            stalled = True  # no decrease beyond rounding along the Newton direction
             x = x if trial is None else trial
-            break  # no decrease beyond rounding along the Newton direction: stalled
+            continue
         x = trial
         iterations += 1
-    C = lay.full(x.C)
-    forward, backward, Ct = residuals(prob, C)
+    C, Ct = lay.full(x.C), lay.full(d.Ct)
     return Branch(
         C=C,
         Ct=Ct,
@@ -300,8 +331,8 @@ def _maximise(prob: Problem, C0, tol: float, max_iter: int, inner: int, init: st
         E=x.energy,
         init=init,
         converged=bool(max(forward, backward) < tol),
-        residual_forward=forward,
-        residual_backward=backward,
+        residual_forward=float(forward),
+        residual_backward=float(backward),
         iterations=iterations,
     )
 

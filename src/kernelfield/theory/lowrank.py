@@ -1,0 +1,213 @@
+"""The action on a low-rank innovation ``D = V Vᵀ`` in factored form: ``O(n² R)`` work per
+evaluation and no ``n × n`` factorisation, for the low-rank stage of the exact solver
+(:func:`.solver._low_rank_stage`). :func:`.action.low_rank_objective` computes the same
+quantities with dense ``n × n`` matrices and is the reference it is tested against.
+
+The causal sweep as a sum of congruences. ``𝒮^k(X)_ts = m_k(t, s) X_{t-k,s-k}`` with the
+time-level mask ``m_k(t, s) = Π_{j<k} g²[W_{t-j} ≡ W_{s-j}]`` (zero where ``t < k`` or
+``s < k``), a Schur product of shifted positive semidefinite masks, so ``m_k = Σ_i λ_i e_i e_iᵀ``
+(eigendecomposition, ``T × T``; one term for an RNN) and
+
+    (I - 𝒮)⁻¹X = X + Σ_j O_j X O_jᵀ,    O_j = diag(√λ_i e_i ⊗ 1_P) Z^k   (j = (k, i), k >= 1),
+
+with ``Z`` the shift by one time step. For ``D = V Vᵀ`` (``V`` of shape ``(n, r)``) this gives
+
+    C = C_in + V Vᵀ + B₊B₊ᵀ,    K = C - D = C_in + B₊B₊ᵀ,    B₊ = [O_j V]_j  (n × R, R = r·#terms),
+
+with ``C_in = (I - 𝒮)⁻¹K_in`` factorised once (``C_in = L₀L₀ᵀ``). Woodbury's identity with the
+capacity matrix ``Q = I_R + Z₊ᵀZ₊`` (``Z₊ = L₀⁻¹B₊``) gives ``Y = K⁻¹V`` by triangular solves
+with ``R + r`` right-hand sides. Then, as in :mod:`.action`, with ``M = I_r + VᵀY``,
+
+    Gamma = ½[tr(VᵀY) - log det M],     E = ½ yᵀ(M_v ∘ C_SS + κI)⁻¹y = ½ yᵀa,
+    G = ∂F/∂C = ½ Y M⁻¹Yᵀ - ½ Σ_{j: k=1} (O_jᵀY)(O_jᵀY)ᵀ - ½ Σ_i μ_i [e_i ∘ a][e_i ∘ a]ᵀ_S
+
+(``M_v`` on ``S`` is ``Σ_i μ_i e_i e_iᵀ``), a sum of ``m`` signed rank-one terms
+``G = Σ s_l f_l f_lᵀ``, and
+
+    ∂F/∂V = 2 (I - 𝒮)⁻ᵀ(G) V = 2 [G V + Σ_j O_jᵀ G O_j V].
+
+The backward residual ``2‖C G C‖_F/‖C‖_F`` of :func:`.action.backward_residual` follows from
+``C f_l`` (``O(n² m)``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+
+__all__ = ["FactoredInnovation"]
+
+
+def _cho_solve(L, B):
+    return scipy.linalg.cho_solve((L, True), B, check_finite=False)
+
+
+def _psd_factors(mask: np.ndarray, rtol: float = 1e-12):
+    """Columns ``√λ e`` of a positive semidefinite matrix (eigenpairs with ``λ > rtol·λ_max``)."""
+    lam, E = np.linalg.eigh(0.5 * (mask + mask.T))
+    keep = lam > rtol * max(lam[-1], 0.0)
+    return E[:, keep] * np.sqrt(lam[keep])
+
+
+@dataclass(frozen=True)
+class _Evaluation:
+    """One point ``V``: ``B = [V, O_j V]``, ``G = f diag(s) fᵀ``, ``Gamma``, ``E`` and ``∂F/∂V``."""
+
+    V: np.ndarray
+    B: np.ndarray
+    f: np.ndarray
+    s: np.ndarray
+    gamma: float
+    energy: float
+    grad: np.ndarray
+
+
+class FactoredInnovation:
+    """``F = -S``, ``∂F/∂V`` and the backward residual at ``D = V Vᵀ`` on a dense layout
+    (module docstring). ``C_in`` is ``(I - 𝒮)⁻¹K_in`` in that layout."""
+
+    def __init__(self, lay, C_in: np.ndarray):
+        T, P = lay.T, lay.P
+        self.lay, self.T, self.P, self.n = lay, T, P, lay.n
+        self.C_in = C_in
+        self.L0 = np.linalg.cholesky(C_in)
+        self.C_in_norm2 = float(np.vdot(C_in, C_in))
+        # time operator of the terms j = (k, i), k >= 1: rows (j, t), column t - k, entry √λ_i e_i[t]
+        MW = lay.MW
+        rows, shift1 = [], []
+        m = np.ones((T, T))
+        for k in range(1, T):
+            m_next = np.zeros((T, T))
+            m_next[k:, k:] = MW[k:, k:] * m[k - 1:-1, k - 1:-1]
+            m = m_next
+            for w in _psd_factors(m).T:
+                A = np.zeros((T, T))
+                A[np.arange(k, T), np.arange(T - k)] = w[k:]
+                rows.append(A)
+                shift1.append(k == 1)
+        self.time_op = np.concatenate(rows) if rows else np.zeros((0, T))
+        self.n_terms = len(rows)
+        self.first_lag = np.array(shift1, dtype=bool)
+        readout = _psd_factors(lay.Mv_S)  # M_v on S = Σ μ e eᵀ
+        self.readout = readout
+        self.C_in_SS = C_in[np.ix_(lay.S, lay.S)]
+        self._last: _Evaluation | None = None
+
+    def apply(self, V):
+        """``[O_j V]_j`` as an ``(n, n_terms·r)`` array (term-major columns)."""
+        r = V.shape[1]
+        out = self.time_op @ V.reshape(self.T, self.P * r)  # (n_terms·T, P·r)
+        return out.reshape(self.n_terms, self.T, self.P, r).transpose(1, 2, 0, 3).reshape(self.n, self.n_terms * r)
+
+    def adjoint(self, H, r: int):
+        """``Σ_j O_jᵀ H_j`` for ``H = [H_j]_j`` of shape ``(n, n_terms·r)``."""
+        H = H.reshape(self.T, self.P, self.n_terms, r).transpose(2, 0, 1, 3).reshape(self.n_terms * self.T, self.P * r)
+        return (self.time_op.T @ H).reshape(self.n, r)
+
+    def __call__(self, V):
+        """``(F, ∂F/∂V)`` at ``D = V Vᵀ``."""
+        e = self._evaluate(V)
+        return e.gamma + e.energy, e.grad
+
+    def _evaluate(self, V) -> _Evaluation:
+        if self._last is not None and np.array_equal(self._last.V, V):
+            return self._last
+        lay, r = self.lay, V.shape[1]
+        Bp = self.apply(V)
+        B = np.hstack([V, Bp])
+        Z = scipy.linalg.solve_triangular(self.L0, B, lower=True, check_finite=False)
+        Zv, Zp = Z[:, :r], Z[:, r:]
+        Lq = np.linalg.cholesky(np.eye(Zp.shape[1]) + Zp.T @ Zp)
+        W = Zv - Zp @ _cho_solve(Lq, Zp.T @ Zv)  # (I + Z₊Z₊ᵀ)⁻¹ L₀⁻¹V
+        Y = scipy.linalg.solve_triangular(self.L0, W, lower=True, trans="T", check_finite=False)  # K⁻¹V
+        Lm = np.linalg.cholesky(np.eye(r) + Zv.T @ W)  # M = I + VᵀK⁻¹V
+        C_SS = self.C_in_SS + B[lay.S] @ B[lay.S].T
+        La = np.linalg.cholesky(lay.Mv_S * C_SS + lay.kappa * np.eye(len(lay.S)))
+        a = _cho_solve(La, lay.y)[:, 0]
+        gamma = 0.5 * (float(np.vdot(V, Y)) - 2.0 * float(np.sum(np.log(np.diag(Lm)))))
+        shift_terms = self._first_lag_adjoint(Y)
+        read = np.zeros((self.n, self.readout.shape[1]))
+        read[lay.S] = self.readout * a[:, None]
+        f = np.hstack([scipy.linalg.solve_triangular(Lm, Y.T, lower=True, check_finite=False).T, shift_terms, read])
+        s = np.concatenate([np.full(r, 0.5), np.full(shift_terms.shape[1] + read.shape[1], -0.5)])
+        grad = 2.0 * self.adjoint_sweep(f @ (s[:, None] * (f.T @ B)), r)
+        self._last = _Evaluation(V.copy(), B, f, s, gamma, 0.5 * float(lay.y[:, 0] @ a), grad)
+        return self._last
+
+    def adjoint_sweep(self, GB, r: int):
+        """``(I - 𝒮)⁻ᵀ(G) V = G V + Σ_j O_jᵀ G O_j V`` from ``GB = G [V, O_1 V, ...]``."""
+        return GB[:, :r] + self.adjoint(GB[:, r:], r)
+
+    def _first_lag_adjoint(self, Y):
+        """Columns ``O_jᵀ Y`` of the lag-1 terms: ``𝒮ᵀ(Y Yᵀ) = Σ (O_jᵀY)(O_jᵀY)ᵀ``."""
+        r = Y.shape[1]
+        ops = self.time_op.reshape(self.n_terms, self.T, self.T)[self.first_lag]  # (j1, T, T)
+        Y3 = Y.reshape(self.T, self.P * r)
+        out = np.einsum("jts,tq->jsq", ops, Y3)  # (j1, T, P·r)
+        return out.reshape(len(ops), self.T, self.P, r).transpose(1, 2, 0, 3).reshape(self.n, len(ops) * r)
+
+    def _norms(self, e: _Evaluation):
+        """``X = C f`` and ``‖C G C‖_F``, ``‖BᵀB‖_F²``."""
+        X = self.C_in @ e.f + e.B @ (e.B.T @ e.f)
+        H = X.T @ X
+        BtB = e.B.T @ e.B
+        return X, H, np.sqrt(max(float(np.sum(np.outer(e.s, e.s) * H * H)), 0.0)), float(np.vdot(BtB, BtB))
+
+    def _kernel_norm(self, e: _Evaluation, BBt2: float) -> float:
+        LB = self.L0.T @ e.B
+        return np.sqrt(self.C_in_norm2 + 2.0 * float(np.vdot(LB, LB)) + BBt2)
+
+    def backward_residual(self, V, below: float | None = None) -> float:
+        """``2‖C G C‖_F/‖C‖_F`` at ``D = V Vᵀ`` (:func:`.action.backward_residual`). With ``below``
+        given, an upper bound (from ``‖C‖_F² >= ‖C_in‖_F² + ‖BᵀB‖_F²``, ``C_in`` and ``BBᵀ`` being
+        positive semidefinite) is returned where it is already below ``below``, and a lower
+        bound where that is not (``‖C‖_F <= ‖C_in‖_F + ‖BᵀB‖_F``) and above ``below``: the exact
+        value is only computed where the comparison needs it."""
+        e = self._evaluate(V)
+        _, _, CGC, BBt2 = self._norms(e)
+        if below is not None:
+            upper = 2.0 * CGC / np.sqrt(self.C_in_norm2 + BBt2)
+            lower = 2.0 * CGC / (np.sqrt(self.C_in_norm2) + np.sqrt(BBt2))
+            if upper < below:
+                return upper
+            if lower >= below:
+                return lower
+        return 2.0 * CGC / self._kernel_norm(e, BBt2)
+
+    def residuals(self, V) -> tuple[float, float]:
+        """Forward and backward residuals (:func:`.action.residuals`) at ``D = V Vᵀ``. Forward:
+        with ``G = f diag(s) fᵀ``, ``K⁻¹ - 2Ct = C⁻¹ + 2G`` and by Woodbury
+        ``C - (C⁻¹ + 2G)⁻¹ = X N Xᵀ``, ``X = C f``, ``N = (½ diag(s)⁻¹ + fᵀX)⁻¹``, so its norm is
+        ``tr(N XᵀX N XᵀX)^½``; ``C⁻¹ + 2G`` is positive definite iff ``N⁻¹`` has exactly as many
+        negative eigenvalues as ``s`` has negative entries (Haynsworth's inertia additivity);
+        ``inf`` otherwise."""
+        e = self._evaluate(V)
+        X, H, CGC, BBt2 = self._norms(e)
+        norm = self._kernel_norm(e, BBt2)
+        Ninv = np.diag(0.5 / e.s) + e.f.T @ X
+        Ninv = 0.5 * (Ninv + Ninv.T)
+        mu = np.linalg.eigvalsh(Ninv)
+        scale = np.max(np.abs(mu))
+        if np.sum(mu < 0) != np.sum(e.s < 0) or np.min(np.abs(mu)) <= 1e-14 * scale:
+            return np.inf, 2.0 * CGC / norm
+        N = np.linalg.inv(Ninv)
+        NH = N @ H
+        return np.sqrt(max(float(np.sum(NH * NH.T)), 0.0)) / norm, 2.0 * CGC / norm
+
+    def kernel(self, V) -> np.ndarray:
+        """``C = C_in + B Bᵀ`` (``(n, n)``)."""
+        e = self._evaluate(V)
+        return self.C_in + e.B @ e.B.T
+
+    def conjugate_kernel(self, V) -> np.ndarray:
+        """``Ct = ½ 𝒮ᵀ(K⁻¹DK⁻¹) + ½ M_v ∘ [a aᵀ]_S``: the negative terms of ``G`` (``(n, n)``)."""
+        e = self._evaluate(V)
+        negative = e.f[:, e.s < 0]
+        return 0.5 * negative @ negative.T
+
+    def parts(self, V) -> tuple[float, float]:
+        """``(Gamma, E)`` at ``D = V Vᵀ``."""
+        e = self._evaluate(V)
+        return e.gamma, e.energy
