@@ -125,3 +125,43 @@ def test_trend_test_catches_slow_drifts_and_not_correlated_noise():
     x[:, 7] = 0.0  # a summary that vanishes by symmetry
     assert np.isfinite(_trend(x)) and _trend(np.zeros((20, 4))) == 0.0
     assert _trending(list(ar1(11)))  # too few windows: still burning in
+
+
+def test_step_halvings_keep_the_trend_history_and_are_undone(monkeypatch):
+    """The step control of :func:`maximise_particles` on a scripted flow (no sampling; window means
+    given directly, a drift of 10 noise standard deviations a window, accepted proposals 95 %): the
+    overshooting window 29 halves the step; the trend test then still sees the block traces of
+    every window before it (a halving used to clear them, so that on the erf RNN's broken branch at n = 128 burn-in ended
+    on short stretches of a slow drift, measured on a GPU: converged at tr C_77 = 10.2 while
+    100 000 iterations at a stable step reach 11.4), and after 25 quiet windows the largest
+    allowed step doubles back, so the step returns to 0.2."""
+    import jax.numpy as jnp
+
+    import kernelfield.theory.particles as pt
+    from kernelfield.nonlinearities import get_nonlinearity
+    from kernelfield.theory.kernels import make_problem
+
+    task = kf.tasks.endpoint_patterns(P=2, T=2, D=2, seed=0)
+    prob = make_problem(kf.Architecture.rnn(2), task, kf.Prior(), 0.1)
+    rng = np.random.default_rng(0)
+    steps, history = [], []
+
+    def scripted_window(key, H, step_size, *arrays, fn, zero_mean, length, P):
+        w = len(steps)
+        steps.append(float(step_size))
+        C = np.eye(prob.n) * (1.0 + 0.1 * w + 0.01 * rng.normal())
+        if w == 29:  # an overshooting window: alternating summaries
+            summaries = np.outer((-1.0) ** np.arange(length), [1.0, 1.0])
+        else:  # an overdamped one: a smooth relaxation
+            summaries = np.outer(np.exp(-np.arange(length) / 5.0), [1.0, 2.0])
+        return H, jnp.asarray(C), jnp.asarray(C), jnp.zeros(prob.n), 0.95, jnp.asarray(summaries)
+
+    trending = pt._trending
+    monkeypatch.setattr(pt, "_drifting", lambda batches: False)  # leave the decision to the trend test
+    monkeypatch.setattr(pt, "_trending", lambda s, min_windows=6: history.append(len(s)) or trending(s, min_windows))
+    monkeypatch.setattr(pt, "_window", scripted_window)
+    monkeypatch.setattr(pt, "_finish", lambda *args: None)
+    pt.maximise_particles(prob, get_nonlinearity("erf"), np.eye(prob.n), prob.block_mask(),
+                          pt.ParticleSettings(num_particles=16, max_iter=20 * 80, seed=0))
+    assert steps[29] == 0.2 and steps[30] == 0.1 and max(steps[30:55]) == 0.1 and steps[-1] == 0.2
+    assert history == list(range(1, 80))  # every window but the overshooting one, nothing cleared

@@ -22,11 +22,14 @@ Implementation. ``num_particles`` trajectories take one BlackJAX MALA step per i
 coordinates whitened by the population covariance (a preconditioned flow; the step size
 is Langevin time). Fields are recomputed at every step. The step shrinks when proposals are
 rejected and is halved when the flow overshoots along a stiff collective direction (per-iteration
-summaries alternating: lag-1 autocorrelation below -0.2 in a window). Burn-in ends
+summaries alternating: lag-1 autocorrelation below -0.2 in a window); a halving is undone after
+``recover_after`` quiet burn-in windows (single windows alternate by chance, and a step kept far
+below the stable one makes a slow drift look stationary). Burn-in ends
 when the means of consecutive windows stop drifting relative to their scatter *and* the block
-traces ``tr C_ts`` over the later half of all burn-in windows show no significant linear trend
-(a horizon that grows with the run, so that a slow collective relaxation, invisible from one
-window to the next, is not mistaken for stationarity); then window means are averaged (Polyak)
+traces ``tr C_ts`` over the later half of all windows so far show no significant linear trend
+(a horizon that grows with the run and survives step halvings, so that a slow collective
+relaxation, invisible from one window to the next, is not mistaken for stationarity: the erf
+RNN's broken branch at n = 128 relaxes over ~10⁵ iterations); then window means are averaged (Polyak)
 until the largest entrywise standard error of ``C`` (batch means, relative to
 ``sqrt(C_ii C_jj)``) is below ``mc_tol`` and neither a Geweke test nor the trend test finds a
 drift over the averaging window. The result is checked by an independent sampler
@@ -72,7 +75,9 @@ class ParticleSettings:
     mc_tol: stop averaging when the largest entrywise relative standard error of ``C`` is below
     it; min_batches: batches averaged at least; max_iter: iterations in all (burn-in included);
     seed: everything random derives from it; progress: show a rich progress bar;
-    check_samples: samples per chain of the independent check (64 chains)."""
+    check_samples: samples per chain of the independent check (64 chains); recover_after: burn-in
+    windows without an overshoot after which the largest allowed step doubles again (up to
+    ``step_size``) when it was halved."""
 
     num_particles: int = 4096
     step_size: float = 0.2
@@ -83,10 +88,11 @@ class ParticleSettings:
     seed: int = 0
     progress: bool = False
     check_samples: int = 500
+    recover_after: int = 25
 
     def __post_init__(self):
         for name, minimum in (("num_particles", 16), ("window", 2), ("min_batches", 2), ("max_iter", 1),
-                              ("seed", 0), ("check_samples", 2)):
+                              ("seed", 0), ("check_samples", 2), ("recover_after", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
                 raise ValueError(f"{name}: must be an integer >= {minimum}, got {value!r}")
@@ -313,9 +319,10 @@ def maximise_particles(prob: Problem, nl: Nonlinearity, K0: np.ndarray, free: np
     batch_Sig: list[np.ndarray] = []
     batch_mean: list[np.ndarray] = []
     rates: list[float] = []
-    burn_summary: list[np.ndarray] = []
+    history: list[np.ndarray] = []  # block traces of every window but the overshooting ones
     burned_in, iterations = False, 0
     step_size = largest_step = float(s.step_size)
+    quiet = 0  # windows since the step was last halved
     with Progress(transient=True, disable=not s.progress) as bar:
         task = bar.add_task(f"mean-field Langevin {label}".strip(), total=s.max_iter)
         while iterations + s.window <= s.max_iter:
@@ -329,23 +336,32 @@ def maximise_particles(prob: Problem, nl: Nonlinearity, K0: np.ndarray, free: np
             if not finite or _oscillating(np.asarray(summaries)):
                 # the explicit flow overshoots along a stiff direction (strong learning signals
                 # couple the fields tightly to the moments) or blew up: halve the step, go back to
-                # the last finite population and start the averages afresh
+                # the last finite population and start the averages afresh. The block traces of
+                # the windows so far are kept: the trend test must see the whole run, or a slow
+                # collective drift passes unseen in the short stretches between halvings
                 if not finite:
                     H = H_before
                 step_size *= 0.5
-                largest_step = step_size
+                largest_step, quiet = step_size, 0
                 if step_size < 1e-6:
                     break
                 burned_in = False
-                burn_C, burn_Sig, burn_summary, batch_C, batch_Sig, batch_mean = [], [], [], [], [], []
+                burn_C, burn_Sig, batch_C, batch_Sig, batch_mean = [], [], [], [], []
                 continue
             rates.append(rate)
+            quiet += 1
+            if not burned_in and quiet >= s.recover_after and largest_step < s.step_size:
+                # a halving is not permanent: single windows alternate by chance, and a step kept
+                # far below the stable one slows the collective relaxation until a drift no
+                # longer shows against the noise (burn-in would then end on a point that is
+                # not stationary); a step that really overshoots is halved again
+                largest_step, quiet = min(2.0 * largest_step, s.step_size), 0
             step_size = _adapt(step_size, rate, largest_step if not burned_in else step_size)
+            history.append(block_traces(C_w, prob.T, prob.P))
             if not burned_in:
                 burn_C.append(C_w)
                 burn_Sig.append(Sig_w)
-                burn_summary.append(block_traces(C_w, prob.T, prob.P))
-                burned_in = not _drifting(burn_C) and not _trending(burn_summary)
+                burned_in = not _drifting(burn_C) and not _trending(history)
                 continue
             batch_C.append(C_w)
             batch_Sig.append(Sig_w)
