@@ -65,8 +65,9 @@ class _Evaluation:
 
 
 class FactoredInnovation:
-    """``F = -S``, ``∂F/∂V`` and the backward residual at ``D = V Vᵀ`` on a dense layout
-    (module docstring). ``C_in`` is ``(I - 𝒮)⁻¹K_in`` in that layout."""
+    """``F = -S`` and ``∂F/∂V`` at ``D = V Vᵀ`` on a dense layout, and there the kernel, the
+    conjugate kernel and both stationarity residuals (module docstring). ``C_in`` is
+    ``(I - 𝒮)⁻¹K_in`` in that layout. The last point evaluated is cached."""
 
     def __init__(self, lay, C_in: np.ndarray):
         T, P = lay.T, lay.P
@@ -90,8 +91,7 @@ class FactoredInnovation:
         self.time_op = np.concatenate(rows) if rows else np.zeros((0, T))
         self.n_terms = len(rows)
         self.first_lag = np.array(shift1, dtype=bool)
-        readout = _psd_factors(lay.Mv_S)  # M_v on S = Σ μ e eᵀ
-        self.readout = readout
+        self.readout = _psd_factors(lay.Mv_S)  # M_v on S = Σ μ e eᵀ
         self.C_in_SS = C_in[np.ix_(lay.S, lay.S)]
         self._last: _Evaluation | None = None
 
