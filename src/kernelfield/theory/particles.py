@@ -370,7 +370,7 @@ def maximise_particles(prob: Problem, nl: Nonlinearity, K0: np.ndarray, free: np
                 err = np.std(batch_C, axis=0, ddof=1) / np.sqrt(len(batch_C))
                 mc_error = _relative_error(err, np.mean(batch_C, axis=0))
                 if mc_error < s.mc_tol:
-                    trend = _trend(np.stack([block_traces(c, prob.T, prob.P) for c in batch_C]))
+                    trend = _trend(np.stack(history[-len(batch_C):]))  # the averaged windows' block traces
                     if not _geweke_drift(batch_C) and trend <= 1.0:
                         break
                     half = len(batch_C) // 2  # still drifting: the first half was burn-in
