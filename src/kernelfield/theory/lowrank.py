@@ -37,6 +37,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
+from .action import _logdet
+
 __all__ = ["FactoredInnovation"]
 
 
@@ -126,7 +128,7 @@ class FactoredInnovation:
         C_SS = self.C_in_SS + B[lay.S] @ B[lay.S].T
         La = np.linalg.cholesky(lay.Mv_S * C_SS + lay.kappa * np.eye(len(lay.S)))
         a = _cho_solve(La, lay.y)[:, 0]
-        gamma = 0.5 * (float(np.vdot(V, Y)) - 2.0 * float(np.sum(np.log(np.diag(Lm)))))
+        gamma = 0.5 * (float(np.vdot(V, Y)) - _logdet(Lm))
         shift_terms = self._first_lag_adjoint(Y)
         read = np.zeros((self.n, self.readout.shape[1]))
         read[lay.S] = self.readout * a[:, None]
@@ -195,6 +197,11 @@ class FactoredInnovation:
         N = np.linalg.inv(Ninv)
         NH = N @ H
         return np.sqrt(max(float(np.sum(NH * NH.T)), 0.0)) / norm, 2.0 * CGC / norm
+
+    def prior_covariance(self, V) -> np.ndarray:
+        """``K = C - D = C_in + B₊B₊ᵀ`` (``(n, n)``)."""
+        Bp = self.apply(V)
+        return self.C_in + Bp @ Bp.T
 
     def kernel(self, V) -> np.ndarray:
         """``C = C_in + B Bᵀ`` (``(n, n)``)."""

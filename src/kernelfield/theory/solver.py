@@ -174,15 +174,13 @@ def _lbfgs_whitened(objective: FactoredInnovation, V, support, L, max_iter: int,
     backward residual (:meth:`.lowrank.FactoredInnovation.backward_residual`) is below ``tol``;
     returns ``V``, the iterations taken and that residual."""
     shape = V.shape
-    residual = [np.inf]
 
     def value_and_gradient(u):
         F, gV = objective(L @ u.reshape(shape))
         return F, (L.T @ (gV * support)).ravel()
 
     def stop_when_stationary(intermediate_result):
-        residual[0] = objective.backward_residual(L @ intermediate_result.x.reshape(shape), below=tol)
-        if residual[0] < tol:
+        if objective.backward_residual(L @ intermediate_result.x.reshape(shape), below=tol) < tol:
             raise StopIteration
 
     result = scipy.optimize.minimize(value_and_gradient, scipy.linalg.solve_triangular(L, V, lower=True).ravel(),
@@ -216,15 +214,14 @@ def _low_rank_stage(lay, V: np.ndarray, classes: np.ndarray, max_iter: int, tol:
     while True:
         if V.shape[1]:
             support = (lay.labels[:, None] == classes[None, :]).astype(np.float64)
-            Bp = objective.apply(V)
-            L = np.linalg.cholesky(C_in + Bp @ Bp.T)  # K = C_in + B₊B₊ᵀ
+            L = np.linalg.cholesky(objective.prior_covariance(V))
             V, nit, residual = _lbfgs_whitened(objective, V, support, L, min(round_iter, max_iter - iterations),
                                                0.5 * tol)
             iterations += nit
             if residual < 0.5 * tol:
                 break
         gD = low_rank_objective(lay, C_in, V if V.shape[1] else np.zeros((lay.n, 1)), 1.0)[2]
-        L = np.linalg.cholesky(objective.kernel(V) - V @ V.T) if V.shape[1] else np.linalg.cholesky(C_in)
+        L = np.linalg.cholesky(objective.prior_covariance(V) if V.shape[1] else C_in)
         new, new_classes = _whitened_factors(lay, -gD, L, max(grow, V.shape[1] // n_classes), grow_threshold)
         if not len(new_classes) or lay.n * (V.shape[1] + len(new_classes)) > max_params or iterations >= max_iter:
             break
