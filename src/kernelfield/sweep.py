@@ -901,8 +901,12 @@ def run(sweep, store, *, scheduler: str | None = None, workers: int | None = Non
 
     computed, failures = 0, {}
     previous_handler = None
+    received: list[int] = []  # signals seen: the handler's exception is lost when Python runs the
+    # handler inside a weakref callback or finaliser (it prints "Exception ignored"), so the loop
+    # also stops at the next finished point
     if threading.current_thread() is threading.main_thread():
         def interrupt(signum, frame):
+            received.append(signum)
             raise SweepInterrupted(signum)
 
         previous_handler = signal.signal(signal.SIGTERM, interrupt)
@@ -918,6 +922,8 @@ def run(sweep, store, *, scheduler: str | None = None, workers: int | None = Non
                 else:
                     failures[job["key"]] = record["error"]
                 bar.update(task, advance=1, counts=counts())
+                if received:
+                    raise SweepInterrupted(received[0])
     except KeyboardInterrupt as e:
         stop = e if isinstance(e, SweepInterrupted) else SweepInterrupted(signal.SIGINT)
         stop.finished, stop.total = len(done) + computed, len(sweep.points)
