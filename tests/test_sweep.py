@@ -265,6 +265,22 @@ def test_sigterm_whose_exception_python_swallows_still_stops_the_sweep(tmp_path,
     assert len(list((tmp_path / "points").glob("*.nc"))) == 1
 
 
+def test_sigterm_between_writing_and_counting_a_point_reports_the_store(tmp_path, monkeypatch):
+    """The signal can land after a point's file is written and before the loop counts it (seen in
+    CI: 2 files, "1 of 12 points are finished"); the count comes from the store."""
+    store_record = kf.sweep._store_record
+
+    def store_then_signal(*args):
+        store_record(*args)
+        raise SweepInterrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(kf.sweep, "_store_record", store_then_signal)
+    with pytest.raises(SweepInterrupted) as stopped:
+        kf.sweep.run(endpoint_sweep(), tmp_path, workers=0, progress=False)
+    assert (stopped.value.finished, stopped.value.total) == (1, 4)
+    assert len(list((tmp_path / "points").glob("*.nc"))) == 1
+
+
 def test_report_writes_html_markdown_and_figures(endpoint_store, tmp_path):
     html = write_report([endpoint_store], tmp_path)
     text = html.read_text()

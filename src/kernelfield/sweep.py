@@ -926,7 +926,9 @@ def run(sweep, store, *, scheduler: str | None = None, workers: int | None = Non
                     raise SweepInterrupted(received[0])
     except KeyboardInterrupt as e:
         stop = e if isinstance(e, SweepInterrupted) else SweepInterrupted(signal.SIGINT)
-        stop.finished, stop.total = len(done) + computed, len(sweep.points)
+        # counted on disk: the signal may land between a point's file being written and ``computed += 1``
+        stop.finished = sum(_point_path(store, p.key).is_file() for p in sweep.points)
+        stop.total = len(sweep.points)
         raise stop from None
     finally:
         if previous_handler is not None:
