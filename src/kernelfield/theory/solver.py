@@ -221,7 +221,7 @@ def _low_rank_stage(lay, V: np.ndarray, classes: np.ndarray, max_iter: int, tol:
             if residual < 0.5 * tol:
                 break
         gD = low_rank_objective(lay, C_in, V if V.shape[1] else np.zeros((lay.n, 1)), 1.0)[2]
-        L = np.linalg.cholesky(objective.prior_covariance(V) if V.shape[1] else C_in)
+        L = np.linalg.cholesky(objective.prior_covariance(V))  # C_in when V has no columns
         new, new_classes = _whitened_factors(lay, -gD, L, max(grow, V.shape[1] // n_classes), grow_threshold)
         if not len(new_classes) or lay.n * (V.shape[1] + len(new_classes)) > max_params or iterations >= max_iter:
             break
