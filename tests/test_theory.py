@@ -1,5 +1,6 @@
 """The linear theory against closed forms, brute force and its own structural guarantees."""
 
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -145,6 +146,27 @@ def test_non_convergence_is_reported(sequential):
     with pytest.warns(kf.ConvergenceWarning, match="residual"):
         sol = kf.solve(kf.Architecture.rnn(4), sequential, max_iter=2, inner=2, init="prior")
     assert not sol.converged and sol.residual > 1e-6
+
+
+def test_a_start_that_did_not_converge_leaves_the_solution_unconverged(monkeypatch):
+    """A start that did not converge has an S that is not its branch's (the particle solver's
+    broken start at T = 16, P = 8 blew up to S = -inf while the prior start converged), so the
+    dominant branch found is not known to be the maximiser: sol.converged is False and the
+    warning names the start. Here the broken start (the true dominant branch, S -1.740 against
+    -1.785) is made to report no convergence and a lower S."""
+    import kernelfield.theory.solver as solver
+
+    real = solver._maximise
+
+    def broken_start_fails(prob, C0, tol, max_iter, inner, init):
+        branch = real(prob, C0, tol=tol, max_iter=max_iter, inner=inner, init=init)
+        return dataclasses.replace(branch, converged=False, S=branch.S - 1.0) if init == "broken" else branch
+
+    monkeypatch.setattr(solver, "_maximise", broken_start_fails)
+    with pytest.warns(kf.ConvergenceWarning, match="the 'broken' start .* did not"):
+        sol = kf.solve(kf.Architecture.rnn(3), endpoint_task(scale=1.0), init="auto")
+    assert sol.best.init == "prior" and sol.best.converged
+    assert not sol.converged and [b.converged for b in sol.branches] == [True, False]
 
 
 def test_predictive_formula_and_new_sequences(sequential):

@@ -76,7 +76,8 @@ __all__ = ["solve", "predict", "Solution", "Branch", "ConvergenceWarning", "brok
 
 
 class ConvergenceWarning(UserWarning):
-    """The solver stopped before both stationarity residuals fell below ``tol``."""
+    """A start of the solver (the dominant branch's or another) stopped before both stationarity
+    residuals fell below ``tol``."""
 
 
 @dataclass(frozen=True)
@@ -377,7 +378,14 @@ class Solution:
     C = property(lambda self: self.best.C, doc="trained kernel (dominant branch)")
     Ct = property(lambda self: self.best.Ct, doc="conjugate kernel from the backward equation")
     S = property(lambda self: self.best.S, doc="action of the dominant branch")
-    converged = property(lambda self: self.best.converged)
+
+    @property
+    def converged(self) -> bool:
+        """Every start converged. Only then is the dominant branch the largest-``S`` stationary
+        point found: a start that did not converge has an ``S`` that is not its branch's (for the
+        particle solver it may even have blown up), so a branch with larger ``S`` may hide behind it."""
+        return all(b.converged for b in self.branches)
+
     residual = property(lambda self: self.best.residual, doc="max of the two stationarity residuals")
 
     @property
@@ -438,8 +446,9 @@ def solve(
     :func:`broken_factor`) and keeps every distinct branch; ``"prior"`` or ``"broken"`` uses one
     start; an ``(n, n)`` array is used as the start. The returned solution is the branch with the
     largest ``S``. A branch is converged when both stationarity residuals are below ``tol`` (for
-    the particle solver: below ``tol`` or within 3 Monte Carlo standard errors of zero). A
-    ``ConvergenceWarning`` (with the residual) is issued when the dominant one did not converge.
+    the particle solver: below ``tol`` or within 3 Monte Carlo standard errors of zero); the
+    solution is converged when every branch is. A ``ConvergenceWarning`` (with the residual) is
+    issued when the dominant branch or any other start did not converge.
     """
     nl = get_nonlinearity(phi)
     if method not in ("auto", "exact", "particles"):
@@ -499,11 +508,21 @@ def solve(
             branches.append(b)
     branches.sort(key=lambda b: -b.S)
     sol = Solution(arch, task, prior, nl.name, float(kappa), tuple(branches), prob, time.perf_counter() - started)
-    if not sol.converged:
+    if not sol.best.converged:
         warnings.warn(
             f"solve: did not converge (residual {sol.residual:.2e} > tol {tol:.1e}) after "
             f"{sol.best.iterations} {'Newton steps' if method == 'exact' else 'particle iterations'} "
             f"(max_iter={max_iter}); check sol.converged / sol.residual",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    elif not sol.converged:
+        failed = ", ".join(f"the {b.init!r} start (residual {b.residual:.2e}, S {b.S:.4g}, {b.iterations} iterations)"
+                           for b in sol.branches if not b.converged)
+        warnings.warn(
+            f"solve: the dominant branch converged but {failed} did not (max_iter={max_iter}): that "
+            "branch's action is unknown, so a branch with larger S may exist and sol.converged is "
+            "False; raise max_iter or solve that start alone (init=...)",
             ConvergenceWarning,
             stacklevel=2,
         )
