@@ -80,6 +80,27 @@ def test_too_few_iterations_warn_with_the_residual():
     assert not sol.converged and sol.best.iterations <= 40
 
 
+def test_a_run_that_ends_just_after_a_step_halving_reports_its_last_windows(monkeypatch):
+    """A step halving clears the averages. If max_iter ends the run right then, the branch reports
+    its last finite windows, not converged, instead of NaN with S = -inf ("not a solution"). That
+    NaN hid the erf RNN's broken start at T = 16 (n = 64 and 128) behind the symmetric branch."""
+    import kernelfield.theory.particles as particles
+
+    real, calls = particles._oscillating, []
+
+    def halve_at_the_last_window(summaries, *args, **kwargs):
+        calls.append(1)
+        return len(calls) == 5 or real(summaries, *args, **kwargs)
+
+    monkeypatch.setattr(particles, "_oscillating", halve_at_the_last_window)
+    task = endpoint_task(P=2, T=2, D=3, scale=1.0)
+    with pytest.warns(kf.ConvergenceWarning, match="residual"):
+        sol = kf.solve(kf.Architecture.rnn(2), task, phi="erf", init="prior", max_iter=100, **FAST)
+    b = sol.best
+    assert len(calls) == 5 and b.iterations == 100 and not b.converged
+    assert np.all(np.isfinite(b.C)) and np.isfinite(b.S) and np.isfinite(b.residual)
+
+
 def test_bad_solver_arguments():
     task = endpoint_task(P=2, T=2, D=3)
     arch = kf.Architecture.rnn(2)

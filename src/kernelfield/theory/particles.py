@@ -320,6 +320,7 @@ def maximise_particles(prob: Problem, nl: Nonlinearity, K0: np.ndarray, free: np
     batch_mean: list[np.ndarray] = []
     rates: list[float] = []
     history: list[np.ndarray] = []  # block traces of every window but the overshooting ones
+    last_finite: list[tuple] = []  # (C, Σ, <φ>) of the last two finite windows, overshooting ones included
     burned_in, iterations = False, 0
     step_size = largest_step = float(s.step_size)
     quiet = 0  # windows since the step was last halved
@@ -333,6 +334,8 @@ def maximise_particles(prob: Problem, nl: Nonlinearity, K0: np.ndarray, free: np
             iterations += s.window
             bar.update(task, advance=s.window)
             finite = bool(np.all(np.isfinite(C_w)) and np.all(np.isfinite(np.asarray(H))))
+            if finite:
+                last_finite = [*last_finite[-1:], (C_w, Sig_w, np.asarray(mean_w))]
             if not finite or _oscillating(np.asarray(summaries)):
                 # the explicit flow overshoots along a stiff direction (strong learning signals
                 # couple the fields tightly to the moments) or blew up: halve the step, go back to
@@ -377,9 +380,11 @@ def maximise_particles(prob: Problem, nl: Nonlinearity, K0: np.ndarray, free: np
                     batch_C, batch_Sig, batch_mean = batch_C[half:], batch_Sig[half:], batch_mean[half:]
     if len(batch_C) < 2:  # burn-in never ended (or the run blew up): report what the last windows say
         batch_C, batch_Sig = (burn_C + batch_C)[-2:], (burn_Sig + batch_Sig)[-2:]
-        if not batch_C:
+        batch_mean = [last_finite[-1][2]] if last_finite else [np.asarray(mean_w)]
+        if len(batch_C) < 2 and last_finite:  # the run ended just after a step halving cleared the averages
+            batch_C, batch_Sig, batch_mean = (list(x) for x in zip(*last_finite))
+        if not batch_C:  # no finite window at all
             batch_C = batch_Sig = [np.full((prob.n, prob.n), np.nan)] * 2
-        batch_mean = [np.asarray(mean_w)]
     C = np.mean(batch_C, axis=0)
     C_err = np.std(batch_C, axis=0, ddof=1) / np.sqrt(len(batch_C))
     Sigma, mean = np.mean(batch_Sig, axis=0), np.mean(batch_mean, axis=0)
