@@ -150,7 +150,7 @@ def test_non_convergence_is_reported(sequential):
 
 def test_a_start_that_did_not_converge_leaves_the_solution_unconverged(monkeypatch):
     """A start that did not converge has an S that is not its branch's (the particle solver's
-    broken start at T = 16, P = 8 blew up to S = -inf while the prior start converged), so the
+    broken start at T = 16, P = 8 came back as NaN, S = -inf, while the prior start converged), so the
     dominant branch found is not known to be the maximiser: sol.converged is False and the
     warning names the start. Here the broken start (the true dominant branch, S -1.740 against
     -1.785) is made to report no convergence and a lower S."""

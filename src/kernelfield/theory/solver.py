@@ -383,7 +383,7 @@ class Solution:
     def converged(self) -> bool:
         """Every start converged. Only then is the dominant branch the largest-``S`` stationary
         point found: a start that did not converge has an ``S`` that is not its branch's (for the
-        particle solver it may even have blown up), so a branch with larger ``S`` may hide behind it."""
+        particle solver it may not even be finite), so a branch with larger ``S`` may hide behind it."""
         return all(b.converged for b in self.branches)
 
     residual = property(lambda self: self.best.residual, doc="max of the two stationarity residuals")
