@@ -44,6 +44,28 @@ def test_defaults_and_other_kinds():
     assert custom.build_architecture().U_groups == (0, 1)
 
 
+@pytest.mark.parametrize("kind, expected", [
+    ("tied_every_2", kf.Architecture.tied_every(4, 2)),
+    ("tied_every:2", kf.Architecture.tied_every(4, 2)),
+    ("share_vU", kf.Architecture(4, [0, 1, 2, 3], [0] * 4, [0, 1, 2, 3], [0] * 4, name="share_Uv")),
+])
+def test_architecture_kind_takes_every_name(kind, expected):
+    """[architecture] kind is any name of Architecture.from_name; the built name is the canonical one."""
+    arch = parse_config({"architecture": {"kind": kind, "T": 4},
+                         "task": {"generator": "integration", "P": 2, "D": 2}}).build_architecture()
+    assert arch == expected and arch.name == expected.name
+
+
+def test_phase_architectures_take_every_name():
+    cfg = parse_config({**copy.deepcopy(BASE), "phase": {"architectures": ["rnn", "tied_every_2", "tied_every:3",
+                                                                           "share_vU"]}})
+    built = cfg.phase.build_architectures(4)
+    assert [a.name for a in built] == ["rnn", "tied_every_2", "tied_every_3", "share_Uv"]
+    assert built[2] == kf.Architecture.tied_every(4, 3)
+    with pytest.raises(ConfigError, match=r"phase\.architectures: unknown architecture 'tied_every_0'"):
+        parse_config({**copy.deepcopy(BASE), "phase": {"architectures": ["rnn", "tied_every_0"]}})
+
+
 BASE = tomllib.loads((EXAMPLES / "linear_rnn_endpoint.toml").read_text())
 
 
@@ -65,7 +87,9 @@ def _pop(section, key=None):
 @pytest.mark.parametrize(
     "modify, expected",
     [
-        (_set("architecture", kind="lstm"), r"architecture\.kind: .*'rnn', 'dnn', 'tied_every' or 'custom'"),
+        (_set("architecture", kind="lstm"),
+         r"architecture\.kind: unknown architecture 'lstm'; allowed: 'rnn', 'dnn', 'tied_every_K'.*'share_<families>'.*'custom'"),
+        (_set("architecture", kind="share_Xv"), r"architecture\.kind: unknown architecture 'share_Xv'"),
         (_set("architecture", T=0), r"architecture\.T: .*greater than or equal to 1"),
         (_set("architecture", T="four"), r"architecture\.T: .*integer"),
         (_set("architecture", kind="tied_every"), r"architecture\.k: required when kind = 'tied_every'"),

@@ -75,6 +75,63 @@ class Architecture:
         W = [max(t - 1, 0) // k for t in steps]  # W_t for t >= 1 maps step t-1 -> t
         return cls(T, W, steps, steps, steps, name=f"tied_every_{k}")
 
+    #: The forms :meth:`from_name` accepts, for error messages.
+    NAME_FORMS = ("'rnn', 'dnn', 'tied_every_K' (K >= 1), 'share_<families>' (families from W, U, b, v, "
+                  "each at most once, e.g. 'share_Uv'), or the older 'tied_every:K' and "
+                  "{ kind = 'tied_every', k = K }")
+
+    @classmethod
+    def from_name(cls, name, T: int, *, field: str = "architecture") -> "Architecture":
+        """The architecture called ``name``, with ``T`` steps; the one grammar for naming one.
+
+        ``"rnn"``, ``"dnn"``, ``"tied_every_K"`` (:meth:`tied_every` with ``k = K``) or
+        ``"share_<families>"`` (the listed families shared across all steps, the others untied:
+        ``"share_Uv"`` shares only ``U`` and ``v``; ``"share_WUbv"`` is the RNN). Older spellings:
+        ``"tied_every:K"`` and a table ``{"kind": ..., "k": K}`` (``k`` only with
+        ``kind = "tied_every"``; ``kind`` may be any name above). The result's ``name`` is the
+        canonical spelling (``tied_every_K``; ``share_`` with families in the order W, U, b, v).
+        ``field`` names the setting in the ``ValueError`` raised for anything else (``""``: none).
+        """
+        if isinstance(name, dict):
+            return cls._from_table(name, T, field)
+        where = f"{field}: " if field else ""
+        if not isinstance(name, str):
+            raise ValueError(f"{where}expected an architecture name, got {name!r}; allowed: {cls.NAME_FORMS}")
+        if name == "rnn":
+            return cls.rnn(T)
+        if name == "dnn":
+            return cls.dnn(T)
+        k = name[len("tied_every_"):]
+        if name[:len("tied_every_")] in ("tied_every_", "tied_every:") and k.isascii() and k.isdigit() and int(k) >= 1:
+            return cls.tied_every(T, int(k))
+        listed = name[len("share_"):]
+        if name.startswith("share_") and listed and set(listed) <= set(FAMILIES) and len(set(listed)) == len(listed):
+            shared = [f for f in FAMILIES if f in listed]
+            groups = [[0] * T if f in shared else list(range(T)) for f in FAMILIES]
+            return cls(T, *groups, name="share_" + "".join(shared))
+        raise ValueError(f"{where}unknown architecture {name!r}; allowed: {cls.NAME_FORMS}")
+
+    @classmethod
+    def _from_table(cls, table: dict, T: int, field: str) -> "Architecture":
+        """:meth:`from_name` of a table ``{"kind": name, "k": K}``; errors name ``field.kind`` / ``field.k``."""
+        prefix = f"{field}." if field else ""
+        unknown = sorted(set(table) - {"kind", "k"})
+        if unknown:
+            raise ValueError(f"{prefix}{unknown[0]}: unknown key of an architecture table; allowed: kind, k")
+        kind, k = table.get("kind"), table.get("k")
+        if kind is None:
+            raise ValueError(f"{prefix}kind: required; allowed: {cls.NAME_FORMS}")
+        if kind == "tied_every":
+            if k is None:
+                raise ValueError(f"{prefix}k: required when kind = 'tied_every' (block length of tied W, "
+                                 "an integer >= 1)")
+            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+                raise ValueError(f"{prefix}k: block length must be an integer >= 1, got {k!r}")
+            return cls.tied_every(T, int(k))
+        if k is not None:
+            raise ValueError(f"{prefix}k: only used with kind = 'tied_every', not with kind = {kind!r}")
+        return cls.from_name(kind, T, field=f"{prefix}kind")
+
     def mask(self, family: str) -> np.ndarray:
         """(T, T) 0/1 matrix ``[X_t ≡ X_s]``; for ``W`` rows and columns at ``t = 0`` are 0."""
         if family not in FAMILIES:

@@ -45,7 +45,6 @@ nonlinearity; ``theory`` needs a ``phi`` that :func:`kernelfield.solve` supports
 from __future__ import annotations
 
 import json
-import re
 import time
 import warnings
 from typing import Callable, Sequence
@@ -57,7 +56,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..nonlinearities import get_nonlinearity
 from ..sampling import sample
 from ..schedules import Schedule, all_steps
-from ..spec import FAMILIES, Architecture, Prior, Task
+from ..spec import Architecture, Prior, Task
 from ..storage import _base_attrs
 from ..tasks import TASKS, LabelledTask
 from ..theory.kernels import make_problem
@@ -74,30 +73,14 @@ SETS = ("unsupervised", "heldout", "supervised")
 
 
 def architecture(name: str | Architecture, T: int) -> Architecture:
-    """An architecture from its name: ``"rnn"``, ``"dnn"``, ``"tied_every_K"`` (``W`` tied in
-    blocks of ``K`` steps) or ``"share_<families>"`` — the listed families shared across all
-    steps, the others untied (``"share_Uv"``: only ``U`` and ``v`` shared; ``"share_WUbv"`` is
-    the RNN). An :class:`~kernelfield.Architecture` is returned unchanged (its ``T`` must match)."""
+    """An architecture from its name (:meth:`~kernelfield.Architecture.from_name`: ``"rnn"``,
+    ``"dnn"``, ``"tied_every_K"``, ``"share_<families>"``, e.g. ``"share_Uv"``: only ``U`` and
+    ``v`` shared). An :class:`~kernelfield.Architecture` is returned unchanged (its ``T`` must match)."""
     if isinstance(name, Architecture):
         if name.T != T:
             raise ValueError(f"architectures: {name.name} has T = {name.T}, the task has T = {T}")
         return name
-    if not isinstance(name, str):
-        raise ValueError(f"architectures: expected a name or an Architecture, got {name!r}")
-    if name == "rnn":
-        return Architecture.rnn(T)
-    if name == "dnn":
-        return Architecture.dnn(T)
-    m = re.fullmatch(r"tied_every_(\d+)", name)
-    if m and int(m.group(1)) >= 1:
-        return Architecture.tied_every(T, int(m.group(1)))
-    m = re.fullmatch(r"share_([WUbv]+)", name)
-    if m and len(set(m.group(1))) == len(m.group(1)):
-        shared = set(m.group(1))
-        groups = {f: [0] * T if f in shared else list(range(T)) for f in FAMILIES}
-        return Architecture(T, groups["W"], groups["U"], groups["b"], groups["v"], name=name)
-    raise ValueError(f"architectures: unknown architecture {name!r}; use 'rnn', 'dnn', 'tied_every_K' "
-                     "(K >= 1) or 'share_<families>' with families from W, U, b, v (e.g. 'share_Uv')")
+    return Architecture.from_name(name, T, field="architectures")
 
 
 def _sorted_positive(name: str, values) -> list[int]:
