@@ -231,19 +231,17 @@ def test_store_that_is_not_a_sweep_store_is_refused(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped exception, by design
-def test_sigterm_whose_exception_python_swallows_still_stops_the_sweep(tmp_path, monkeypatch):
+def test_sigterm_whose_exception_python_swallows_still_stops_the_sweep(tmp_path):
     """A SIGTERM whose handler runs inside a weakref callback: Python prints the handler's
     exception and drops it ("Exception ignored"). Seen once in the subprocess SIGTERM test: the
     sweep then ran to the end and exited 0. The sweep must still stop after the point in hand,
     with that point stored and the rest left for a resume."""
     import weakref
 
-    store_record = kf.sweep._store_record
     sent = []
 
-    def store_then_signal(*args):
-        store_record(*args)
-        if not sent:
+    def signal_after_first_point(event):  # called after each point is stored
+        if event.completed == 1 and not sent:
             sent.append(True)
 
             class Target:
@@ -258,27 +256,27 @@ def test_sigterm_whose_exception_python_swallows_still_stops_the_sweep(tmp_path,
             ref = weakref.ref(target, callback)  # noqa: F841  (kept alive until target dies)
             del target
 
-    monkeypatch.setattr(kf.sweep, "_store_record", store_then_signal)
     with pytest.raises(SweepInterrupted) as stopped:
-        kf.sweep.run(endpoint_sweep(), tmp_path, workers=0, progress=False)
+        kf.sweep.run(endpoint_sweep(), tmp_path, workers=0, progress=signal_after_first_point)
     assert (stopped.value.signum, stopped.value.finished, stopped.value.total) == (signal.SIGTERM, 1, 4)
     assert len(list((tmp_path / "points").glob("*.nc"))) == 1
 
 
-def test_sigterm_between_writing_and_counting_a_point_reports_the_store(tmp_path, monkeypatch):
+def test_interrupted_sweep_counts_finished_points_in_the_store(tmp_path):
     """The signal can land after a point's file is written and before the loop counts it (seen in
-    CI: 2 files, "1 of 12 points are finished"); the count comes from the store."""
-    store_record = kf.sweep._store_record
+    CI: 2 files, "1 of 12 points are finished"), so the count comes from the store: here it
+    includes a point from an earlier run, which this run never counted."""
+    kf.sweep.run(endpoint_sweep(axes={"architecture": [{"kind": "rnn"}], "task.target_scale": [0.5]}), tmp_path,
+                 workers=0, progress=False)
 
-    def store_then_signal(*args):
-        store_record(*args)
-        raise SweepInterrupted(signal.SIGTERM)
+    def interrupt_after_first_point(event):  # called after each point is stored
+        if event.completed == 1:
+            raise SweepInterrupted(signal.SIGTERM)
 
-    monkeypatch.setattr(kf.sweep, "_store_record", store_then_signal)
     with pytest.raises(SweepInterrupted) as stopped:
-        kf.sweep.run(endpoint_sweep(), tmp_path, workers=0, progress=False)
-    assert (stopped.value.finished, stopped.value.total) == (1, 4)
-    assert len(list((tmp_path / "points").glob("*.nc"))) == 1
+        kf.sweep.run(endpoint_sweep(), tmp_path, workers=0, progress=interrupt_after_first_point)
+    assert (stopped.value.finished, stopped.value.total) == (2, 4)
+    assert len(list((tmp_path / "points").glob("*.nc"))) == 2
 
 
 def test_report_writes_html_markdown_and_figures(endpoint_store, tmp_path):
