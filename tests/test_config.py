@@ -88,7 +88,8 @@ def _pop(section, key=None):
     "modify, expected",
     [
         (_set("architecture", kind="lstm"),
-         r"architecture\.kind: unknown architecture 'lstm'; allowed: 'rnn', 'dnn', 'tied_every_K'.*'share_<families>'.*'custom'"),
+         r"architecture\.kind: unknown architecture 'lstm'; allowed: 'rnn', 'dnn', 'tied_every_K'"
+         r".*'share_<families>'.*'custom'"),
         (_set("architecture", kind="share_Xv"), r"architecture\.kind: unknown architecture 'share_Xv'"),
         (_set("architecture", T=0), r"architecture\.T: .*greater than or equal to 1"),
         (_set("architecture", T="four"), r"architecture\.T: .*integer"),

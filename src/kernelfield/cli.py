@@ -17,7 +17,18 @@ import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from . import __version__, plots, plots_generalization, storage
+from . import sweep as sweeps
+from .compare import compare as compare_theory_and_samples
+from .config import ConfigError, load_config, load_generalization_config
+from .experiments import phase as phase_studies
+from .experiments.generalization import learning_curves
 from .observables import mean_coherence
+from .report import write_report
+from .sampling import sample as sample_posterior
+from .spec import Architecture
+from .theory.solver import solve as solve_theory
 
 app = typer.Typer(
     name="kernelfield",
@@ -38,10 +49,6 @@ CONFIG_HELP = r"TOML configuration file (tables \[architecture], \[prior], \[tas
 OUT_HELP = "Output directory (created if missing); existing files of the same name are replaced."
 
 
-class _Failure(Exception):
-    """An error to report as one clear line (exit code 2)."""
-
-
 def _fail(message: str) -> None:
     err_console.print(f"error: {message}", style="bold red", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
@@ -49,8 +56,6 @@ def _fail(message: str) -> None:
 
 def _run(fn):
     """Run ``fn`` turning library errors into one red line and exit code 2."""
-    from .config import ConfigError
-
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("default")
@@ -73,12 +78,6 @@ def _warn_lines(caught) -> None:
         err_console.print(f"warning: {w.message}", style="yellow", markup=False, highlight=False, soft_wrap=True)
 
 
-def _load(config: Path):
-    from .config import load_config
-
-    return load_config(config)
-
-
 def _title(cfg) -> str:
     arch = cfg.build_architecture()
     return (f"{arch.name}, T={arch.T}, {cfg.task.generator} (P={cfg.build_task().P}), "
@@ -86,11 +85,7 @@ def _title(cfg) -> str:
 
 
 def _do_solve(cfg, out: Path):
-    import kernelfield as kf
-
-    from . import plots, storage
-
-    sol = kf.solve(**cfg.solve_kwargs(), progress=True)  # a ConvergenceWarning is printed by _run
+    sol = solve_theory(**cfg.solve_kwargs(), progress=True)  # a ConvergenceWarning is printed by _run
     storage.save(storage.solution_to_dataset(sol), out / "solution.nc")
     plots.plot_kernels(sol.C, None, sol.task.T, sol.task.P, out / "solution.png", title="theory: " + _title(cfg))
     return sol
@@ -115,10 +110,7 @@ def _print_solution(sol) -> None:
 
 
 def _do_sample(cfg, out: Path, progress: bool):
-    from . import plots, storage
-    from .sampling import sample
-
-    samples = sample(**cfg.sample_kwargs(), progress=progress)
+    samples = sample_posterior(**cfg.sample_kwargs(), progress=progress)
     storage.save(storage.samples_to_dataset(samples), out / "samples.nc")
     T, P = samples.task.T, samples.task.P
     plots.plot_kernels(samples.C_mean, None, T, P, out / "samples.png",
@@ -158,7 +150,7 @@ def solve(
     """
 
     def go():
-        cfg = _load(config)
+        cfg = load_config(config)
         sol = _do_solve(cfg, out)
         _print_solution(sol)
         console.print(f"wrote {out / 'solution.nc'}, {out / 'solution.png'}")
@@ -178,7 +170,7 @@ def sample(
     """
 
     def go():
-        cfg = _load(config)
+        cfg = load_config(config)
         s = _do_sample(cfg, out, progress)
         _print_samples(s)
         console.print(f"wrote {out / 'samples.nc'}, {out / 'samples.png'}")
@@ -198,15 +190,12 @@ def compare(
     """
 
     def go():
-        from . import plots, storage
-        from .compare import compare as compare_fn
-
-        cfg = _load(config)
+        cfg = load_config(config)
         sol = _do_solve(cfg, out)
         _print_solution(sol)
         s = _do_sample(cfg, out, progress)
         _print_samples(s)
-        cmp = compare_fn(sol, s)
+        cmp = compare_theory_and_samples(sol, s)
         ds = storage.comparison_to_dataset(
             cmp, config=storage.config_json(sol.arch, sol.prior, sol.phi, sol.kappa, N=s.N, seed=s.seed))
         storage.save(ds, out / "comparison.nc")
@@ -241,13 +230,10 @@ def phase_diagram(
     """
 
     def go():
-        from . import plots, storage
-        from .experiments import phase
-
-        cfg = _load(config)
+        cfg = load_config(config)
         ph, base = cfg.phase, cfg.build_architecture()
         sampling = cfg.sampling.model_dump(exclude={"N", "keep_weights"})
-        ds = phase.bifurcation(ph.build_architectures(base.T), cfg.build_task(), ph.values, control=ph.control,
+        ds = phase_studies.bifurcation(ph.build_architectures(base.T), cfg.build_task(), ph.values, control=ph.control,
                                prior=cfg.build_prior(), phi=cfg.theory.phi, kappa=cfg.theory.kappa, widths=ph.widths,
                                sample_values=ph.sample_values, sampling=sampling, progress=progress)
         storage.save(ds, out / "bifurcation.nc")
@@ -263,7 +249,7 @@ def phase_diagram(
         console.print(table)
         written = ["bifurcation.nc", "bifurcation.png"]
         if ph.x is not None:
-            grid = phase.phase_diagram(_phase_build(cfg), (ph.x.field, ph.x.values), (ph.y.field, ph.y.values),
+            grid = phase_studies.phase_diagram(_phase_build(cfg), (ph.x.field, ph.x.values), (ph.y.field, ph.y.values),
                                        control=ph.control, phi=cfg.theory.phi, tol=ph.tol, progress=progress)
             storage.save(grid, out / "phase_diagram.nc")
             plots.plot_phase_diagram(grid, out / "phase_diagram.png", title=f"critical {ph.control}: {base.name}")
@@ -288,11 +274,7 @@ def spectrum(
     """
 
     def go():
-        from . import plots, storage
-        from .experiments import phase
-        from .spec import Architecture
-
-        cfg = _load(config)
+        cfg = load_config(config)
         sp = cfg.spectrum
         sampling = cfg.sampling.model_dump(exclude={"N"})
         base = cfg.build_architecture()
@@ -302,7 +284,7 @@ def spectrum(
             table.add_column(col, justify="right")
         written = []
         for arch in archs:
-            ds = phase.weight_spectrum(arch, cfg.build_task(), sp.values, sp.widths, control=sp.control,
+            ds = phase_studies.weight_spectrum(arch, cfg.build_task(), sp.values, sp.widths, control=sp.control,
                                        prior=cfg.build_prior(), phi=cfg.theory.phi, kappa=cfg.theory.kappa,
                                        sampling=sampling, progress=progress)
             stem = "spectrum" if arch is base else f"spectrum_{arch.name}"
@@ -341,19 +323,17 @@ def sweep(
 
     Each finished point is written to STORE/points/<key>.nc at once (atomically) with its provenance; a point that raises is recorded in STORE/failed/<key>.json and the sweep goes on. Interrupted sweeps (Ctrl-C, SIGTERM) resume where they stopped. Exit code 1 when points failed.
     """
-    from . import sweep as sweep_mod
-
     def go():
-        sw = sweep_mod.load_config(config)
+        sw = sweeps.load_config(config)
         where = f"Dask scheduler {scheduler}" if scheduler else (
-            "this process" if workers == 0 else f"{workers or sweep_mod.default_workers()} local processes")
+            "this process" if workers == 0 else f"{workers or sweeps.default_workers()} local processes")
         console.print(f"[bold]sweep[/bold] {sw.name}: {len(sw.points)} points "
                       f"({' x '.join(f'{a.name} {len(a.values)}' for a in sw.axes) or 'one point'}), "
                       f"compute {', '.join(sw.compute)}, on {where}")
         try:
-            result = sweep_mod.run(sw, store, scheduler=scheduler, workers=workers, retry_failed=retry_failed,
+            result = sweeps.run(sw, store, scheduler=scheduler, workers=workers, retry_failed=retry_failed,
                                    progress=progress, console=console)
-        except sweep_mod.SweepInterrupted as e:
+        except sweeps.SweepInterrupted as e:
             err_console.print(f"interrupted: {e.finished} of {e.total} points are finished in {store}; run the "
                               "same command again to compute the rest", style="yellow", markup=False, highlight=False)
             raise typer.Exit(code=128 + e.signum)
@@ -381,8 +361,6 @@ def report(
     """
 
     def go():
-        from .report import write_report
-
         html = write_report(stores, out)
         console.print(f"report: {html.resolve()} (and {html.with_suffix('.md').name})")
 
@@ -432,10 +410,6 @@ def generalization(
     """
 
     def go():
-        from . import plots_generalization, storage
-        from .config import load_generalization_config
-        from .experiments.generalization import learning_curves
-
         cfg = load_generalization_config(config)
         ds = learning_curves(**cfg.study_kwargs(), progress=progress)
         storage.save(ds, out / "generalization.nc")
@@ -456,8 +430,6 @@ def _main(
     version: bool = typer.Option(False, "--version", help="Print the kernelfield version and exit.", is_eager=True),
 ):
     if version:
-        from . import __version__
-
         console.print(f"kernelfield {__version__}")
         raise typer.Exit()
 

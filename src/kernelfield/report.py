@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from . import plots, storage
+from . import __version__, plots, storage
+from .sweep import load
 
 __all__ = ["write_report"]
 
@@ -55,9 +56,6 @@ _MAX_ROWS = 300
 def write_report(stores, out) -> Path:
     """Write ``out/report.html``, ``out/report.md`` and ``out/figures/*.png`` for one or more sweep
     stores; returns the path of the HTML page."""
-    from . import __version__
-    from .sweep import load
-
     if isinstance(stores, (str, Path)):
         stores = [stores]
     if not stores:

@@ -15,7 +15,9 @@ import numpy as np
 import xarray as xr
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..observables import lag_coherence, mean_coherence
+from .. import __version__
+from ..observables import coherence_by_lag, mean_coherence, temporal_coherence
+from ..sampling import sample
 from ..spec import Architecture, Prior, Task
 from ..theory.kernels import make_problem
 from ..theory.solver import solve
@@ -37,8 +39,6 @@ def _progress(enabled: bool) -> Progress:
 
 
 def _attrs(kind: str, **config) -> dict:
-    from .. import __version__
-
     return {"kind": kind, "kernelfield_version": __version__, "config": json.dumps(config, default=str),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
@@ -50,7 +50,8 @@ def bifurcation(archs: Sequence[Architecture], task: Task, values: Sequence[floa
     """Order parameter against a control parameter for several sharing patterns.
 
     Theory at every value of ``values`` (``control`` as in :func:`kernelfield.critical_signal`):
-    ``coherence`` (mean temporal coherence of the dominant branch), ``coherence_lag`` (per lag),
+    ``coherence`` (mean temporal coherence of the dominant branch's centred kernel,
+    :func:`kernelfield.temporal_coherence`), ``coherence_lag`` (per lag, :func:`kernelfield.coherence_by_lag`),
     ``S_gain`` (``S`` of the dominant branch minus ``S`` of the symmetric one), ``leading_eigenvalue``
     of the cross-time Hessian at the symmetric solution, ``outlier`` (largest predicted outlier
     modulus). Per architecture ``critical`` (:func:`kernelfield.critical_signal`, ``nan`` when no
@@ -82,8 +83,8 @@ def bifurcation(archs: Sequence[Architecture], task: Task, values: Sequence[floa
                 t, p, kp = _controlled(arch, task, prior, kappa, control, v)
                 sol = solve(arch, t, prior=p, phi=phi, kappa=kp)
                 sym = symmetric_solution(arch, t, p, phi, kp)
-                out["coherence"][i, j] = mean_coherence(sol.C, T, t.P)
-                lags[i, j] = lag_coherence(sol.C, T, t.P)
+                out["coherence"][i, j] = temporal_coherence(sol)
+                lags[i, j] = coherence_by_lag(sol)
                 out["S_gain"][i, j] = sol.S - sym.S
                 out["leading_eigenvalue"][i, j] = _stability(make_problem(arch, t, p, kp), sym.C, 1, "auto").leading
                 out["outlier"][i, j] = float(np.abs(outlier_eigenvalues(sol)[0]))
@@ -121,14 +122,11 @@ def bifurcation(archs: Sequence[Architecture], task: Task, values: Sequence[floa
 
 
 def _sampled_coherence(arch, task, prior, kappa, phi, N, sampling) -> tuple[float, float]:
-    """Temporal coherence of sampled networks and its standard error over chains."""
-    from ..sampling import sample
-
+    """Temporal coherence of sampled networks (centred kernel) and its standard error over chains
+    (of the per-chain kernels, which ``Samples`` keeps uncentred)."""
     s = sample(arch, task, N=N, prior=prior, phi=phi, kappa=kappa, keep_weights=0, progress=False, **sampling)
     per_chain = [mean_coherence(C, task.T, task.P) for C in s.C_chains]
     err = np.std(per_chain, ddof=1) / np.sqrt(len(per_chain)) if len(per_chain) > 1 else np.nan
-    from ..observables import temporal_coherence
-
     return temporal_coherence(s), float(err)
 
 
@@ -142,7 +140,7 @@ def order_parameter_exponent(arch: Architecture, task: Task, critical: float, co
     for d in offsets:
         t, p, kp = _controlled(arch, task, prior, kappa, control, critical * (1 + sign * d))
         sol = solve(arch, t, prior=p, phi=phi, kappa=kp, init="broken", tol=1e-7)
-        rho.append(mean_coherence(sol.C, task.T, task.P))
+        rho.append(temporal_coherence(sol))
     rho = np.asarray(rho)
     if np.any(rho <= 0):
         return float("nan")
@@ -204,8 +202,6 @@ def weight_spectrum(arch: Architecture, task: Task, values: Sequence[float], wid
     predicted, spectra = [], np.full((values.size, len(widths), draws, max(widths, default=0)), np.nan + 0j)
     top = np.full((values.size, len(widths)), np.nan)
     top_err = np.full_like(top, np.nan)
-    from ..sampling import sample
-
     with _progress(progress) as bar:
         job = bar.add_task("weight spectrum", total=values.size * (1 + len(widths)))
         for i, v in enumerate(values):

@@ -33,8 +33,8 @@ from ..theory.predict import predictive
 from ..theory.solver import solve
 from ..theory.stability import outlier_eigenvalues, stability
 
-__all__ = ["COMPUTATIONS", "Computation", "PointContext", "PredictiveErrorOptions", "compute_point", "lazy_centred", "now",
-           "register_computation"]
+__all__ = ["COMPUTATIONS", "Computation", "PointContext", "PredictiveErrorOptions", "compute_point", "lazy_centred",
+           "now", "register_computation"]
 
 
 class PointContext:

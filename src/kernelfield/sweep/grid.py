@@ -119,8 +119,9 @@ class SweepPoint:
 
 @dataclass(frozen=True)
 class Sweep:
-    """A validated sweep: see the module docstring. ``points`` is the full grid (outer product of
-    ``axes`` in order); ``compute`` is in execution order; ``data`` the sweep file as parsed."""
+    """A validated sweep (the file format is in :mod:`kernelfield.sweep`). ``points`` is the full
+    grid (outer product of ``axes`` in order); ``compute`` is in execution order; ``data`` the
+    sweep file as parsed."""
 
     name: str
     compute: tuple[str, ...]
@@ -228,22 +229,9 @@ def _point_errors(exc: Exception, axis_paths: list[str], coords: dict, values: d
     return out
 
 
-def parse_config(data: dict, source: str = "<sweep>", name: str | None = None) -> Sweep:
-    """Validate a parsed sweep file (see the module docstring) and expand its grid; raise
-    :class:`~kernelfield.config.ConfigError` naming ``source`` and every invalid field."""
-
-    def fail(lines):
-        plural = "s" if len(lines) > 1 else ""
-        raise ConfigError(f"{source}: invalid sweep configuration{plural}: " + "; ".join(lines))
-
-    try:
-        parsed = SweepFile.model_validate(data)
-    except ValidationError as e:
-        fail([format_error(err, SweepFile) for err in e.errors(include_url=False)])
-    compute = tuple(c for c in COMPUTATIONS if c in parsed.compute)
-    errors: list[str] = []
-
-    options = {}
+def _parse_options(parsed: SweepFile, compute: tuple[str, ...]) -> tuple[dict, list[str]]:
+    """(validated options per computation, errors) of ``[options.*]``; defaults for the rest."""
+    options, errors = {}, []
     for key, table in parsed.options.items():
         comp = COMPUTATIONS.get(key)
         with_options = [c for c in compute if COMPUTATIONS[c].options is not None]
@@ -262,8 +250,12 @@ def parse_config(data: dict, source: str = "<sweep>", name: str | None = None) -
                 options[c] = comp.options.model_validate({})
             except ValidationError as e:
                 errors += [f"options.{c}.{format_error(err, comp.options)}" for err in e.errors(include_url=False)]
+    return options, errors
 
-    paths, value_lists = list(parsed.axes), []
+
+def _parse_axes(parsed: SweepFile) -> tuple[list[list], list[str]]:
+    """(values of each axis, errors) of ``[axes]``."""
+    value_lists, errors = [], []
     for path, spec in parsed.axes.items():
         path_errors = _axis_path_errors(path)
         values, value_errors = ([], []) if path_errors else _axis_values(path, spec)
@@ -273,9 +265,11 @@ def parse_config(data: dict, source: str = "<sweep>", name: str | None = None) -
             if repeated:
                 errors.append(f"axes.{path}: value {repeated[0]!r} given more than once")
         value_lists.append(values)
-    if errors:
-        fail(errors)
+    return value_lists, errors
 
+
+def _expand(parsed: SweepFile, compute, options, paths, value_lists):
+    """Validate every grid point: (points as (key, index, config), axis labels, errors by message)."""
     names = _coordinate_names(paths)
     point_errors: dict[str, list[str]] = {}
     points, labels = [], [[None] * len(v) for v in value_lists]
@@ -299,23 +293,48 @@ def parse_config(data: dict, source: str = "<sweep>", name: str | None = None) -
         key = _hash({"config": config, "compute": compute,
                      "options": {c: options[c].model_dump(mode="json") for c in options}})[:20]
         points.append((key, index, config))
-    if point_errors:
-        total = math.prod(len(v) for v in value_lists)
-        lines = []
-        for message, where in point_errors.items():
-            if not message.startswith("axes.") and len(where) == total:  # the base's own error
-                where = []
-            if where:
-                shown = ", ".join(where[:3]) + (f" and {len(where) - 3} more" if len(where) > 3 else "")
-                message += f" (at {shown})"
-            lines.append(message)
-        fail(lines)
+    return points, labels, point_errors
 
+
+def _point_error_lines(point_errors: dict[str, list[str]], total: int) -> list[str]:
+    lines = []
+    for message, where in point_errors.items():
+        if not message.startswith("axes.") and len(where) == total:  # the base's own error
+            where = []
+        if where:
+            shown = ", ".join(where[:3]) + (f" and {len(where) - 3} more" if len(where) > 3 else "")
+            message += f" (at {shown})"
+        lines.append(message)
+    return lines
+
+
+def parse_config(data: dict, source: str = "<sweep>", name: str | None = None) -> Sweep:
+    """Validate a parsed sweep file (see :mod:`kernelfield.sweep`) and expand its grid; raise
+    :class:`~kernelfield.config.ConfigError` naming ``source`` and every invalid field."""
+
+    def fail(lines):
+        plural = "s" if len(lines) > 1 else ""
+        raise ConfigError(f"{source}: invalid sweep configuration{plural}: " + "; ".join(lines))
+
+    try:
+        parsed = SweepFile.model_validate(data)
+    except ValidationError as e:
+        fail([format_error(err, SweepFile) for err in e.errors(include_url=False)])
+    compute = tuple(c for c in COMPUTATIONS if c in parsed.compute)
+    options, option_errors = _parse_options(parsed, compute)
+    value_lists, axis_errors = _parse_axes(parsed)
+    if option_errors or axis_errors:
+        fail(option_errors + axis_errors)
+    paths = list(parsed.axes)
+    points, labels, point_errors = _expand(parsed, compute, options, paths, value_lists)
+    if point_errors:
+        fail(_point_error_lines(point_errors, math.prod(len(v) for v in value_lists)))
     for path, axis_labels in zip(paths, labels):
         repeated = [v for i, v in enumerate(axis_labels) if v in axis_labels[:i]]
         if repeated:
             fail([f"axes.{path}: two values have the label {repeated[0]!r}; give each table a distinct 'label'"])
-    axes = tuple(Axis(n, p, tuple(v), tuple(lab)) for n, p, v, lab in zip(names, paths, value_lists, labels))
+    axes = tuple(Axis(n, p, tuple(v), tuple(lab))
+                 for n, p, v, lab in zip(_coordinate_names(paths), paths, value_lists, labels))
     sweep_points = tuple(
         SweepPoint(key, index, {a.name: a.labels[j] for a, j in zip(axes, index)}, config)
         for key, index, config in points
@@ -325,5 +344,5 @@ def parse_config(data: dict, source: str = "<sweep>", name: str | None = None) -
 
 
 def load_config(path) -> Sweep:
-    """Read and validate a sweep TOML file (see the module docstring)."""
+    """Read and validate a sweep TOML file (see :mod:`kernelfield.sweep`)."""
     return parse_config(read_toml(path, "sweep configuration"), source=str(path), name=Path(path).stem)

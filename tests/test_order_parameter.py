@@ -1,0 +1,48 @@
+"""One order-parameter path: every temporal coherence is measured on the centred kernel
+(kernelfield.observables, THEORY.md §4), so ReLU's mean activity does not count as correlation
+across time."""
+
+import numpy as np
+import pytest
+
+import kernelfield as kf
+from kernelfield.observables import mean_coherence
+from kernelfield.sweep import parse_config
+
+RELU_DNN = {
+    "architecture": {"kind": "dnn", "T": 3},
+    "task": {"generator": "endpoint_patterns", "P": 2, "D": 2, "target_scale": 0.5, "seed": 0},
+    "theory": {"phi": "relu", "kappa": 0.1, "mc_tol": 0.05},  # a looser Monte Carlo target: seconds, not a minute
+}
+
+
+@pytest.fixture(scope="module")
+def relu_point(tmp_path_factory):
+    """A one-point sweep of a ReLU DNN and the same solution from kf.solve."""
+    sweep = parse_config({"compute": ["solve", "lazy", "coherence"], "base": RELU_DNN}, name="relu_dnn")
+    store = tmp_path_factory.mktemp("relu") / "store"
+    kf.sweep.run(sweep, store, workers=0, progress=False)
+    ds = kf.sweep.load(store)
+    assert ds["status"].item() == "ok", ds["error"].item()
+    config = sweep.points[0].config
+    sol = kf.solve(**kf.config.parse_config(config).solve_kwargs())
+    return ds, sol
+
+
+def test_relu_dnn_sweep_reports_the_centred_coherence(relu_point):
+    ds, sol = relu_point
+    coherence = float(ds["coherence_theory"])
+    assert coherence == pytest.approx(kf.temporal_coherence(sol), abs=1e-12)
+    assert abs(coherence) < 0.05  # untied weights: no correlation across time once the mean is removed
+    T, P = sol.task.T, sol.task.P
+    assert mean_coherence(sol.C, T, P) > 0.2  # the raw kernel's value, which the sweep reported before
+
+
+def test_relu_dnn_lazy_coherence_is_centred(relu_point):
+    """The lazy kernel's features have mean <relu(h)> = sqrt(K_ii / 2 pi): removing it leaves a
+    DNN prior kernel with no cross-time blocks."""
+    ds, sol = relu_point
+    assert abs(float(ds["coherence_lazy"])) < 1e-10
+    C = kf.storage.kernel_matrix(ds["C_lazy"].values)
+    T, P = sol.task.T, sol.task.P
+    assert mean_coherence(C, T, P) > 0.2
