@@ -1,8 +1,11 @@
+import importlib.metadata
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+import kernelfield as kf
+from figure_checks import assert_png
 from kernelfield import storage
 from kernelfield.cli import app
 
@@ -38,8 +41,11 @@ def test_help(args):
 
 
 def test_version():
+    # the version printed is that of the installed distribution, which is also kernelfield.__version__
     result = runner.invoke(app, ["--version"])
-    assert result.exit_code == 0 and "kernelfield" in result.output
+    assert result.exit_code == 0
+    assert result.output == f"kernelfield {importlib.metadata.version('kernelfield')}\n"
+    assert kf.__version__ == importlib.metadata.version("kernelfield")
 
 
 def test_solve_example_writes_netcdf_and_png(tmp_path):
@@ -47,7 +53,8 @@ def test_solve_example_writes_netcdf_and_png(tmp_path):
     result = runner.invoke(app, ["solve", str(EXAMPLES / "linear_dnn_endpoint.toml"), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "S =" in result.output and "converged" in result.output and "branches" in result.output
-    assert (out / "solution.png").read_bytes()[:4] == b"\x89PNG"
+    width, height = assert_png(out / "solution.png")
+    assert 0.8 < width / height < 1.4  # one kernel panel with its colour bar
     ds = storage.load(out / "solution.nc")
     assert ds.attrs["kind"] == "solution" and ds["C"].shape == (4, 4, 4, 4)
     sol = storage.solution_from_dataset(ds)
@@ -84,8 +91,10 @@ def test_compare_end_to_end(tmp_path):
     out = tmp_path / "cmp"
     result = runner.invoke(app, ["compare", str(cfg), "--out", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output
-    for name in ("solution.nc", "samples.nc", "comparison.nc", "comparison.png", "block_errors.png"):
-        assert (out / name).stat().st_size > 0, name
+    width, height = assert_png(out / "comparison.png")
+    assert width > 2.5 * height  # theory | sampled | difference
+    assert_png(out / "block_errors.png")
+    assert storage.load(out / "solution.nc").attrs["kind"] == "solution"
     assert "block errors" in result.output and "(0,0)" not in result.output
     cmp = storage.load(out / "comparison.nc")
     assert cmp.attrs["kind"] == "comparison" and cmp["block_error"].shape == (3, 3)

@@ -1,4 +1,5 @@
 import copy
+import re
 import tomllib
 from pathlib import Path
 
@@ -12,8 +13,19 @@ EXAMPLE_CONFIGS = sorted(EXAMPLES.glob("*.toml"))
 
 
 def test_examples_exist():
-    names = {p.name for p in EXAMPLE_CONFIGS}
-    assert {"linear_rnn_endpoint.toml", "linear_dnn_endpoint.toml", "linear_rnn_sequential.toml"} <= names
+    # every example config the README names exists (the parametrised loader test below would
+    # silently run on none), and a run example named phi_kind_task describes what its file sets
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    named = set(re.findall(r"examples/[\w/]+\.toml", readme))
+    assert "examples/linear_rnn_endpoint.toml" in named
+    assert [name for name in sorted(named) if not (EXAMPLES.parent / name).is_file()] == []
+    generators = {"endpoint": "endpoint_patterns", "sequential": "integration"}
+    runs = [p for p in EXAMPLE_CONFIGS if re.fullmatch(r"[a-z]+_(rnn|dnn)_(endpoint|sequential)\.toml", p.name)]
+    assert len(runs) >= 4
+    for path in runs:
+        phi, kind, task = path.stem.split("_")
+        cfg = load_config(path)
+        assert (cfg.theory.phi, cfg.build_architecture().name, cfg.task.generator) == (phi, kind, generators[task]), path.name
 
 
 @pytest.mark.parametrize("path", EXAMPLE_CONFIGS, ids=lambda p: p.name)

@@ -16,6 +16,7 @@ from kernelfield import schedules
 from kernelfield.cli import app
 from kernelfield.config import ConfigError, load_generalization_config, parse_generalization_config
 from kernelfield.experiments.generalization import learning_curves
+from figure_checks import assert_png
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples" / "generalization").glob("*.toml"))
 runner = CliRunner()
@@ -111,17 +112,55 @@ def _with_networks(ds):
     return xr.merge([xr.concat([ds[per], *fake], dim="predictor"), ds.drop_vars(per)], join="outer", combine_attrs="override")
 
 
+def _lines(ax, linestyle):
+    """``ydata`` of the lines drawn with ``linestyle`` (one per architecture, in order)."""
+    return [line.get_ydata() for line in ax.get_lines() if line.get_linestyle() == linestyle]
+
+
+def _markers(ax, marker):
+    """``ydata`` of the error-bar points drawn with ``marker`` (one per architecture, in order)."""
+    return [c.lines[0].get_ydata() for c in ax.containers if c.lines[0].get_marker() == marker]
+
+
 def test_figures(lazy_study, tmp_path):
     ds = _with_networks(lazy_study)
+    archs = list(ds.arch.values)
+
+    def mean(name, **sel):
+        return [ds[name].sel(arch=a, **sel).mean("repeat").values for a in archs]
+
     fig = pg.plot_learning_curves(ds, tmp_path / "lc.png")
     assert isinstance(fig, Figure) and len(fig.axes) == 4  # 2 schedules x (unsupervised, held-out)
-    markers = {line.get_marker() for ax in fig.axes for line in ax.get_lines()}
-    assert {"o", "s"} <= markers  # sampled circles, Langevin squares
-    assert (tmp_path / "lc.png").read_bytes()[:4] == b"\x89PNG"
+    assert [ax.get_title() for ax in fig.axes] == [
+        "unsupervised steps of training sequences — every 1 (fraction 1.00)", "held-out sequences — every 1 (fraction 1.00)",
+        "unsupervised steps of training sequences — every 2 (fraction 0.50)", "held-out sequences — every 2 (fraction 0.50)"]
+    assert _lines(fig.axes[0], "--") == [] and not fig.axes[0].containers  # every step supervised: nothing to predict
+    for ax, (sched, part) in zip(fig.axes[1:], [("every 1", "heldout"), ("every 2", "unsupervised"), ("every 2", "heldout")]):
+        np.testing.assert_allclose(_lines(ax, "--"), mean(f"nmse_{part}", schedule=sched, predictor="lazy"), rtol=1e-12)
+        np.testing.assert_allclose(_markers(ax, "o"), mean(f"nmse_{part}", schedule=sched, predictor="sampled"), rtol=1e-12)
+        np.testing.assert_allclose(_markers(ax, "s"), mean(f"nmse_{part}", schedule=sched, predictor="langevin"), rtol=1e-12)
+        assert (ax.get_xlabel(), ax.get_ylabel()) == ("training sequences P", "normalised MSE (1 = predict 0)")
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == archs + ["Langevin-trained", "lazy kernel", "sampled networks"]
+    arch_colours = [handle.get_color() for handle in fig.legends[0].legend_handles[:len(archs)]]
+    assert len(set(arch_colours)) == len(archs)  # one colour per architecture, used for its curves
+    assert [line.get_color() for line in fig.axes[1].get_lines() if line.get_linestyle() == "--"] == arch_colours
+    assert fig.get_suptitle().startswith("integration: T = 4, held-out sequences = 2")
+    assert_png(tmp_path / "lc.png", fig)
+
     fig = pg.plot_step_errors(ds, P=2, path=tmp_path / "steps.png")
-    assert len(fig.axes) == 4 and (tmp_path / "steps.png").stat().st_size > 0
+    assert len(fig.axes) == 4 and fig.axes[3].get_title() == "held-out sequences — every 2, P = 2"
+    supervised = ds.supervised.sel(schedule="every 2").isel(a_train=slice(0, 2)).mean(("repeat", "a_train"))
+    np.testing.assert_allclose([bar.get_height() for bar in fig.axes[2].patches], supervised)
+    np.testing.assert_allclose(_lines(fig.axes[3], "--"), mean("step_nmse_heldout", schedule="every 2", predictor="lazy", P=2))
+    assert {tuple(line.get_xdata()) for line in fig.axes[3].get_lines() if line.get_linestyle() == "--"} == {(0, 1, 2, 3)}
+    assert_png(tmp_path / "steps.png", fig)
+
     fig = pg.plot_fraction(ds, path=tmp_path / "fraction.png")
-    assert len(fig.axes) == 2
+    assert len(fig.axes) == 2 and fig.axes[1].get_xlabel() == "supervised fraction of steps"
+    by_fraction = [m[::-1] for m in mean("nmse_heldout", predictor="lazy", P=3)]  # fractions 1.0, 0.5 -> 0.5, 1.0
+    np.testing.assert_allclose(_lines(fig.axes[1], "--"), by_fraction)
+    assert_png(tmp_path / "fraction.png", fig)
     with pytest.raises(ValueError, match="^P:"):
         pg.plot_step_errors(ds, P=7)
     with pytest.raises(ValueError, match="^ds:"):
@@ -141,8 +180,9 @@ def test_cli_writes_figures_and_netcdf(tmp_path):
     out = tmp_path / "out"
     result = runner.invoke(app, ["generalization", str(cfg), "--out", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output
-    for name in ("generalization.nc", "learning_curve.png", "step_error.png", "fraction.png"):
-        assert (out / name).stat().st_size > 0, name
+    assert (out / "generalization.nc").is_file()
+    for name in ("learning_curve.png", "step_error.png", "fraction.png"):
+        assert_png(out / name)
     assert "normalised MSE at P = 3" in result.output and "share_Uv" in result.output and "held-out" in result.output
     ds = kf.load(out / "generalization.nc")
     assert ds.attrs["kind"] == "generalization" and ds.sizes["schedule"] == 2 and ds.sizes["repeat"] == 2

@@ -1,9 +1,10 @@
 """Order parameter on centred features (THEORY.md §4)."""
 
 import numpy as np
+import pytest
 
 import kernelfield as kf
-from kernelfield.observables import mean_coherence
+from kernelfield.observables import coherence_matrix, lag_coherence, mean_coherence
 
 
 def test_relu_dnn_mean_activity_is_not_counted_as_temporal_coherence():
@@ -29,5 +30,24 @@ def test_relu_dnn_theory_centres_with_the_mean_activity():
     assert kf.temporal_coherence(sol) == 0.0
     m = sol.best.phi_mean
     np.testing.assert_allclose(sol.C[:3, 3:6], np.outer(m[:3], m[3:6]), rtol=1e-12)
-    linear = kf.solve(kf.Architecture.rnn(3), task, kappa=0.1)
-    np.testing.assert_array_equal(linear.C_centred, linear.C)
+    # C_centred = C - <phi><phi>^T is the covariance of the features: a positive semi-definite
+    # block per step, with variances below the second moments. For a Gaussian preactivation
+    # <relu>^2 / <relu^2> = 1/pi; the trained law is near-Gaussian at this signal.
+    np.testing.assert_allclose(sol.C_centred, sol.C - np.outer(m, m), rtol=1e-12, atol=1e-15)
+    for t in range(3):
+        block = sol.C_centred[3 * t:3 * t + 3, 3 * t:3 * t + 3]
+        assert np.linalg.eigvalsh(block).min() > 0
+    ratio = m**2 / np.diag(sol.C)
+    assert np.all((0.8 / np.pi < ratio) & (ratio < 1.5 / np.pi))
+
+
+def test_coherence_of_a_kernel_with_known_time_structure():
+    # C_ts = R_ts A (time-major Kronecker product): rho_ts = |R_ts| / sqrt(R_tt R_ss) for any A.
+    R = np.array([[1.0, 0.2, 0.1, 0.0], [0.2, 2.0, -0.6, 0.3], [0.1, -0.6, 0.5, 0.25], [0.0, 0.3, 0.25, 1.0]])
+    A = np.array([[1.0, 0.3], [0.3, 2.0]])
+    rho = np.abs(R) / np.sqrt(np.outer(np.diag(R), np.diag(R)))
+    C = np.kron(R, A)
+    np.testing.assert_allclose(coherence_matrix(C, 4, 2), rho, rtol=1e-12)
+    # the mean over t != s >= 1 (t = 0 excluded) and the mean per lag |t - s| = 1, 2
+    assert mean_coherence(C, 4, 2) == pytest.approx((rho[1, 2] + rho[1, 3] + rho[2, 3]) / 3, rel=1e-12)
+    np.testing.assert_allclose(lag_coherence(C, 4, 2), [(rho[1, 2] + rho[2, 3]) / 2, rho[1, 3]], rtol=1e-12)

@@ -8,6 +8,7 @@ import kernelfield as kf
 from kernelfield import plots, storage
 from kernelfield.cli import app
 from kernelfield.experiments import phase
+from figure_checks import assert_png
 
 T = 4
 runner = CliRunner()
@@ -33,8 +34,17 @@ def test_bifurcation_theory_curves(tmp_path):
     back = storage.load(path)
     np.testing.assert_array_equal(back["coherence"].values, ds["coherence"].values)
     assert back.attrs["kind"] == "bifurcation" and "control" in back.attrs["config"]
-    plots.plot_bifurcation(ds, tmp_path / "bif.png")
-    assert (tmp_path / "bif.png").stat().st_size > 0
+    fig = plots.plot_bifurcation(ds, tmp_path / "bif.png")
+    ax, ax_eig = fig.axes
+    for arch in ("rnn", "dnn", "tied_every_2"):
+        (line,) = [line for line in ax.get_lines() if line.get_label() == f"{arch} (theory)"]
+        np.testing.assert_array_equal(line.get_ydata(), coh.sel(arch=arch))
+        (eig_line,) = [line for line in ax_eig.get_lines() if line.get_label() == arch]
+        np.testing.assert_array_equal(eig_line.get_ydata(), ds["leading_eigenvalue"].sel(arch=arch))
+    finite = ds["critical"].values[np.isfinite(ds["critical"].values)]  # rnn and tied_every_2; none for the dnn
+    assert [list(line.get_xdata()) for line in ax.get_lines() if line.get_linestyle() == ":"] == [[c, c] for c in finite]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("target_scale", "temporal coherence rho")
+    assert_png(tmp_path / "bif.png", fig)
 
 
 def test_bifurcation_rejects_bad_values():
@@ -55,8 +65,11 @@ def test_phase_diagram_critical_signal_over_T_and_g(tmp_path):
     # the point (T=4, g=1) is the critical value found directly
     direct = kf.critical_signal(kf.Architecture.rnn(4), task(), tol=1e-3).value
     assert crit[1, 1] == pytest.approx(direct, rel=2e-3)
-    plots.plot_phase_diagram(ds, tmp_path / "pd.png")
-    assert (tmp_path / "pd.png").stat().st_size > 0
+    fig = plots.plot_phase_diagram(ds, tmp_path / "pd.png")
+    ax = fig.axes[0]
+    np.testing.assert_array_equal(ax.collections[0].get_array().reshape(2, 2), crit.T)  # x = T across, y = g up
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("T", "g")
+    assert_png(tmp_path / "pd.png", fig)
 
 
 def test_weight_spectrum_dataset_and_figure(tmp_path):
@@ -68,8 +81,19 @@ def test_weight_spectrum_dataset_and_figure(tmp_path):
     pred = np.abs(ds["predicted_real"] + 1j * ds["predicted_imag"]).max("mode").values
     assert pred[0] < 1e-2 and pred[1] > 1.0
     storage.save(ds, tmp_path / "spec.nc")
-    plots.plot_spectrum(ds, path=tmp_path / "spec.png")
-    assert (tmp_path / "spec.png").stat().st_size > 0
+    fig = plots.plot_spectrum(ds, path=tmp_path / "spec.png")
+    spectrum, summary = fig.axes  # one width: its spectrum at the last value, then |lambda| over the values
+    sampled, circle, outlier, mirrored = spectrum.get_lines()
+    eig = ds["eigenvalues_real"].values[-1, 0].ravel() + 1j * ds["eigenvalues_imag"].values[-1, 0].ravel()
+    np.testing.assert_array_equal(sampled.get_xdata() + 1j * sampled.get_ydata(), eig)
+    np.testing.assert_allclose(np.abs(circle.get_xdata() + 1j * circle.get_ydata()), ds["radius"].values[-1])
+    assert abs(complex(outlier.get_xdata()[0], outlier.get_ydata()[0])) == pytest.approx(pred[1])
+    assert mirrored.get_xdata()[0] == -outlier.get_xdata()[0]
+    (bars,) = summary.containers
+    np.testing.assert_array_equal(bars.lines[0].get_ydata(), ds["top_modulus"].sel(N=16))
+    np.testing.assert_array_equal(summary.get_lines()[0].get_ydata(), pred)
+    assert spectrum.get_title() == "N = 16, value = 1" and summary.get_ylabel() == "largest |lambda|"
+    assert_png(tmp_path / "spec.png", fig)
 
 
 CONFIG = """
@@ -106,14 +130,16 @@ def test_cli_phase_diagram_and_spectrum(tmp_path):
     res = runner.invoke(app, ["phase-diagram", str(cfg), "--out", str(tmp_path / "ph"), "--no-progress"])
     assert res.exit_code == 0, res.output
     assert "critical target_scale" in res.output and "none (stable)" in res.output
-    for name in ("bifurcation.nc", "bifurcation.png", "phase_diagram.nc", "phase_diagram.png"):
-        assert (tmp_path / "ph" / name).stat().st_size > 0
+    for name in ("bifurcation.png", "phase_diagram.png"):
+        assert_png(tmp_path / "ph" / name)
+    assert storage.load(tmp_path / "ph" / "bifurcation.nc").sizes["arch"] == 2
     grid = storage.load(tmp_path / "ph" / "phase_diagram.nc")
     assert grid["critical"].dims == ("prior.g", "theory.kappa")
     res = runner.invoke(app, ["spectrum", str(cfg), "--out", str(tmp_path / "sp"), "--no-progress"])
     assert res.exit_code == 0, res.output
-    assert "predicted" in res.output and (tmp_path / "sp" / "spectrum.png").stat().st_size > 0
-    assert (tmp_path / "sp" / "spectrum_dnn.nc").stat().st_size > 0
+    assert "predicted" in res.output
+    assert_png(tmp_path / "sp" / "spectrum.png")
+    assert storage.load(tmp_path / "sp" / "spectrum_dnn.nc").attrs["kind"] == "weight_spectrum"
 
 
 def test_cli_phase_config_errors(tmp_path):

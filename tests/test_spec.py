@@ -48,7 +48,17 @@ def test_prior_errors(field, value):
 
 
 def test_prior_defaults():
-    assert kf.Prior() == kf.Prior(g=1.0, sigma_u=1.0, sigma_b=0.0, sigma_v=1.0)
+    # the documented defaults, and the prior the kernels use when none is given: for a linear RNN
+    # with g = sigma_u = 1 and no bias, C_ts = sum_{k <= min(t, s)} x_{t-k} . x_{s-k} / D
+    assert kf.Prior().to_dict() == {"g": 1.0, "sigma_u": 1.0, "sigma_b": 0.0, "sigma_v": 1.0}
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(2, 3, 4)), np.zeros((2, 3))
+    expected = np.zeros((3, 2, 3, 2))
+    for t in range(3):
+        for s in range(3):
+            expected[t, :, s, :] = sum(X[:, t - k] @ X[:, s - k].T / 4 for k in range(min(t, s) + 1))
+    C = kf.prior_kernel(kf.Architecture.rnn(3), kf.Task(X, Y))
+    np.testing.assert_allclose(C, expected.reshape(6, 6), rtol=1e-12, atol=1e-12)
 
 
 def test_task_errors():

@@ -134,12 +134,29 @@ def test_rnn_and_dnn_coincide_for_weak_targets():
 
 
 def test_branches_are_reported_with_their_action(endpoint):
-    sol = kf.solve(kf.Architecture.rnn(3), endpoint, init="auto")
-    assert 1 <= len(sol.branches)
-    assert sol.S == max(b.S for b in sol.branches)
-    assert {b.init for b in sol.branches} <= {"prior", "broken"}
-    only = kf.solve(kf.Architecture.rnn(3), endpoint, init="prior")
+    # Above the critical signal (0.61 for this task) two stationary points: the time-local prior
+    # branch and the time-correlated broken branch, whose action is larger; the solution is the broken one.
+    arch = kf.Architecture.rnn(3)
+
+    def largest_cross_time_entry(C):
+        blocks = np.abs(C.reshape(3, 3, 3, 3))  # (t, a, s, b)
+        return max(blocks[t, :, s, :].max() for t in range(3) for s in range(3) if t != s)
+
+    sol = kf.solve(arch, endpoint, init="auto")
+    assert sorted(b.init for b in sol.branches) == ["broken", "prior"]
+    prob = make_problem(arch, endpoint, kf.Prior(), 0.1)
+    for b in sol.branches:
+        assert b.converged and b.S == pytest.approx(action(prob, b.C), rel=1e-12)
+    prior, broken = sorted(sol.branches, key=lambda b: b.init != "prior")
+    assert broken.S > prior.S + 0.01
+    assert sol.S == broken.S and np.array_equal(sol.C, broken.C)
+    assert largest_cross_time_entry(prior.C) == 0.0 and largest_cross_time_entry(broken.C) > 0.1
+    # below it the broken start falls back onto the prior branch: one branch
+    weak = kf.solve(arch, endpoint_task(scale=0.3), init="auto")
+    assert [b.init for b in weak.branches] == ["prior"] and largest_cross_time_entry(weak.C) == 0.0
+    only = kf.solve(arch, endpoint, init="prior")
     assert len(only.branches) == 1 and only.branches[0].init == "prior"
+    np.testing.assert_allclose(only.C, prior.C, rtol=1e-12, atol=1e-14)
 
 
 def test_non_convergence_is_reported(sequential):

@@ -15,10 +15,14 @@ methods; theory and lazy are exact for a given draw). Built on :class:`matplotli
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import xarray as xr
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from .plots import _save
 
@@ -52,8 +56,6 @@ def _summary(da: xr.DataArray, sem: xr.DataArray | None):
 
 
 def _colours(ds):
-    from matplotlib import colormaps
-
     cmap = colormaps["tab10"]
     return {arch: cmap(i % 10) for i, arch in enumerate(ds.arch.values)}
 
@@ -81,8 +83,6 @@ def _width(i: int, n: int) -> float:
 
 
 def _legend(fig, ds, colours):
-    from matplotlib.lines import Line2D
-
     handles = [Line2D([], [], color=c, lw=2, label=a) for a, c in colours.items()]
     for p in ds.predictor.values:
         st = _STYLE.get(str(p), dict(ls=":", marker="^", label=str(p)))
@@ -143,8 +143,6 @@ def plot_learning_curves(ds: xr.Dataset, path=None, metric: str = "nmse", title:
 
 
 def _default_title(ds) -> str:
-    import json
-
     cfg = json.loads(ds.attrs.get("config", "{}"))
     return (f"{ds.attrs.get('task', 'task')}: T = {ds.sizes['t']}, held-out sequences = {ds.sizes['a_test']}, "
             f"phi = {cfg.get('phi', '?')}, kappa = {cfg.get('kappa', '?')}, repeats = {ds.sizes['repeat']}")
