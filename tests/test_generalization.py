@@ -106,6 +106,15 @@ def test_classification_task_reports_sign_errors():
     assert np.all(np.isnan(ds.nmse_unsupervised))  # endpoint task: no unsupervised step has a target
 
 
+def test_study_progress_goes_to_a_callback():
+    """``progress`` takes a callable: one event before each (architecture, schedule, P, repeat)
+    job, naming it, and a last one when all are done."""
+    events = []
+    learning_curves(**{**STUDY, "P": [1, 2], "repeats": 1, "methods": ["lazy"], "progress": events.append})
+    assert [(e.task, e.completed, e.total) for e in events] == [("generalisation", i, 4) for i in range(5)]
+    assert [e.info.get("job") for e in events[:2]] == ["rnn · every 2 · P=1 · repeat 0", "dnn · every 2 · P=1 · repeat 0"]
+
+
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [

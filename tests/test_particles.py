@@ -12,6 +12,9 @@ import pytest
 
 import kernelfield as kf
 from kernelfield.compare import parity_flip
+from kernelfield.progress import ProgressEvent
+from kernelfield.theory.particle_control import (Decision, ParticleSettings, WindowSummary, _trend, _trending,
+                                                 averaged_windows, block_traces, control_step, init_control)
 from conftest import endpoint_task
 
 FAST = dict(kappa=0.1, num_particles=1024, mc_tol=0.03)
@@ -80,27 +83,6 @@ def test_too_few_iterations_warn_with_the_residual():
     assert not sol.converged and sol.best.iterations <= 40
 
 
-def test_a_run_that_ends_just_after_a_step_halving_reports_its_last_windows(monkeypatch):
-    """A step halving clears the averages. If max_iter ends the run right then, the branch reports
-    its last finite windows, not converged, instead of NaN with S = -inf ("not a solution"). That
-    NaN hid the erf RNN's broken start at T = 16 (n = 64 and 128) behind the symmetric branch."""
-    import kernelfield.theory.particles as particles
-
-    real, calls = particles._oscillating, []
-
-    def halve_at_the_last_window(summaries, *args, **kwargs):
-        calls.append(1)
-        return len(calls) == 5 or real(summaries, *args, **kwargs)
-
-    monkeypatch.setattr(particles, "_oscillating", halve_at_the_last_window)
-    task = endpoint_task(P=2, T=2, D=3, scale=1.0)
-    with pytest.warns(kf.ConvergenceWarning, match="residual"):
-        sol = kf.solve(kf.Architecture.rnn(2), task, phi="erf", init="prior", max_iter=100, **FAST)
-    b = sol.best
-    assert len(calls) == 5 and b.iterations == 100 and not b.converged
-    assert np.all(np.isfinite(b.C)) and np.isfinite(b.S) and np.isfinite(b.residual)
-
-
 def test_bad_solver_arguments():
     task = endpoint_task(P=2, T=2, D=3)
     arch = kf.Architecture.rnn(2)
@@ -115,7 +97,6 @@ def test_bad_solver_arguments():
 
 
 def test_block_traces_are_the_traces_of_the_time_blocks():
-    from kernelfield.theory.particles import block_traces
     T, P = 3, 2
     C = np.arange(36.0).reshape(6, 6)
     expected = [np.trace(C[t * P:(t + 1) * P, s * P:(s + 1) * P]) for t in range(T) for s in range(t, T)]
@@ -127,7 +108,6 @@ def test_trend_test_catches_slow_drifts_and_not_correlated_noise():
     noise (lag-1 correlation 0.3, 36 summaries, 10/30 windows) at most 3/40 false alarms (seeded);
     a drift of 0.1 noise standard deviations per window in one summary out of 36 is caught over
     30 windows; summaries that vanish identically are ignored."""
-    from kernelfield.theory.particles import _trend, _trending
     rng = np.random.default_rng(0)
 
     def ar1(N, m=36, rho=0.3):
@@ -148,41 +128,123 @@ def test_trend_test_catches_slow_drifts_and_not_correlated_noise():
     assert _trending(list(ar1(11)))  # too few windows: still burning in
 
 
-def test_step_halvings_keep_the_trend_history_and_are_undone(monkeypatch):
-    """The step control of :func:`maximise_particles` on a scripted flow (no sampling; window means
-    given directly, a drift of 10 noise standard deviations a window, accepted proposals 95 %): the
+# -- the step control, driven with scripted windows (no sampling) --------------------------------
+
+T_CTL, P_CTL = 2, 2  # windows of a kernel with n = 4
+
+
+def scripted(C, acceptance=0.95, oscillating=False, finite=True, length=20):
+    """A window as :func:`control_step` sees it: an overdamped flow relaxes smoothly within the
+    window, an overshooting one alternates from one iteration to the next."""
+    if oscillating:
+        summaries = np.outer((-1.0) ** np.arange(length), [1.0, 1.0])
+    else:
+        summaries = np.outer(np.exp(-np.arange(length) / 5.0), [1.0, 2.0])
+    C = np.asarray(C, dtype=float)
+    return WindowSummary(C=C, Sigma=2.0 * C, phi_mean=np.zeros(len(C)), acceptance=acceptance,
+                         summaries=summaries, traces=block_traces(C, T_CTL, P_CTL), finite=finite)
+
+
+def drive(windows, settings):
+    """Feed ``windows`` to the control; the steps the windows ran at, the states after each and
+    the decisions."""
+    state, steps, states, decisions = init_control(settings), [], [], []
+    for w in windows:
+        steps.append(state.step_size)
+        state, decision = control_step(state, w, settings)
+        states.append(state)
+        decisions.append(decision)
+    return steps, states, decisions
+
+
+def test_a_run_that_ends_just_after_a_step_halving_reports_its_last_windows():
+    """A step halving clears the averages. If max_iter ends the run right then, the branch reports
+    its last finite windows (the overshooting one included), not burned in, instead of NaN with
+    S = -inf ("not a solution"). That NaN hid the erf RNN's broken start at T = 16 (n = 64 and
+    128) behind the symmetric branch."""
+    settings = ParticleSettings(num_particles=16, max_iter=100)
+    Cs = [np.eye(4) * (1.0 + 0.1 * w) for w in range(5)]
+    windows = [scripted(C, oscillating=(w == 4)) for w, C in enumerate(Cs)]
+    _, states, decisions = drive(windows, settings)
+    state = states[-1]
+    assert decisions == [Decision.CONTINUE] * 4 + [Decision.HALVE]
+    assert state.iterations == 100 and state.step_size == 0.1 and not state.burned_in
+    assert state.burn_C == () and state.batch_C == ()  # the halving cleared the averages
+    C, Sigma, mean = averaged_windows(state, 4)
+    assert len(C) == 2 and np.all(np.isfinite(C))
+    np.testing.assert_array_equal(C[0], Cs[3])
+    np.testing.assert_array_equal(C[1], Cs[4])
+    np.testing.assert_array_equal(Sigma[1], 2.0 * Cs[4])
+    # a window that blew up is not reported; with no finite window at all everything is NaN
+    state, decision = control_step(state, scripted(np.full((4, 4), np.inf), finite=False), settings)
+    assert decision == Decision.HALVE and state.step_size == 0.05
+    np.testing.assert_array_equal(averaged_windows(state, 4)[0][1], Cs[4])
+    C, _, mean = averaged_windows(init_control(settings), 4)
+    assert np.all(np.isnan(C)) and np.all(np.isnan(mean))
+
+
+def test_step_halvings_keep_the_trend_history_and_are_undone():
+    """A scripted flow drifting by 10 noise standard deviations a window, 95 % accepted: the
     overshooting window 29 halves the step; the trend test then still sees the block traces of
-    every window before it (a halving used to clear them, so that on the erf RNN's broken branch at n = 128 burn-in ended
-    on short stretches of a slow drift, measured on a GPU: converged at tr C_77 = 10.2 while
-    100 000 iterations at a stable step reach 11.4), and after 25 quiet windows the largest
-    allowed step doubles back, so the step returns to 0.2."""
-    import jax.numpy as jnp
-
-    import kernelfield.theory.particles as pt
-    from kernelfield.nonlinearities import get_nonlinearity
-    from kernelfield.theory.kernels import make_problem
-
-    task = kf.tasks.endpoint_patterns(P=2, T=2, D=2, seed=0)
-    prob = make_problem(kf.Architecture.rnn(2), task, kf.Prior(), 0.1)
+    every window before it (a halving used to clear them, so that on the erf RNN's broken branch
+    at n = 128 burn-in ended on short stretches of a slow drift, measured on a GPU: converged at
+    tr C_77 = 10.2 while 100 000 iterations at a stable step reach 11.4), and after 25 quiet
+    windows the largest allowed step doubles back, so the step returns to 0.2."""
     rng = np.random.default_rng(0)
-    steps, history = [], []
-
-    def scripted_window(key, H, step_size, *arrays, fn, zero_mean, length, P):
-        w = len(steps)
-        steps.append(float(step_size))
-        C = np.eye(prob.n) * (1.0 + 0.1 * w + 0.01 * rng.normal())
-        if w == 29:  # an overshooting window: alternating summaries
-            summaries = np.outer((-1.0) ** np.arange(length), [1.0, 1.0])
-        else:  # an overdamped one: a smooth relaxation
-            summaries = np.outer(np.exp(-np.arange(length) / 5.0), [1.0, 2.0])
-        return H, jnp.asarray(C), jnp.asarray(C), jnp.zeros(prob.n), 0.95, jnp.asarray(summaries)
-
-    trending = pt._trending
-    monkeypatch.setattr(pt, "_drifting", lambda batches: False)  # leave the decision to the trend test
-    monkeypatch.setattr(pt, "_trending", lambda s, min_windows=6: history.append(len(s)) or trending(s, min_windows))
-    monkeypatch.setattr(pt, "_window", scripted_window)
-    monkeypatch.setattr(pt, "_finish", lambda *args: None)
-    pt.maximise_particles(prob, get_nonlinearity("erf"), np.eye(prob.n), prob.block_mask(),
-                          pt.ParticleSettings(num_particles=16, max_iter=20 * 80, seed=0))
+    Cs = [np.eye(4) * (1.0 + 0.1 * w + 0.01 * rng.normal()) for w in range(80)]
+    windows = [scripted(C, oscillating=(w == 29)) for w, C in enumerate(Cs)]
+    steps, states, decisions = drive(windows, ParticleSettings(num_particles=16, max_iter=20 * 80))
+    assert decisions[29] == Decision.HALVE and decisions.count(Decision.HALVE) == 1
     assert steps[29] == 0.2 and steps[30] == 0.1 and max(steps[30:55]) == 0.1 and steps[-1] == 0.2
-    assert history == list(range(1, 80))  # every window but the overshooting one, nothing cleared
+    assert [len(s.history) for s in states] == list(range(1, 30)) + list(range(29, 80))
+    kept = [w.traces for i, w in enumerate(windows) if i != 29]  # every window but the overshooting one
+    np.testing.assert_array_equal(np.stack(states[-1].history), np.stack(kept))
+    assert not any(s.burned_in for s in states) and _trending(states[-1].history)
+    assert states[-1].burn_C[0] is Cs[30]  # the averages restarted after the halving
+
+
+def test_burn_in_ends_on_stationary_windows_and_averaging_converges():
+    """Stationary windows (1 % noise): burn-in ends once the trend test has 12 windows, then
+    batches are averaged until their relative standard error is below mc_tol (at least
+    min_batches); a halving during averaging restarts burn-in."""
+    rng = np.random.default_rng(1)
+    settings = ParticleSettings(num_particles=16, mc_tol=0.01, min_batches=10)
+    windows = [scripted(np.eye(4) * (1.0 + 0.01 * rng.normal()) + 0.001 * rng.normal(size=(4, 4)))
+               for _ in range(60)]
+    steps, states, decisions = drive(windows, settings)
+    first = next(i for i, s in enumerate(states) if s.burned_in)
+    assert first == 11 and states[first].phase == "averaging" and states[first - 1].phase == "burn-in"
+    done = decisions.index(Decision.CONVERGED)
+    assert done == first + settings.min_batches and len(states[done].batch_C) == settings.min_batches
+    C, _, _ = averaged_windows(states[done], 4)
+    assert C == states[done].batch_C
+    state, decision = control_step(states[done], scripted(np.eye(4), oscillating=True), settings)
+    assert decision == Decision.HALVE and not state.burned_in and state.batch_C == ()
+    assert len(state.history) == len(states[done].history)
+
+
+def test_a_drift_found_while_averaging_drops_the_first_half_and_a_vanishing_step_stops():
+    """Batches precise enough but drifting (Geweke / trend): the first half is dropped as burn-in
+    and averaging goes on; a step halved below 1e-6 stops the run."""
+    settings = ParticleSettings(num_particles=16, mc_tol=0.5, min_batches=10)
+    rng = np.random.default_rng(2)
+    state = init_control(settings)._replace(burned_in=True)
+    for w in range(10):
+        state, decision = control_step(state, scripted(np.eye(4) * (1.0 + 0.01 * w + 1e-4 * rng.normal())),
+                                       settings)
+    assert decision == Decision.CONTINUE and len(state.batch_C) == 5
+    state, decision = control_step(state._replace(step_size=1.5e-6), scripted(np.eye(4), oscillating=True), settings)
+    assert decision == Decision.STOP and state.step_size < 1e-6
+
+
+def test_particle_progress_goes_to_a_callback():
+    """``progress`` takes a callable: it receives one ProgressEvent per window."""
+    events = []
+    task = endpoint_task(P=2, T=2, D=3, scale=1.0)
+    with pytest.warns(kf.ConvergenceWarning):
+        kf.solve(kf.Architecture.rnn(2), task, phi="erf", init="prior", max_iter=60, progress=events.append, **FAST)
+    assert [e.completed for e in events] == [20, 40, 60]
+    assert all(isinstance(e, ProgressEvent) and e.task == "particles" and e.total == 60 for e in events)
+    assert events[0].info["phase"] == "burn-in" and events[0].info["step"] > 0 and events[0].info["start"] == "prior"
+    with pytest.raises(ValueError, match="progress: must be"):
+        ParticleSettings(progress="yes")

@@ -47,13 +47,14 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from typing import Callable, Sequence
+from dataclasses import dataclass
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import xarray as xr
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..nonlinearities import get_nonlinearity
+from ..progress import ProgressArg, ProgressCallback, ProgressEvent, reporter
 from ..sampling import sample
 from ..schedules import Schedule, all_steps
 from ..spec import Architecture, Prior, Task
@@ -185,7 +186,7 @@ def learning_curves(
     langevin: dict | None = None,
     heldout_batch: int | None = None,
     seed: int = 0,
-    progress: bool = True,
+    progress: ProgressArg = True,
 ) -> xr.Dataset:
     """Generalisation errors of every architecture, schedule and training-set size ``P``.
 
@@ -197,7 +198,9 @@ def learning_curves(
     uses ``sampling`` (keyword arguments of :func:`kernelfield.sample`) and ``langevin`` uses
     ``langevin`` (of :func:`kernelfield.training.train`), each optionally with ``"P"``: the subset
     of ``P`` at which to run the networks (they are slow). solve_kwargs: extra arguments of
-    :func:`kernelfield.solve` (``tol``, ``init``, ...).
+    :func:`kernelfield.solve` (``tol``, ``init``, ...). progress: ``True`` (a rich progress bar),
+    ``False`` or a callable receiving :class:`~kernelfield.progress.ProgressEvent` s (task
+    ``"generalisation"``, one unit per architecture, schedule, ``P`` and repeat).
 
     Returns a Dataset with coordinates ``predictor, arch, schedule, P, repeat, t`` (plus
     ``supervised_fraction`` on ``schedule``) and variables ``{mse,nmse}_{set}`` and
@@ -211,22 +214,65 @@ def learning_curves(
     ``Dataset.sel``.) attrs hold the provenance (``config`` JSON).
     """
     started = time.perf_counter()
-    if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 1:
-        raise ValueError(f"T: must be an integer >= 1, got {T!r}")
-    T = int(T)
+    study = _plan_study(task, T, P, archs, schedules, P_test, repeats, task_kwargs, prior, phi, kappa, methods,
+                        solve_kwargs, sampling, langevin, heldout_batch, seed)
+    results = _StudyResults.empty(study)
+    with reporter(progress) as report:
+        _run_study(study, results, report)
+    return _study_dataset(study, results, started)
+
+
+def _check_count(name: str, value, minimum: int, or_none: bool = False) -> None:
+    """``value`` must be an integer ``>= minimum`` (or ``None`` when ``or_none``)."""
+    if or_none and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name}: must be an integer >= {minimum}{' or None' if or_none else ''}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class _Study:
+    """A validated learning-curve study: what :func:`learning_curves` runs. ``network``: keyword
+    arguments of the network methods, ``network_P``: the ``P`` at which each runs; ``draw(P_pool,
+    seed)`` draws a repeat's pool; ``task_name``: the task's provenance label."""
+
+    T: int
+    P: list[int]
+    P_test: int
+    repeats: int
+    archs: list[Architecture]
+    schedules: list[Schedule]
+    methods: list[str]
+    network: dict
+    network_P: dict
+    solve_kwargs: dict
+    draw: Callable[[int, int], LabelledTask]
+    task_name: str
+    task_kwargs: dict
+    prior: Prior
+    phi: object
+    kappa: float
+    heldout_batch: int | None
+    seed: int
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """``(predictor, arch, schedule, P, repeat)``."""
+        return (len(self.methods), len(self.archs), len(self.schedules), len(self.P), self.repeats)
+
+
+def _plan_study(task, T, P, archs, schedules, P_test, repeats, task_kwargs, prior, phi, kappa, methods,
+                solve_kwargs, sampling, langevin, heldout_batch, seed) -> _Study:
+    """Validate the arguments of :func:`learning_curves` into a :class:`_Study`."""
+    _check_count("T", T, 1)
     P_list = _sorted_positive("P", P)
-    if isinstance(P_test, bool) or not isinstance(P_test, (int, np.integer)) or P_test < 0:
-        raise ValueError(f"P_test: must be an integer >= 0, got {P_test!r}")
-    if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
-        raise ValueError(f"repeats: must be an integer >= 1, got {repeats!r}")
-    if heldout_batch is not None and (isinstance(heldout_batch, bool) or not isinstance(heldout_batch, (int, np.integer))
-                                      or heldout_batch < 1):
-        raise ValueError(f"heldout_batch: must be an integer >= 1 or None, got {heldout_batch!r}")
+    _check_count("P_test", P_test, 0)
+    _check_count("repeats", repeats, 1)
+    _check_count("heldout_batch", heldout_batch, 1, or_none=True)
     methods = list(methods)
     unknown = [m for m in methods if m not in METHODS]
     if not methods or unknown:
         raise ValueError(f"methods: must be a non-empty list from {', '.join(METHODS)}, got {methods!r}")
-    methods = [m for m in METHODS if m in methods]
     if isinstance(schedules, Schedule):
         schedules = [schedules]
     schedules = list(schedules) or [all_steps()]
@@ -235,7 +281,7 @@ def learning_curves(
     labels = [s.label for s in schedules]
     if len(set(labels)) != len(labels):
         raise ValueError(f"schedules: labels must be distinct, got {labels}")
-    arch_list = [architecture(a, T) for a in archs]
+    arch_list = [architecture(a, int(T)) for a in archs]
     names = [a.name for a in arch_list]
     if not arch_list or len(set(names)) != len(names):
         raise ValueError(f"archs: must be a non-empty list of distinct architectures, got {names}")
@@ -247,117 +293,172 @@ def learning_curves(
         if not set(network_P[m]) <= set(P_list):
             raise ValueError(f"{m}.P: must be a subset of P = {P_list}, got {network_P[m]}")
         network[m].setdefault("progress", False)
-    solve_kwargs = dict(solve_kwargs or {})
-    draw = _pool_source(task, T, dict(task_kwargs or {}))
+    task_kwargs = dict(task_kwargs or {})
+    return _Study(T=int(T), P=P_list, P_test=P_test, repeats=repeats, archs=arch_list, schedules=schedules,
+                  methods=[m for m in METHODS if m in methods], network=network, network_P=network_P,
+                  solve_kwargs=dict(solve_kwargs or {}), draw=_pool_source(task, int(T), task_kwargs),
+                  task_name=task if isinstance(task, str) else getattr(task, "__name__", type(task).__name__),
+                  task_kwargs=task_kwargs, prior=prior, phi=phi, kappa=kappa, heldout_batch=heldout_batch, seed=seed)
 
-    P_max = P_list[-1]
-    shape = (len(methods), len(arch_list), len(schedules), len(P_list), repeats)
-    full = lambda *extra: np.full(shape + extra, np.nan)  # noqa: E731
-    err = {f"{q}_{s}": full() for s in SETS for q in ("mse", "nmse", "mse_sem", "nmse_sem", "sign_error")}
-    step = {f"step_{q}_{s}": full(T) for s in ("unsupervised", "heldout") for q in ("mse", "nmse")}
-    pred_train, pred_test, seconds = full(P_max, T), full(P_test, T), full()
-    conv, resid = np.full(shape[1:], np.nan), np.full(shape[1:], np.nan)
-    ess, accept = np.full(shape[1:], np.nan), np.full(shape[1:], np.nan)
-    pools, sup_masks = [], np.zeros((len(schedules), repeats, P_max, T), dtype=np.int8)
-    classification = False
 
-    jobs = [(r, s, p, a) for r in range(repeats) for s in range(len(schedules)) for p in range(len(P_list))
-            for a in range(len(arch_list))]
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, disable=not progress) as bar:
-        job = bar.add_task("generalisation", total=len(jobs))
-        for r in range(repeats):
-            pool = draw(P_max + P_test, seed + r)
-            pools.append(pool)
-            classification = classification or pool.classification
-            test_inputs, test_truth = pool.inputs[P_max:], pool.truth[P_max:]
-            for s, sched in enumerate(schedules):
-                mask = sched.mask(P_max, T) & ~np.isnan(pool.targets[:P_max])
-                sup_masks[s, r] = mask
-                for p, P_ in enumerate(P_list):
-                    if not mask[:P_].any():
-                        raise ValueError(f"schedules: {sched.label} leaves no supervised (a, t) among the first "
-                                         f"P = {P_} training sequences; supervise more or raise P")
-                    targets = np.where(mask[:P_], pool.targets[:P_], np.nan)
-                    train_task = Task(pool.inputs[:P_], targets)
-                    truth_train = pool.truth[:P_]
-                    for a, arch in enumerate(arch_list):
-                        bar.update(job, description=f"{arch.name} · {sched.label} · P={P_} · repeat {r}")
-                        for mi, method in enumerate(methods):
-                            if method in network and P_ not in network_P[method]:
-                                continue
-                            t0 = time.perf_counter()
-                            mean, sem = _run(method, arch, train_task, test_inputs, prior, phi, kappa, solve_kwargs,
-                                             network.get(method), heldout_batch, seed + r)
-                            if method == "theory":
-                                mean, (conv[a, s, p, r], resid[a, s, p, r]) = mean
-                            if method == "sampled":
-                                mean, (ess[a, s, p, r], accept[a, s, p, r]) = mean
-                                if ess[a, s, p, r] < MIN_ESS:
-                                    warnings.warn(
-                                        f"sampled: effective sample size {ess[a, s, p, r]:.0f} < {MIN_ESS} for "
-                                        f"{arch.name}, {sched.label}, P = {P_}, repeat {r}: the sampled errors and "
-                                        "their error bars are unreliable; raise num_samples / num_warmup",
-                                        stacklevel=2)
-                            seconds[mi, a, s, p, r] = time.perf_counter() - t0
-                            idx = (mi, a, s, p, r)
-                            pred_train[idx][:P_] = mean[:P_]
-                            pred_test[idx] = mean[P_:]
-                            sem_train = None if sem is None else sem[:P_]
-                            sem_test = None if sem is None else sem[P_:]
-                            results = {
-                                "unsupervised": evaluate(mean[:P_], truth_train, ~mask[:P_], sem_train, classification),
-                                "supervised": evaluate(mean[:P_], truth_train, mask[:P_], sem_train, classification),
-                                "heldout": evaluate(mean[P_:], test_truth, np.ones_like(test_truth, bool), sem_test,
-                                                    classification),
-                            }
-                            for set_name, res in results.items():
-                                for q in ("mse", "nmse", "mse_sem", "nmse_sem", "sign_error"):
-                                    err[f"{q}_{set_name}"][idx] = res[q]
-                                if set_name != "supervised":
-                                    step[f"step_mse_{set_name}"][idx] = res["step_mse"]
-                                    step[f"step_nmse_{set_name}"][idx] = res["step_nmse"]
-                        bar.advance(job)
+@dataclass
+class _StudyResults:
+    """What the study measured so far, filled in place by :func:`_run_study` (NaN: not run)."""
 
+    errors: dict  # "{q}_{set}" -> (predictor, arch, schedule, P, repeat)
+    step_errors: dict  # "step_{q}_{set}" -> (..., t)
+    prediction_train: np.ndarray
+    prediction_heldout: np.ndarray
+    seconds: np.ndarray
+    converged: np.ndarray  # (arch, schedule, P, repeat)
+    residual: np.ndarray
+    ess: np.ndarray
+    acceptance: np.ndarray
+    supervised: np.ndarray  # (schedule, repeat, a_train, t)
+    pools: list
+    classification: bool = False
+
+    @classmethod
+    def empty(cls, study: _Study) -> "_StudyResults":
+        full = lambda *extra: np.full(study.shape + extra, np.nan)  # noqa: E731
+        cell = lambda: np.full(study.shape[1:], np.nan)  # noqa: E731
+        return cls(errors={f"{q}_{s}": full() for s in SETS for q in ("mse", "nmse", "mse_sem", "nmse_sem", "sign_error")},
+                   step_errors={f"step_{q}_{s}": full(study.T) for s in ("unsupervised", "heldout") for q in ("mse", "nmse")},
+                   prediction_train=full(study.P[-1], study.T), prediction_heldout=full(study.P_test, study.T),
+                   seconds=full(), converged=cell(), residual=cell(), ess=cell(), acceptance=cell(),
+                   supervised=np.zeros((len(study.schedules), study.repeats, study.P[-1], study.T), dtype=np.int8),
+                   pools=[])
+
+    def record(self, idx: tuple, mean: np.ndarray, sem: np.ndarray | None, job: "_Job") -> None:
+        """The predictions ``mean`` ``(P + P_test, T)`` of one method and their errors on the three sets."""
+        P_ = job.train_task.P
+        self.prediction_train[idx][:P_] = mean[:P_]
+        self.prediction_heldout[idx] = mean[P_:]
+        sem_train = None if sem is None else sem[:P_]
+        sem_test = None if sem is None else sem[P_:]
+        c = self.classification
+        results = {
+            "unsupervised": evaluate(mean[:P_], job.truth, ~job.mask, sem_train, c),
+            "supervised": evaluate(mean[:P_], job.truth, job.mask, sem_train, c),
+            "heldout": evaluate(mean[P_:], job.test_truth, np.ones_like(job.test_truth, bool), sem_test, c),
+        }
+        for set_name, res in results.items():
+            for q in ("mse", "nmse", "mse_sem", "nmse_sem", "sign_error"):
+                self.errors[f"{q}_{set_name}"][idx] = res[q]
+            if set_name != "supervised":
+                self.step_errors[f"step_mse_{set_name}"][idx] = res["step_mse"]
+                self.step_errors[f"step_nmse_{set_name}"][idx] = res["step_nmse"]
+
+
+class _Job(NamedTuple):
+    """One architecture on one training set: ``cell = (arch, schedule, P, repeat)`` indices;
+    ``truth``, ``mask``: noise-free truth and supervised entries of the training rows."""
+
+    cell: tuple[int, int, int, int]
+    arch: Architecture
+    schedule: Schedule
+    train_task: Task
+    truth: np.ndarray
+    mask: np.ndarray
+    test_inputs: np.ndarray
+    test_truth: np.ndarray
+    seed: int
+
+    @property
+    def description(self) -> str:
+        return f"{self.arch.name} · {self.schedule.label} · P={self.train_task.P} · repeat {self.cell[3]}"
+
+
+def _run_study(study: _Study, results: _StudyResults, report: ProgressCallback) -> None:
+    """Every method on every job, in the order repeat, schedule, ``P``, architecture."""
+    total = study.repeats * len(study.schedules) * len(study.P) * len(study.archs)
+    done, P_max = 0, study.P[-1]
+    for r in range(study.repeats):
+        pool = study.draw(P_max + study.P_test, study.seed + r)
+        results.pools.append(pool)
+        results.classification = results.classification or pool.classification
+        for s, sched in enumerate(study.schedules):
+            mask = sched.mask(P_max, study.T) & ~np.isnan(pool.targets[:P_max])
+            results.supervised[s, r] = mask
+            for p, P_ in enumerate(study.P):
+                if not mask[:P_].any():
+                    raise ValueError(f"schedules: {sched.label} leaves no supervised (a, t) among the first "
+                                     f"P = {P_} training sequences; supervise more or raise P")
+                train_task = Task(pool.inputs[:P_], np.where(mask[:P_], pool.targets[:P_], np.nan))
+                for a, arch in enumerate(study.archs):
+                    job = _Job((a, s, p, r), arch, sched, train_task, pool.truth[:P_], mask[:P_],
+                               pool.inputs[P_max:], pool.truth[P_max:], study.seed + r)
+                    report(ProgressEvent("generalisation", done, total, {"job": job.description}))
+                    for mi, method in enumerate(study.methods):
+                        if method not in study.network or P_ in study.network_P[method]:
+                            _run_method(study, results, job, mi, method)
+                    done += 1
+    report(ProgressEvent("generalisation", done, total))
+
+
+def _run_method(study: _Study, results: _StudyResults, job: _Job, mi: int, method: str) -> None:
+    """One method on one job: predictions, errors, diagnostics and wall time into ``results``."""
+    t0 = time.perf_counter()
+    mean, sem = _run(method, job.arch, job.train_task, job.test_inputs, study.prior, study.phi, study.kappa,
+                     study.solve_kwargs, study.network.get(method), study.heldout_batch, job.seed)
+    cell = job.cell
+    if method == "theory":
+        mean, (results.converged[cell], results.residual[cell]) = mean
+    if method == "sampled":
+        mean, (results.ess[cell], results.acceptance[cell]) = mean
+        if results.ess[cell] < MIN_ESS:
+            warnings.warn(
+                f"sampled: effective sample size {results.ess[cell]:.0f} < {MIN_ESS} for "
+                f"{job.arch.name}, {job.schedule.label}, P = {job.train_task.P}, repeat {cell[3]}: the sampled errors "
+                "and their error bars are unreliable; raise num_samples / num_warmup",
+                stacklevel=4)  # the caller of learning_curves
+    results.seconds[(mi, *cell)] = time.perf_counter() - t0
+    results.record((mi, *cell), mean, sem, job)
+
+
+def _study_dataset(study: _Study, results: _StudyResults, started: float) -> xr.Dataset:
+    """The Dataset of :func:`learning_curves` (layout in its docstring), with the provenance."""
     base = ("predictor", "arch", "schedule", "P", "repeat")
-    data_vars = {}
-    for key, values in err.items():
-        if key.startswith("sign_error") and not classification:
-            continue
-        data_vars[key] = (base, values)
-    for key, values in step.items():
-        data_vars[key] = (base + ("t",), values)
+    data_vars = {key: (base, values) for key, values in results.errors.items()
+                 if results.classification or not key.startswith("sign_error")}
+    data_vars.update({key: (base + ("t",), values) for key, values in results.step_errors.items()})
+    pools = results.pools
     data_vars.update(
-        prediction_train=(base + ("a_train", "t"), pred_train, {"description": "posterior-mean prediction, training rows"}),
-        prediction_heldout=(base + ("a_test", "t"), pred_test, {"description": "posterior-mean prediction, held-out rows"}),
+        prediction_train=(base + ("a_train", "t"), results.prediction_train,
+                          {"description": "posterior-mean prediction, training rows"}),
+        prediction_heldout=(base + ("a_test", "t"), results.prediction_heldout,
+                            {"description": "posterior-mean prediction, held-out rows"}),
         inputs=(("repeat", "a_pool", "t", "d"), np.stack([p.inputs for p in pools])),
         truth=(("repeat", "a_pool", "t"), np.stack([p.truth for p in pools]), {"description": "noise-free target"}),
         targets=(("repeat", "a_pool", "t"), np.stack([p.targets for p in pools]),
                  {"description": "generator targets before the schedule (NaN = none)"}),
-        supervised=(("schedule", "repeat", "a_train", "t"), sup_masks, {"description": "1 = supervised"}),
-        sampled_ess=(base[1:], ess, {"description": "minimum effective sample size of the HMC run"}),
-        sampled_acceptance=(base[1:], accept),
-        theory_converged=(base[1:], conv),
-        theory_residual=(base[1:], resid),
-        seconds=(base, seconds),
+        supervised=(("schedule", "repeat", "a_train", "t"), results.supervised, {"description": "1 = supervised"}),
+        sampled_ess=(base[1:], results.ess, {"description": "minimum effective sample size of the HMC run"}),
+        sampled_acceptance=(base[1:], results.acceptance),
+        theory_converged=(base[1:], results.converged),
+        theory_residual=(base[1:], results.residual),
+        seconds=(base, results.seconds),
     )
+    P_max, labels = study.P[-1], [s.label for s in study.schedules]
     coords = {
-        "predictor": methods, "arch": names, "schedule": labels, "P": P_list, "repeat": np.arange(repeats),
-        "t": np.arange(T), "a_train": np.arange(P_max), "a_test": np.arange(P_test),
-        "a_pool": np.arange(P_max + P_test), "d": np.arange(pools[0].D),
-        "supervised_fraction": ("schedule", [s.fraction(T) for s in schedules]),
+        "predictor": study.methods, "arch": [a.name for a in study.archs], "schedule": labels, "P": study.P,
+        "repeat": np.arange(study.repeats), "t": np.arange(study.T), "a_train": np.arange(P_max),
+        "a_test": np.arange(study.P_test), "a_pool": np.arange(P_max + study.P_test), "d": np.arange(pools[0].D),
+        "supervised_fraction": ("schedule", [s.fraction(study.T) for s in study.schedules]),
     }
     config = {
-        "task": task if isinstance(task, str) else getattr(task, "__name__", type(task).__name__),
-        "task_kwargs": dict(task_kwargs or {}), "T": T, "P": P_list, "P_test": P_test, "repeats": repeats,
-        "seed": seed, "architectures": [a.to_dict() for a in arch_list], "schedules": labels,
-        "prior": prior.to_dict(), "phi": get_nonlinearity(phi).name, "kappa": float(kappa), "methods": methods,
-        "solve": solve_kwargs, "heldout_batch": heldout_batch,
-        "sampling": {**network["sampled"], "P": network_P["sampled"]} if "sampled" in methods else None,
-        "langevin": {**network["langevin"], "P": network_P["langevin"]} if "langevin" in methods else None,
+        "task": study.task_name, "task_kwargs": study.task_kwargs, "T": study.T, "P": study.P, "P_test": study.P_test,
+        "repeats": study.repeats, "seed": study.seed, "architectures": [a.to_dict() for a in study.archs],
+        "schedules": labels, "prior": study.prior.to_dict(), "phi": get_nonlinearity(study.phi).name,
+        "kappa": float(study.kappa), "methods": study.methods, "solve": study.solve_kwargs,
+        "heldout_batch": study.heldout_batch,
+        "sampling": {**study.network["sampled"], "P": study.network_P["sampled"]} if "sampled" in study.methods else None,
+        "langevin": ({**study.network["langevin"], "P": study.network_P["langevin"]}
+                     if "langevin" in study.methods else None),
     }
     attrs = _base_attrs("generalization", json.dumps(config, default=str))
-    attrs.update(task=config["task"], classification=int(classification), seconds=time.perf_counter() - started)
+    attrs.update(task=config["task"], classification=int(results.classification),
+                 seconds=time.perf_counter() - started)
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 

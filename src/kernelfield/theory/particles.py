@@ -20,8 +20,9 @@ signals) does not: the particles' relaxation rate grows with the tilt.
 Implementation. ``num_particles`` trajectories take one BlackJAX MALA step per iteration
 (Metropolis-adjusted, so for frozen fields the stationary law is exactly the tilted ``q``) in
 coordinates whitened by the population covariance (a preconditioned flow; the step size
-is Langevin time). Fields are recomputed at every step. The step shrinks when proposals are
-rejected and is halved when the flow overshoots along a stiff collective direction (per-iteration
+is Langevin time). Fields are recomputed at every step. After every window of
+``window`` steps the pure step control of :mod:`.particle_control` decides. The step shrinks when
+proposals are rejected and is halved when the flow overshoots along a stiff collective direction (per-iteration
 summaries alternating: lag-1 autocorrelation below -0.2 in a window); a halving is undone after
 ``recover_after`` quiet burn-in windows (single windows alternate by chance, and a step kept far
 below the stable one makes a slow drift look stationary). Burn-in ends
@@ -45,6 +46,10 @@ connected components, :class:`~.kernels.Problem`) are products of means, exactly
 time-symmetric subspace (cross-time blocks zero) is invariant; the ``"prior"`` start is then
 solved inside it, so the symmetric solution is represented exactly (as the linear solver,
 started from the prior kernel, stays in it by symmetry).
+
+Code. :func:`maximise_particles` plans (the initial population and the flow's constant inputs,
+:class:`FlowArrays`), runs (windows of the jitted flow, each followed by
+:func:`~.particle_control.control_step`) and assembles the :class:`ParticleResult`.
 """
 
 from __future__ import annotations
@@ -52,54 +57,22 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from functools import partial
+from typing import Callable, NamedTuple
 
 import blackjax
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.stats
 from jax.scipy.linalg import cho_solve, solve_triangular
-from rich.progress import Progress
 
 from ..nonlinearities import Nonlinearity
+from ..progress import ProgressEvent, reporter
 from ..tilted import tilted_moments
 from .kernels import Problem, shift, shift_adjoint
+from .particle_control import (ControlState, Decision, ParticleSettings, WindowSummary, averaged_windows, block_traces,
+                               control_step, init_control, relative_error)
 
-__all__ = ["ParticleSettings", "maximise_particles", "time_symmetric_mask"]
-
-
-@dataclass(frozen=True)
-class ParticleSettings:
-    """num_particles: population size ``M`` (finite-population bias is ``O(n/M)``);
-    step_size: MALA step in Langevin time (whitened); window: iterations per batch;
-    mc_tol: stop averaging when the largest entrywise relative standard error of ``C`` is below
-    it; min_batches: batches averaged at least; max_iter: iterations in all (burn-in included);
-    seed: everything random derives from it; progress: show a rich progress bar;
-    check_samples: samples per chain of the independent check (64 chains); recover_after: burn-in
-    windows without an overshoot after which the largest allowed step doubles again (up to
-    ``step_size``) when it was halved."""
-
-    num_particles: int = 4096
-    step_size: float = 0.2
-    window: int = 20
-    mc_tol: float = 0.01
-    min_batches: int = 10
-    max_iter: int = 5000
-    seed: int = 0
-    progress: bool = False
-    check_samples: int = 500
-    recover_after: int = 25
-
-    def __post_init__(self):
-        for name, minimum in (("num_particles", 16), ("window", 2), ("min_batches", 2), ("max_iter", 1),
-                              ("seed", 0), ("check_samples", 2), ("recover_after", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-                raise ValueError(f"{name}: must be an integer >= {minimum}, got {value!r}")
-        for name in ("step_size", "mc_tol"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0):
-                raise ValueError(f"{name}: must be a number > 0, got {value!r}")
+__all__ = ["ParticleSettings", "ParticleResult", "FlowArrays", "maximise_particles", "time_symmetric_mask"]
 
 
 @dataclass(frozen=True)
@@ -122,6 +95,44 @@ class ParticleResult:
     burned_in: bool
     iterations: int
     acceptance_rate: float
+
+
+class FlowArrays(NamedTuple):
+    """The constant inputs of the flow (a pytree): ``free``, the kernel entries estimated from
+    the particles, and of the problem ``M_W``, ``M_v``, ``K_in``, the supervised indices, the
+    targets ``y`` and ``kappa``."""
+
+    free: np.ndarray
+    MW: np.ndarray
+    Mv: np.ndarray
+    K_in: np.ndarray
+    supervised: np.ndarray
+    y: np.ndarray
+    kappa: float
+
+    @classmethod
+    def of(cls, prob: Problem, free: np.ndarray) -> "FlowArrays":
+        return cls(np.asarray(free), prob.MW, prob.Mv, prob.K_in, np.asarray(prob.S), prob.y, prob.kappa)
+
+
+class WindowMeans(NamedTuple):
+    """Window means of the flow (device arrays) and per iteration ``tr C``, ``tr(Ct C)``."""
+
+    C: jax.Array
+    Sigma: jax.Array
+    phi_mean: jax.Array
+    acceptance: jax.Array
+    summaries: jax.Array
+
+
+class _WindowCarry(NamedTuple):
+    """Scan carry of :func:`_window`: the particles and running sums of the window means."""
+
+    H: jax.Array
+    sum_C: jax.Array
+    sum_Sigma: jax.Array
+    sum_phi_mean: jax.Array
+    sum_acceptance: jax.Array
 
 
 def time_symmetric_mask(prob: Problem, nl: Nonlinearity) -> np.ndarray | None:
@@ -156,31 +167,30 @@ def _spd_inverse(A):
     return cho_solve((jnp.linalg.cholesky(0.5 * (A + A.T)), True), jnp.eye(A.shape[0]))
 
 
-def fields(C, Sig, MW, Mv, K_in, S_idx, y, kappa, P: int):
+def fields(C, Sig, arrays: FlowArrays, P: int):
     """``K = K(C)`` and the backward field
     ``Ct = g² shiftᵀ(M_W ∘ ½(K⁻¹ Σ K⁻¹ - K⁻¹)) + ½ σ_v² M_v ∘ [(Ay)(Ay)ᵀ on S]``,
     ``A = (G_S(C) + κI)⁻¹``."""
-    K = MW * shift(C, P) + K_in
+    MW, Mv, S_idx = arrays.MW, arrays.Mv, arrays.supervised
+    K = MW * shift(C, P) + arrays.K_in
     Kinv = _spd_inverse(K)
-    Ay = jnp.linalg.solve((Mv * C)[S_idx][:, S_idx] + kappa * jnp.eye(S_idx.shape[0]), y)
+    Ay = jnp.linalg.solve((Mv * C)[S_idx][:, S_idx] + arrays.kappa * jnp.eye(S_idx.shape[0]), arrays.y)
     data = jnp.zeros_like(C).at[S_idx[:, None], S_idx[None, :]].set(jnp.outer(Ay, Ay))
     Ct = shift_adjoint(MW * 0.5 * (Kinv @ Sig @ Kinv - Kinv), P) + 0.5 * Mv * data
     return 0.5 * (K + K.T), 0.5 * (Ct + Ct.T)
 
 
 @partial(jax.jit, static_argnames=("fn", "zero_mean", "length", "P"))
-def _window(key, H, step_size, free, MW, Mv, K_in, S_idx, y, kappa, fn, zero_mean: bool, length: int, P: int):
+def _window(arrays: FlowArrays, key, H, step_size, fn, zero_mean: bool, length: int, P: int):
     """``length`` iterations: moments -> fields -> one MALA step of every particle in
-    coordinates ``h = L z``, ``L = chol Σ``. Returns the particles, the window means of ``C``,
-    ``Σ``, ``<φ>`` and of the acceptance rate, and per iteration the summaries ``tr C``, ``tr(Ct C)``."""
+    coordinates ``h = L z``, ``L = chol Σ``. Returns the particles and the :class:`WindowMeans`."""
     kernel = blackjax.mala.build_kernel()
     n = H.shape[1]
 
-    def one(carry, key):
-        H, sum_C, sum_Sig, sum_mean, sum_rate = carry
-        C, Sig = _moments(H, fn, free, zero_mean)
-        mean = jnp.zeros(n) if zero_mean else jnp.mean(fn(H), axis=0)
-        K, Ct = fields(C, Sig, MW, Mv, K_in, S_idx, y, kappa, P)
+    def one(carry: _WindowCarry, key):
+        C, Sig = _moments(carry.H, fn, arrays.free, zero_mean)
+        mean = jnp.zeros(n) if zero_mean else jnp.mean(fn(carry.H), axis=0)
+        K, Ct = fields(C, Sig, arrays, P)
         Lp = jnp.linalg.cholesky(Sig + 1e-12 * jnp.trace(Sig) / n * jnp.eye(n))
         B = solve_triangular(jnp.linalg.cholesky(K), Lp, lower=True)
 
@@ -188,220 +198,94 @@ def _window(key, H, step_size, free, MW, Mv, K_in, S_idx, y, kappa, fn, zero_mea
             p = fn(Lp @ z)
             return -0.5 * jnp.sum((B @ z) ** 2) + p @ Ct @ p
 
-        Z = solve_triangular(Lp, H.T, lower=True).T
+        Z = solve_triangular(Lp, carry.H.T, lower=True).T
         states = jax.vmap(lambda z: blackjax.mala.init(z, logdensity))(Z)
         step = lambda k, s: kernel(k, s, logdensity, step_size)  # noqa: E731
-        states, info = jax.vmap(step)(jax.random.split(key, H.shape[0]), states)
-        H = states.position @ Lp.T
+        states, info = jax.vmap(step)(jax.random.split(key, carry.H.shape[0]), states)
         summary = jnp.stack([jnp.trace(C), jnp.sum(Ct * C)])
-        return (H, sum_C + C, sum_Sig + Sig, sum_mean + mean, sum_rate + jnp.mean(info.acceptance_rate)), summary
+        return _WindowCarry(states.position @ Lp.T, carry.sum_C + C, carry.sum_Sigma + Sig, carry.sum_phi_mean + mean,
+                            carry.sum_acceptance + jnp.mean(info.acceptance_rate)), summary
 
     zeros = jnp.zeros((n, n))
-    (H, sum_C, sum_Sig, sum_mean, sum_rate), summaries = jax.lax.scan(
-        one, (H, zeros, zeros, jnp.zeros(n), 0.0), jax.random.split(key, length))
-    return H, sum_C / length, sum_Sig / length, sum_mean / length, sum_rate / length, summaries
+    carry, summaries = jax.lax.scan(one, _WindowCarry(H, zeros, zeros, jnp.zeros(n), 0.0),
+                                    jax.random.split(key, length))
+    return carry.H, WindowMeans(carry.sum_C / length, carry.sum_Sigma / length, carry.sum_phi_mean / length,
+                                carry.sum_acceptance / length, summaries)
 
 
-def _drifting(batches: list[np.ndarray], k: int = 3, threshold: float = 2.0) -> bool:
-    """Whether the last ``2k`` window means still drift: the squared difference of the means of
-    the last ``k`` and the previous ``k`` windows over its expectation for stationary, independent
-    windows (``2/k`` times the windows' scatter) is ~1 for noise and ~3k/2 for a steady trend."""
-    if len(batches) < 2 * k:
-        return True
-    recent = np.stack(batches[-2 * k:])
-    difference = recent[k:].mean(axis=0) - recent[:k].mean(axis=0)
-    scatter = np.sum(recent.var(axis=0, ddof=1))
-    return bool(np.sum(difference**2) > threshold * (2.0 / k) * scatter + 1e-30)
-
-
-def _oscillating(summaries: np.ndarray, threshold: float = -0.2) -> bool:
-    """Whether a summary of the population alternates from one iteration to the next (lag-1
-    autocorrelation below ``threshold``; an overdamped flow gives positive values, a flow that
-    overshoots along a stiff collective direction values near -1, and stationary uncorrelated
-    summaries of a window of 20 iterations scatter by about ±0.22 around 0, so some halvings are
-    false alarms: they cost time, while averaging an overshooting flow biases the result)."""
-    x = summaries - summaries.mean(axis=0)
-    rho = np.sum(x[1:] * x[:-1], axis=0) / np.maximum(np.sum(x**2, axis=0), 1e-300)
-    return bool(np.min(rho) < threshold)
-
-
-def _geweke_drift(batches: list[np.ndarray], threshold: float = 3.0) -> bool:
-    """Geweke-type test over the averaging window: the squared difference of the means of the
-    first 30 % and the last 50 % of the batches over its expectation for a stationary sequence
-    (summed over all entries, with the lag-1 autocorrelation ρ of the batches pooled over entries,
-    so ~1 without drift). Catches slow drifts that the window-to-window burn-in test misses."""
-    x = np.stack(batches)
-    a, b = x[: max(2, int(0.3 * len(x)))], x[len(x) // 2:]
-    expected = np.sum(a.var(axis=0, ddof=1) / len(a) + b.var(axis=0, ddof=1) / len(b))
-    d = x - x.mean(axis=0)  # correlated batches: inflate the variance of the means by (1 + ρ)/(1 - ρ)
-    rho = np.clip(np.sum(d[1:] * d[:-1]) / max(np.sum(d**2), 1e-300), 0.0, 0.9)
-    expected *= (1 + rho) / (1 - rho)
-    return bool(np.sum((a.mean(axis=0) - b.mean(axis=0)) ** 2) > threshold * expected + 1e-30)
-
-
-def block_traces(C: np.ndarray, T: int, P: int) -> np.ndarray:
-    """Traces of the ``T × T`` time blocks of ``C`` (upper triangle, flattened): linear summaries
-    of the kernel in which a collective drift (e.g. the slow relaxation of the late-time blocks on
-    a symmetry-broken branch) is not diluted by the noise of all ``n²`` entries."""
-    return np.einsum("tasa->ts", np.asarray(C).reshape(T, P, T, P))[np.triu_indices(T)]
-
-
-def _trend(x: np.ndarray, alpha: float = 0.01) -> float:
-    """Largest ``|t|`` statistic of the least-squares slopes of the columns of ``x`` (one row per
-    window, one column per summary) against the window index, over its critical value: the
-    two-sided Student-t quantile at ``alpha`` Bonferroni-corrected over the columns, so a value
-    above 1 means a significant trend. The residual variance is inflated by ``(1 + ρ)/(1 - ρ)``
-    with ρ the residuals' lag-1 autocorrelation, pooled over the columns and corrected for its
-    small-sample bias (``+ (2 + 4ρ)/N``, clipped to ``[0, 0.9]``). Columns without scatter
-    (summaries that vanish by symmetry) are left out."""
-    N = len(x)
-    k = np.arange(N, dtype=np.float64)
-    k -= k.mean()
-    slope = k @ (x - x.mean(axis=0)) / (k @ k)
-    resid = x - x.mean(axis=0) - np.outer(k, slope)
-    var = np.sum(resid**2, axis=0) / (N - 2)
-    live = var > 1e-24 * np.maximum(np.abs(x).max(axis=0), 1e-300) ** 2
-    if N < 4 or not np.any(live):
-        return 0.0
-    r = resid[:, live]
-    rho = np.sum(r[1:] * r[:-1]) / np.sum(r**2)
-    rho = float(np.clip(rho + (2 + 4 * rho) / N, 0.0, 0.9))
-    t = np.abs(slope[live]) / np.sqrt(var[live] * (1 + rho) / (1 - rho) / (k @ k))
-    critical = scipy.stats.t.ppf(1 - alpha / (2 * np.count_nonzero(live)), N - 2)
-    return float(np.max(t) / critical)
-
-
-def _trending(summaries: list[np.ndarray], min_windows: int = 6) -> bool:
-    """Whether the summaries of the later half of the windows so far still follow a linear trend
-    (:func:`_trend`). The horizon grows with the run, so a drift too slow to show from one window
-    to the next is still caught once it shows on the scale of the run itself, which is what the
-    final averages would be biased by. Fewer than ``2·min_windows`` windows count as trending."""
-    if len(summaries) < 2 * min_windows:
-        return True
-    return _trend(np.stack(summaries[len(summaries) // 2:])) > 1.0
-
-
-def _adapt(step_size: float, acceptance: float, largest: float) -> float:
-    """MALA step after a window with mean ``acceptance``: shrink fast when proposals are rejected
-    (a strong tilt far from the fixed point makes the target stiff in whitened coordinates), grow
-    back towards ``largest`` when nearly all are accepted (only during burn-in; the largest step
-    drops whenever the flow oscillated)."""
-    if acceptance < 0.3:
-        return step_size * 0.25
-    if acceptance < 0.5:
-        return step_size * 0.7
-    if acceptance > 0.9:
-        return min(step_size * 1.5, largest)
-    return step_size
-
-
-def _relative_error(err: np.ndarray, C: np.ndarray) -> float:
-    """Largest ``err_ij / sqrt(C_ii C_jj)``."""
-    d = np.sqrt(np.maximum(np.diag(C), 1e-300))
-    return float(np.max(err / np.outer(d, d)))
+def _summarise(means: WindowMeans, H, T: int, P: int) -> WindowSummary:
+    """The host-side :class:`~.particle_control.WindowSummary` of a window ending at particles ``H``."""
+    C = np.asarray(means.C)
+    return WindowSummary(C=C, Sigma=np.asarray(means.Sigma), phi_mean=np.asarray(means.phi_mean),
+                         acceptance=float(means.acceptance), summaries=np.asarray(means.summaries),
+                         traces=block_traces(C, T, P),
+                         finite=bool(np.all(np.isfinite(C)) and np.all(np.isfinite(np.asarray(H)))))
 
 
 def maximise_particles(prob: Problem, nl: Nonlinearity, K0: np.ndarray, free: np.ndarray,
                        settings: ParticleSettings, label: str = "") -> ParticleResult:
     """Run the mean-field Langevin flow from particles drawn from ``N(0, K0)``; ``free`` marks the
     kernel entries estimated from the particles (the rest factorise, see :func:`_moments`)."""
-    s = settings
-    key = jax.random.PRNGKey(s.seed)
+    arrays = FlowArrays.of(prob, free)
+    key, H = _initial_population(K0, prob.n, settings)
+    advance = partial(_window, arrays, fn=nl.fn, zero_mean=bool(nl.odd), length=settings.window, P=prob.P)
+    H, state = _run(advance, key, H, settings, prob.T, prob.P, label)
+    return _assemble(arrays, nl, H, state, settings, prob.T, prob.P)
+
+
+def _initial_population(K0: np.ndarray, n: int, settings: ParticleSettings):
+    """The run's random key and ``num_particles`` trajectories drawn from ``N(0, K0)``."""
+    key = jax.random.PRNGKey(settings.seed)
     key, k0 = jax.random.split(key)
     L0 = np.linalg.cholesky(0.5 * (K0 + K0.T))
-    H = jax.random.normal(k0, (s.num_particles, prob.n)) @ jnp.asarray(L0).T
-    zero_mean = bool(nl.odd)
-    arrays = (jnp.asarray(free), prob.MW, prob.Mv, prob.K_in, jnp.asarray(prob.S), prob.y, prob.kappa)
-    run = partial(_window, fn=nl.fn, zero_mean=zero_mean, length=s.window, P=prob.P)
-    burn_C: list[np.ndarray] = []
-    burn_Sig: list[np.ndarray] = []
-    batch_C: list[np.ndarray] = []
-    batch_Sig: list[np.ndarray] = []
-    batch_mean: list[np.ndarray] = []
-    rates: list[float] = []
-    history: list[np.ndarray] = []  # block traces of every window but the overshooting ones
-    last_finite: list[tuple] = []  # (C, Σ, <φ>) of the last two finite windows, overshooting ones included
-    burned_in, iterations = False, 0
-    step_size = largest_step = float(s.step_size)
-    quiet = 0  # windows since the step was last halved
-    with Progress(transient=True, disable=not s.progress) as bar:
-        task = bar.add_task(f"mean-field Langevin {label}".strip(), total=s.max_iter)
-        while iterations + s.window <= s.max_iter:
+    return key, jax.random.normal(k0, (settings.num_particles, n)) @ jnp.asarray(L0).T
+
+
+def _run(advance: Callable, key, H, settings: ParticleSettings, T: int, P: int,
+         label: str) -> tuple[np.ndarray, ControlState]:
+    """Windows of ``advance(key, H, step_size)``, each followed by :func:`control_step`, until it
+    says converged or stop or ``max_iter`` is reached. A window that blew up is undone (the flow
+    goes on from the last finite particles). Reports ``ProgressEvent("particles", ...)``."""
+    state = init_control(settings)
+    with reporter(settings.progress, transient=True) as report:
+        while state.iterations + settings.window <= settings.max_iter:
             key, k = jax.random.split(key)
-            H_before = H
-            H, C_w, Sig_w, mean_w, rate, summaries = run(k, H, step_size, *arrays)
-            C_w, Sig_w, rate = np.asarray(C_w), np.asarray(Sig_w), float(rate)
-            iterations += s.window
-            bar.update(task, advance=s.window)
-            finite = bool(np.all(np.isfinite(C_w)) and np.all(np.isfinite(np.asarray(H))))
-            if finite:
-                last_finite = [*last_finite[-1:], (C_w, Sig_w, np.asarray(mean_w))]
-            if not finite or _oscillating(np.asarray(summaries)):
-                # the explicit flow overshoots along a stiff direction (strong learning signals
-                # couple the fields tightly to the moments) or blew up: halve the step, go back to
-                # the last finite population and start the averages afresh. The block traces of
-                # the windows so far are kept: the trend test must see the whole run, or a slow
-                # collective drift passes unseen in the short stretches between halvings
-                if not finite:
-                    H = H_before
-                step_size *= 0.5
-                largest_step, quiet = step_size, 0
-                if step_size < 1e-6:
-                    break
-                burned_in = False
-                burn_C, burn_Sig, batch_C, batch_Sig, batch_mean = [], [], [], [], []
-                continue
-            rates.append(rate)
-            quiet += 1
-            if not burned_in and quiet >= s.recover_after and largest_step < s.step_size:
-                # a halving is not permanent: single windows alternate by chance, and a step kept
-                # far below the stable one slows the collective relaxation until a drift no
-                # longer shows against the noise (burn-in would then end on a point that is
-                # not stationary); a step that really overshoots is halved again
-                largest_step, quiet = min(2.0 * largest_step, s.step_size), 0
-            step_size = _adapt(step_size, rate, largest_step if not burned_in else step_size)
-            history.append(block_traces(C_w, prob.T, prob.P))
-            if not burned_in:
-                burn_C.append(C_w)
-                burn_Sig.append(Sig_w)
-                burned_in = not _drifting(burn_C) and not _trending(history)
-                continue
-            batch_C.append(C_w)
-            batch_Sig.append(Sig_w)
-            batch_mean.append(np.asarray(mean_w))
-            if len(batch_C) >= s.min_batches:
-                err = np.std(batch_C, axis=0, ddof=1) / np.sqrt(len(batch_C))
-                mc_error = _relative_error(err, np.mean(batch_C, axis=0))
-                if mc_error < s.mc_tol:
-                    trend = _trend(np.stack(history[-len(batch_C):]))  # the averaged windows' block traces
-                    if not _geweke_drift(batch_C) and trend <= 1.0:
-                        break
-                    half = len(batch_C) // 2  # still drifting: the first half was burn-in
-                    batch_C, batch_Sig, batch_mean = batch_C[half:], batch_Sig[half:], batch_mean[half:]
-    if len(batch_C) < 2:  # burn-in never ended (or the run blew up): report what the last windows say
-        batch_C, batch_Sig = (burn_C + batch_C)[-2:], (burn_Sig + batch_Sig)[-2:]
-        batch_mean = [last_finite[-1][2]] if last_finite else [np.asarray(mean_w)]
-        if len(batch_C) < 2 and last_finite:  # the run ended just after a step halving cleared the averages
-            batch_C, batch_Sig, batch_mean = (list(x) for x in zip(*last_finite))
-        if not batch_C:  # no finite window at all
-            batch_C = batch_Sig = [np.full((prob.n, prob.n), np.nan)] * 2
+            H_next, means = advance(k, H, state.step_size)
+            window = _summarise(means, H_next, T, P)
+            state, decision = control_step(state, window, settings)
+            if window.finite:
+                H = H_next
+            report(ProgressEvent("particles", state.iterations, settings.max_iter,
+                                 {"start": label, "step": state.step_size, "phase": state.phase}))
+            if decision in (Decision.CONVERGED, Decision.STOP):
+                break
+    return np.asarray(H), state
+
+
+def _assemble(arrays: FlowArrays, nl: Nonlinearity, H: np.ndarray, state: ControlState, settings: ParticleSettings,
+              T: int, P: int) -> ParticleResult:
+    """Averages of the windows the control kept (:func:`~.particle_control.averaged_windows`),
+    with the factorised blocks exactly the products of the means, then :func:`_finish`."""
+    n = T * P
+    batch_C, batch_Sigma, batch_mean = averaged_windows(state, n)
     C = np.mean(batch_C, axis=0)
     C_err = np.std(batch_C, axis=0, ddof=1) / np.sqrt(len(batch_C))
-    Sigma, mean = np.mean(batch_Sig, axis=0), np.mean(batch_mean, axis=0)
-    C = free * C + (1 - free) * np.outer(mean, mean)  # factorised blocks: exactly the product of the means
-    return _finish(prob, nl, C, C_err, Sigma, mean, np.asarray(H), settings, burned_in and len(batch_C) >= 2,
-                   iterations, float(np.mean(rates)) if rates else float("nan"))
+    Sigma, mean = np.mean(batch_Sigma, axis=0), np.mean(batch_mean, axis=0)
+    C = arrays.free * C + (1 - arrays.free) * np.outer(mean, mean)
+    rate = float(np.mean(state.rates)) if state.rates else float("nan")
+    return _finish(arrays, nl, C, C_err, Sigma, mean, H, settings, state.burned_in and len(batch_C) >= 2,
+                   state.iterations, rate, P)
 
 
-def _finish(prob, nl, C, C_err, Sigma, mean, H, settings, burned_in, iterations, rate) -> ParticleResult:
+def _finish(arrays: FlowArrays, nl, C, C_err, Sigma, mean, H, settings, burned_in, iterations, rate,
+            P: int) -> ParticleResult:
     """Fields at the averaged moments, the independent check and ``S``."""
     C, Sigma = 0.5 * (C + C.T), 0.5 * (Sigma + Sigma.T)
     nan = float("nan")
     if not np.all(np.isfinite(C)):
         return ParticleResult(C, C_err, Sigma, mean, np.full_like(C, np.nan), -np.inf, nan, nan, nan, nan, np.inf,
                               np.inf, nan, False, iterations, rate)
-    K, Ct = (np.asarray(a) for a in fields(jnp.asarray(C), jnp.asarray(Sigma), prob.MW, prob.Mv, prob.K_in,
-                                            jnp.asarray(prob.S), prob.y, prob.kappa, P=prob.P))
+    K, Ct = (np.asarray(a) for a in fields(jnp.asarray(C), jnp.asarray(Sigma), arrays, P=P))
     num_chains = 64
     try:
         with warnings.catch_warnings():  # normalisability is decided by the chains: non-finite -> ValueError
@@ -409,7 +293,7 @@ def _finish(prob, nl, C, C_err, Sigma, mean, H, settings, burned_in, iterations,
             check = tilted_moments(K, Ct, nl, num_chains=num_chains, num_samples=settings.check_samples,
                                    num_warmup=300, seed=settings.seed + 1, init=H[:num_chains], log_Z=True)
     except ValueError:  # the fields at the averaged moments give no normalisable q: not a solution
-        return ParticleResult(C, C_err, Sigma, mean, Ct, -np.inf, nan, nan, nan, _relative_error(C_err, C), np.inf,
+        return ParticleResult(C, C_err, Sigma, mean, Ct, -np.inf, nan, nan, nan, relative_error(C_err, C), np.inf,
                               np.inf, nan, False, iterations, rate)
     norm_C, norm_S = np.linalg.norm(C), np.linalg.norm(Sigma)
     forward = float(np.linalg.norm(C - check.phiphi) / norm_C)
@@ -417,9 +301,10 @@ def _finish(prob, nl, C, C_err, Sigma, mean, H, settings, burned_in, iterations,
     residual_error = float(max(np.sqrt(np.sum(C_err**2) + np.sum(check.phiphi_err**2)) / norm_C,
                                np.sqrt(np.sum(check.hh_err**2)) / norm_S))
     gamma = float(np.sum(Ct * C) - check.log_Z)
-    A = (prob.Mv * C)[np.ix_(prob.S, prob.S)] + prob.kappa * np.eye(len(prob.S))
-    energy = float(0.5 * prob.y @ np.linalg.solve(A, prob.y))
+    S_idx = arrays.supervised
+    A = (arrays.Mv * C)[np.ix_(S_idx, S_idx)] + arrays.kappa * np.eye(len(S_idx))
+    energy = float(0.5 * arrays.y @ np.linalg.solve(A, arrays.y))
     return ParticleResult(C=C, C_err=C_err, Sigma=Sigma, phi_mean=mean, Ct=Ct, S=-gamma - energy, S_err=float(check.log_Z_err),
-                          Gamma=gamma, E=energy, mc_error=_relative_error(C_err, C), residual_forward=forward,
+                          Gamma=gamma, E=energy, mc_error=relative_error(C_err, C), residual_forward=forward,
                           residual_backward=backward, residual_error=residual_error, burned_in=burned_in,
                           iterations=iterations, acceptance_rate=rate)
