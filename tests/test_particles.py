@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import kernelfield as kf
-from kernelfield.compare import parity_flip
+from kernelfield.symmetry import parity_flip
 from conftest import endpoint_task
 
 FAST = dict(kappa=0.1, num_particles=1024, mc_tol=0.03)

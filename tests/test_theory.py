@@ -19,7 +19,7 @@ from kernelfield.theory.kernels import (
     make_problem,
     shift,
 )
-from kernelfield.compare import parity_flip
+from kernelfield.symmetry import parity_flip
 from kernelfield.theory.solver import _low_rank_stage, _maximise, broken_factor, broken_start
 
 
@@ -199,7 +199,7 @@ def _negative_action_of_innovation(prob):
         C = B
         for _ in range(prob.T - 1):
             C = prob.MW * shift(C, prob.P) + B
-        S, _, _ = action_terms(jnp.linalg.cholesky(C), prob.MW, prob.Mv, prob.K_in, jnp.asarray(prob.S), prob.y,
+        S, _, _ = action_terms(jnp.linalg.cholesky(C), prob.MW, prob.Mv, prob.K_in, jnp.asarray(prob.supervised), prob.y,
                                prob.kappa, prob.P)
         return -S
     return F

@@ -58,7 +58,7 @@ from ..nonlinearities import get_nonlinearity
 from ..sampling import sample
 from ..schedules import Schedule, all_steps
 from ..spec import FAMILIES, Architecture, Prior, Task
-from ..storage import _base_attrs
+from ..storage import provenance
 from ..tasks import TASKS, LabelledTask
 from ..theory.kernels import make_problem
 from ..theory.lazy import prior_kernel
@@ -373,7 +373,7 @@ def learning_curves(
         "sampling": {**network["sampled"], "P": network_P["sampled"]} if "sampled" in methods else None,
         "langevin": {**network["langevin"], "P": network_P["langevin"]} if "langevin" in methods else None,
     }
-    attrs = _base_attrs("generalization", json.dumps(config, default=str))
+    attrs = provenance("generalization", json.dumps(config, default=str))
     attrs.update(task=config["task"], classification=int(classification), seconds=time.perf_counter() - started)
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 

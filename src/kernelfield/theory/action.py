@@ -49,7 +49,7 @@ from jax.scipy.linalg import solve_triangular
 
 from .kernels import Problem, layout, shift, sym
 
-__all__ = ["action_terms", "action", "backward_field", "forward_kernel", "residuals"]
+__all__ = ["action_terms", "action", "residuals"]
 
 
 def _logdet_tri(L):
@@ -78,7 +78,7 @@ def action(prob: Problem, C) -> float:
     """``S(C)``; ``-inf`` where ``C`` or ``K(C)`` is not positive definite."""
     C = jnp.asarray(C)
     R = jnp.linalg.cholesky(0.5 * (C + C.T))
-    S, _, _ = action_terms(R, prob.MW, prob.Mv, prob.K_in, jnp.asarray(prob.S), prob.y, prob.kappa, prob.P)
+    S, _, _ = action_terms(R, prob.MW, prob.Mv, prob.K_in, jnp.asarray(prob.supervised), prob.y, prob.kappa, prob.P)
     return float(S) if np.isfinite(S) else -np.inf
 
 
@@ -218,21 +218,6 @@ def _stationarity(prob: Problem, C):
     Cl = lay.restrict(C)
     x = evaluate(lay, Cl - lay.K_in - lay.shift(Cl))
     return lay, x, (None if x is None else derivatives(lay, x))
-
-
-def backward_field(prob: Problem, C) -> np.ndarray:
-    """The conjugate kernel from the backward equation:
-    ``Ct = g² shiftᵀ(M_W ∘ ½(K⁻¹CK⁻¹ - K⁻¹)) + ½ σ_v² M_v ∘ [(Ay)(Ay)ᵀ on S]``."""
-    return residuals(prob, C)[2]
-
-
-def forward_kernel(prob: Problem, C):
-    """The forward equation for linear ``phi``: ``<h hᵀ>_q = (K(C)⁻¹ - 2 Ct)⁻¹`` with ``Ct`` from
-    the backward equation; ``None`` if ``K⁻¹ - 2Ct`` is not positive definite (the tilted
-    Gaussian is not normalisable)."""
-    lay, x, d = _stationarity(prob, C)
-    L = None if x is None else _cholesky(x.Kinv - 2.0 * d.Ct)
-    return None if L is None else lay.full(_inverse(L))
 
 
 def residuals(prob: Problem, C) -> tuple[float, float, np.ndarray]:

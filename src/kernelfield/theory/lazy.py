@@ -6,14 +6,19 @@ preactivations ``h`` (for linear ``phi`` the two coincide)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
+import scipy.special
 
 from ..gaussian import DEFAULT_ORDER, expect_phiphi
-from ..nonlinearities import get_nonlinearity
+from ..model import Model, as_model
+from ..nonlinearities import Nonlinearity, get_nonlinearity
 from ..spec import Architecture, Prior, Task
 from .kernels import Problem, layout, make_problem
+from .predict import Prediction, predictive
 
-__all__ = ["prior_kernel", "lazy_kernel"]
+__all__ = ["prior_kernel", "lazy_kernel", "LazyKernel"]
 
 
 def lazy_kernel(prob: Problem, phi="linear", order: int = DEFAULT_ORDER) -> np.ndarray:
@@ -35,10 +40,58 @@ def lazy_kernel(prob: Problem, phi="linear", order: int = DEFAULT_ORDER) -> np.n
     return 0.5 * (C + C.T)
 
 
-def prior_kernel(arch: Architecture, task: Task, prior: Prior = Prior(), phi="linear") -> np.ndarray:
-    """Lazy (NNGP) kernel ``C`` of the features ``phi(h)``, shape ``(T*P, T*P)``, time-major,
-    for any sharing pattern and any registered ``phi``.
+def feature_mean(variances: np.ndarray, nl: Nonlinearity, order: int = DEFAULT_ORDER) -> np.ndarray:
+    """``<φ(h)>`` for ``h ~ N(0, v)``, one per variance ``v``: ``E[(φ(σr) + φ(-σr))/2]`` over
+    ``r = |z|`` by generalised Gauss–Laguerre quadrature in ``u = r²/2`` (weight ``u^(-1/2) e^(-u)``),
+    exact for ReLU and accurate for smooth ``phi``."""
+    u, w = scipy.special.roots_genlaguerre(order, -0.5)
+    r = np.sqrt(2.0 * u) * np.sqrt(np.maximum(np.asarray(variances, dtype=np.float64), 0.0))[:, None]
+    even = 0.5 * (np.asarray(nl.fn(r)) + np.asarray(nl.fn(-r)))
+    return even @ w / np.sqrt(np.pi)
 
-    The targets of ``task`` are not used.
+
+@dataclass(frozen=True, eq=False)
+class LazyKernel:
+    """The lazy (NNGP) kernel of ``model``: ``C`` the prior feature kernel ``(T*P, T*P)``
+    (time-major), ``phi_mean`` the feature means ``<φ>`` per flat index (``None`` for odd
+    ``phi``), and the kernel-regression predictive of :func:`.predict.predictive` at ``C``.
+    Converts to its ``C`` where an array is expected (``np.asarray(lazy)``)."""
+
+    model: Model
+    C: np.ndarray
+    problem: Problem = field(repr=False)
+    phi_mean: np.ndarray | None = None
+
+    arch = property(lambda self: self.model.arch, doc="architecture (of ``model``)")
+    task = property(lambda self: self.model.task, doc="task (of ``model``)")
+    prior = property(lambda self: self.model.prior, doc="prior (of ``model``)")
+    phi = property(lambda self: self.model.phi, doc="nonlinearity name (of ``model``)")
+    kappa = property(lambda self: self.model.kappa, doc="likelihood variance (of ``model``)")
+
+    @property
+    def C_centred(self) -> np.ndarray:
+        """Kernel of the centred features ``C - <φ><φ>ᵀ`` (equal to ``C`` for odd ``phi``)."""
+        return self.C if self.phi_mean is None else self.C - np.outer(self.phi_mean, self.phi_mean)
+
+    def predict(self, N: int | None = None) -> Prediction:
+        """NNGP posterior predictive at every ``(a, t)``: kernel regression with ``C``."""
+        return predictive(self.problem, self.C, N=N)
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self.C, dtype=dtype)
+
+
+def prior_kernel(arch: Architecture | Model, task: Task | None = None, prior: Prior | None = None, phi=None,
+                 kappa: float | None = None) -> LazyKernel:
+    """Lazy (NNGP) kernel ``C`` of the features ``phi(h)``, shape ``(T*P, T*P)``, time-major,
+    for any sharing pattern and any registered ``phi``, as a :class:`LazyKernel` (its ``C``,
+    centred kernel and predictive). The model is a :class:`~kernelfield.Model` or its parts.
+
+    ``C`` does not depend on the targets of ``task`` or on ``kappa`` (only the predictive does).
     """
-    return lazy_kernel(make_problem(arch, task, prior, kappa=1.0), phi)
+    model = as_model(arch, task, prior, phi, kappa)
+    prob = make_problem(model.arch, model.task, model.prior, model.kappa)
+    nl = model.nonlinearity
+    C = lazy_kernel(prob, nl)
+    mean = None if nl.odd else feature_mean(np.diag(np.asarray(prob.K(C))), nl)
+    return LazyKernel(model, C, prob, mean)

@@ -133,7 +133,7 @@ def time_symmetric_mask(prob: Problem, nl: Nonlinearity) -> np.ndarray | None:
     t = np.repeat(np.arange(T), P)
     cross = t[:, None] != t[None, :]
     supervised = np.zeros(prob.n, dtype=bool)
-    supervised[prob.S] = True
+    supervised[prob.supervised] = True
     readout = prob.Mv * supervised[:, None] * supervised[None, :]
     if np.any(prob.K_in[cross] != 0) or np.any(readout[cross] != 0):
         return None
@@ -311,7 +311,7 @@ def maximise_particles(prob: Problem, nl: Nonlinearity, K0: np.ndarray, free: np
     L0 = np.linalg.cholesky(0.5 * (K0 + K0.T))
     H = jax.random.normal(k0, (s.num_particles, prob.n)) @ jnp.asarray(L0).T
     zero_mean = bool(nl.odd)
-    arrays = (jnp.asarray(free), prob.MW, prob.Mv, prob.K_in, jnp.asarray(prob.S), prob.y, prob.kappa)
+    arrays = (jnp.asarray(free), prob.MW, prob.Mv, prob.K_in, jnp.asarray(prob.supervised), prob.y, prob.kappa)
     run = partial(_window, fn=nl.fn, zero_mean=zero_mean, length=s.window, P=prob.P)
     burn_C: list[np.ndarray] = []
     burn_Sig: list[np.ndarray] = []
@@ -401,7 +401,7 @@ def _finish(prob, nl, C, C_err, Sigma, mean, H, settings, burned_in, iterations,
         return ParticleResult(C, C_err, Sigma, mean, np.full_like(C, np.nan), -np.inf, nan, nan, nan, nan, np.inf,
                               np.inf, nan, False, iterations, rate)
     K, Ct = (np.asarray(a) for a in fields(jnp.asarray(C), jnp.asarray(Sigma), prob.MW, prob.Mv, prob.K_in,
-                                            jnp.asarray(prob.S), prob.y, prob.kappa, P=prob.P))
+                                            jnp.asarray(prob.supervised), prob.y, prob.kappa, P=prob.P))
     num_chains = 64
     try:
         with warnings.catch_warnings():  # normalisability is decided by the chains: non-finite -> ValueError
@@ -417,7 +417,7 @@ def _finish(prob, nl, C, C_err, Sigma, mean, H, settings, burned_in, iterations,
     residual_error = float(max(np.sqrt(np.sum(C_err**2) + np.sum(check.phiphi_err**2)) / norm_C,
                                np.sqrt(np.sum(check.hh_err**2)) / norm_S))
     gamma = float(np.sum(Ct * C) - check.log_Z)
-    A = (prob.Mv * C)[np.ix_(prob.S, prob.S)] + prob.kappa * np.eye(len(prob.S))
+    A = (prob.Mv * C)[np.ix_(prob.supervised, prob.supervised)] + prob.kappa * np.eye(len(prob.supervised))
     energy = float(0.5 * prob.y @ np.linalg.solve(A, prob.y))
     return ParticleResult(C=C, C_err=C_err, Sigma=Sigma, phi_mean=mean, Ct=Ct, S=-gamma - energy, S_err=float(check.log_Z_err),
                           Gamma=gamma, E=energy, mc_error=_relative_error(C_err, C), residual_forward=forward,
