@@ -206,7 +206,7 @@ def test_phase_tools_refuse_nonlinear_phi():
     task = endpoint_task(P=2, T=2, D=3)
     fake = type("S", (), {"phi": "erf", "arch": kf.Architecture.rnn(2), "task": task})()
     with pytest.raises(NotImplementedError, match="phi: stability is implemented for linear"):
-        kf.stability(fake)
+        kf.stability(kf.Model(kf.Architecture.rnn(2), task, phi="erf"))
     with pytest.raises(NotImplementedError, match="phi: outlier_eigenvalues"):
         kf.outlier_eigenvalues(fake)
     with pytest.raises(NotImplementedError, match="phi: critical_signal"):

@@ -39,7 +39,7 @@ class Model:
                 raise ValueError(f"{name}: must be a kernelfield {cls.__name__}, got {type(value).__name__}")
         check_compatible(self.arch, self.task)
         nl = get_nonlinearity(self.phi)
-        if isinstance(self.phi, Nonlinearity) and get_nonlinearity(nl.name) is not self.phi:
+        if isinstance(self.phi, Nonlinearity) and (nl.name not in available() or get_nonlinearity(nl.name) is not nl):
             raise ValueError(f"phi: nonlinearity {nl.name!r} is not registered; call kf.register(phi) first "
                              f"(registered: {', '.join(available())})")
         object.__setattr__(self, "phi", nl.name)

@@ -32,11 +32,15 @@ def seed(value, name: str = "seed") -> int:
     return integer(name, value, 0)
 
 
-def real(name: str, value) -> float:
-    """A finite real number (bools and strings are rejected)."""
+def _number(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name}: must be a real number, got {value!r}")
-    value = float(value)
+    return float(value)
+
+
+def real(name: str, value) -> float:
+    """A finite real number (bools and strings are rejected)."""
+    value = _number(name, value)
     if not math.isfinite(value):
         raise ValueError(f"{name}: must be finite, got {value!r}")
     return value
@@ -44,16 +48,16 @@ def real(name: str, value) -> float:
 
 def positive_real(name: str, value) -> float:
     """A finite real number ``> 0``."""
-    value = real(name, value)
-    if value <= 0:
+    value = _number(name, value)
+    if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name}: must be finite and > 0, got {value!r}")
     return value
 
 
 def nonnegative_real(name: str, value) -> float:
     """A finite real number ``>= 0``."""
-    value = real(name, value)
-    if value < 0:
+    value = _number(name, value)
+    if not (math.isfinite(value) and value >= 0):
         raise ValueError(f"{name}: must be finite and >= 0, got {value!r}")
     return value
 

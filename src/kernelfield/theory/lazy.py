@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.special
 
 from ..gaussian import DEFAULT_ORDER, expect_phiphi
 from ..model import Model, as_model
@@ -40,27 +39,26 @@ def lazy_kernel(prob: Problem, phi="linear", order: int = DEFAULT_ORDER) -> np.n
     return 0.5 * (C + C.T)
 
 
-def feature_mean(variances: np.ndarray, nl: Nonlinearity, order: int = DEFAULT_ORDER) -> np.ndarray:
-    """``<φ(h)>`` for ``h ~ N(0, v)``, one per variance ``v``: ``E[(φ(σr) + φ(-σr))/2]`` over
-    ``r = |z|`` by generalised Gauss–Laguerre quadrature in ``u = r²/2`` (weight ``u^(-1/2) e^(-u)``),
-    exact for ReLU and accurate for smooth ``phi``."""
-    u, w = scipy.special.roots_genlaguerre(order, -0.5)
-    r = np.sqrt(2.0 * u) * np.sqrt(np.maximum(np.asarray(variances, dtype=np.float64), 0.0))[:, None]
-    even = 0.5 * (np.asarray(nl.fn(r)) + np.asarray(nl.fn(-r)))
-    return even @ w / np.sqrt(np.pi)
+def feature_mean_outer(variances: np.ndarray, nl: Nonlinearity, order: int = DEFAULT_ORDER) -> np.ndarray:
+    """``<φ(h_i)><φ(h_j)>`` for ``h_i ~ N(0, v_i)``: the feature kernel of independent
+    preactivations, i.e. the off-diagonal block of ``<φφᵀ>`` under ``N(0, diag(v, v))`` (the
+    nonlinearity's closed form where it has one, quadrature otherwise)."""
+    v = np.asarray(variances, dtype=np.float64)
+    n = len(v)
+    return np.asarray(expect_phiphi(np.diag(np.concatenate([v, v])), nl, order))[:n, n:]
 
 
 @dataclass(frozen=True, eq=False)
 class LazyKernel:
     """The lazy (NNGP) kernel of ``model``: ``C`` the prior feature kernel ``(T*P, T*P)``
-    (time-major), ``phi_mean`` the feature means ``<φ>`` per flat index (``None`` for odd
-    ``phi``), and the kernel-regression predictive of :func:`.predict.predictive` at ``C``.
+    (time-major), ``mean_outer`` the product of the feature means ``<φ><φ>ᵀ`` (``None`` for
+    odd ``phi``), and the kernel-regression predictive of :func:`.predict.predictive` at ``C``.
     Converts to its ``C`` where an array is expected (``np.asarray(lazy)``)."""
 
     model: Model
     C: np.ndarray
     problem: Problem = field(repr=False)
-    phi_mean: np.ndarray | None = None
+    mean_outer: np.ndarray | None = None
 
     arch = property(lambda self: self.model.arch, doc="architecture (of ``model``)")
     task = property(lambda self: self.model.task, doc="task (of ``model``)")
@@ -71,7 +69,7 @@ class LazyKernel:
     @property
     def C_centred(self) -> np.ndarray:
         """Kernel of the centred features ``C - <φ><φ>ᵀ`` (equal to ``C`` for odd ``phi``)."""
-        return self.C if self.phi_mean is None else self.C - np.outer(self.phi_mean, self.phi_mean)
+        return self.C if self.mean_outer is None else self.C - self.mean_outer
 
     def predict(self, N: int | None = None) -> Prediction:
         """NNGP posterior predictive at every ``(a, t)``: kernel regression with ``C``."""
@@ -93,5 +91,5 @@ def prior_kernel(arch: Architecture | Model, task: Task | None = None, prior: Pr
     prob = make_problem(model.arch, model.task, model.prior, model.kappa)
     nl = model.nonlinearity
     C = lazy_kernel(prob, nl)
-    mean = None if nl.odd else feature_mean(np.diag(np.asarray(prob.K(C))), nl)
-    return LazyKernel(model, C, prob, mean)
+    mean_outer = None if nl.odd else feature_mean_outer(np.diag(np.asarray(prob.K(C))), nl)
+    return LazyKernel(model, C, prob, mean_outer)

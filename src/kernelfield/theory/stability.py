@@ -206,7 +206,13 @@ class CriticalPoint:
     branches: dict | None = None
 
 
-def _controlled(model: Model, control: str, value: float) -> Model:
+def _controlled(arch, task, prior, kappa, control, value):
+    """(task, prior, kappa) with the control parameter set to ``value``."""
+    controlled = _with_control(Model(arch, task, prior, "linear", kappa), control, value)
+    return controlled.task, controlled.prior, controlled.kappa
+
+
+def _with_control(model: Model, control: str, value: float) -> Model:
     """``model`` with the control parameter set to ``value``."""
     if control == "target_scale":
         return replace(model, task=Task(model.task.inputs, model.task.targets * value))
@@ -247,7 +253,7 @@ def critical_signal(arch: Architecture | Model, task: Task | None = None, prior:
     def leading(value: float) -> float:
         nonlocal evaluations
         evaluations += 1
-        controlled = _controlled(model, control, value)
+        controlled = _with_control(model, control, value)
         sym = solve(replace(controlled, arch=Architecture.dnn(arch.T)), init="prior")
         return _stability(_problem(controlled), sym.C, 1, "auto").leading
 
@@ -312,7 +318,7 @@ def _branch_check(model: Model, control: str, value: float, margin: float) -> di
     sides = {"lower": value * (1 - margin), "higher": value * (1 + margin)}
     out = {}
     for side, v in sides.items():
-        controlled = _controlled(model, control, v)
+        controlled = _with_control(model, control, v)
         sol = solve(controlled, init="auto", tol=1e-7)
         sym = symmetric_solution(controlled, tol=1e-7)
         broken = [b for b in sol.branches if _cross_time_norm(b.C, model.arch.T, model.task.P) > 1e-3]
