@@ -51,7 +51,7 @@ def test_prior_kernel_matches_finite_networks(empirical, phi):
     name, Cs = empirical
     arch = ARCHS[name]
     draws = Cs[:, PHIS.index(phi)]
-    C = kf.prior_kernel(arch, TASK, PRIOR, phi=phi)
+    C = kf.prior_kernel(arch, TASK, PRIOR, phi=phi).C
     assert C.shape == (T * P, T * P)
     np.testing.assert_array_equal(C, C.T)
     assert np.linalg.eigvalsh(C)[0] > -1e-12
@@ -62,7 +62,7 @@ def test_prior_kernel_matches_finite_networks(empirical, phi):
     # The test has power (measured ratios >= 8.8): the preactivation covariance K(C), and the
     # kernel of the other sharing pattern, are both rejected.
     K = np.asarray(make_problem(arch, TASK, PRIOR, kappa=1.0).K(C))
-    other = kf.prior_kernel(ARCHS["dnn" if name == "rnn" else "rnn"], TASK, PRIOR, phi=phi)
+    other = kf.prior_kernel(ARCHS["dnn" if name == "rnn" else "rnn"], TASK, PRIOR, phi=phi).C
     assert (np.abs(mean - K) / tol).max() > 3
     assert (np.abs(mean - other) / tol).max() > 3
 
@@ -81,7 +81,7 @@ def test_dnn_erf_is_the_deep_nngp_recursion():
         d = 1 + 2 * np.diag(K_t)
         C_prev = (2 / np.pi) * np.arcsin(2 * K_t / np.sqrt(np.outer(d, d)))
         expected[t, :, t, :] = C_prev
-    C = kf.prior_kernel(kf.Architecture.dnn(T), TASK, prior, phi="erf")
+    C = kf.prior_kernel(kf.Architecture.dnn(T), TASK, prior, phi="erf").C
     np.testing.assert_allclose(C, expected.reshape(T * P, T * P), rtol=1e-13, atol=1e-15)
 
 
@@ -90,7 +90,7 @@ def test_rnn_relu_cross_time_structure():
     to K(C), cross-time blocks included. For the DNN, untied layers are independent, so the
     cross-layer blocks are products of means E[relu(h)] = sqrt(v / (2 pi))."""
     for name, arch in ARCHS.items():
-        C = kf.prior_kernel(arch, TASK, PRIOR, phi="relu")
+        C = kf.prior_kernel(arch, TASK, PRIOR, phi="relu").C
         K = np.asarray(make_problem(arch, TASK, PRIOR, kappa=1.0).K(C))
         d = np.sqrt(np.diag(K))
         rho = np.clip(K / np.outer(d, d), -1, 1)

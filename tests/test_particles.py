@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import kernelfield as kf
-from kernelfield.compare import parity_flip
 from kernelfield.progress import ProgressEvent
 from kernelfield.theory.particle_control import (Decision, ParticleSettings, WindowSummary, _trend, _trending,
                                                  averaged_windows, block_traces, control_step, init_control)
+from kernelfield.symmetry import parity_flip
 from conftest import endpoint_task
 
 FAST = dict(kappa=0.1, num_particles=1024, mc_tol=0.03)

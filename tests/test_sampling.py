@@ -102,7 +102,7 @@ def test_prior_kernel_matches_closed_form(which, rnn_prior, dnn_prior):
     steps sharing it, T(T-1)/2 = 3). The DNN's <C> is exact at any N (each W is used once).
     """
     s = rnn_prior if which == "rnn" else dnn_prior
-    C0 = prior_kernel(s.arch, PRIOR_TASK)
+    C0 = prior_kernel(s.arch, PRIOR_TASK).C
     d = np.diag(C0)
     sem = np.sqrt((np.outer(d, d) + C0**2) / (N * s.ess))
     bias = 3 * np.abs(C0).max() / N if which == "rnn" else 0.0
@@ -114,7 +114,7 @@ def test_prior_kernel_matches_closed_form(which, rnn_prior, dnn_prior):
 def test_predict_near_zero_in_prior(rnn_prior):
     # f = v.phi/N has prior variance sigma_v^2 C_aa / N ~ 1e-2; the posterior barely moves it.
     assert np.all(np.abs(rnn_prior.f_mean) < 5 * np.sqrt(rnn_prior.f_var / rnn_prior.ess) + 1e-3)
-    expected = np.diag(prior_kernel(rnn_prior.arch, PRIOR_TASK)).reshape(T, P).T / N
+    expected = np.diag(prior_kernel(rnn_prior.arch, PRIOR_TASK).C).reshape(T, P).T / N
     np.testing.assert_allclose(rnn_prior.f_var, expected, rtol=0.3)  # ~3 sigma of a variance from ~250 ESS
 
 
@@ -191,7 +191,7 @@ def test_log_posterior(phi):
         (dict(task=np.zeros((P, T, D))), "task: must be a kernelfield Task"),
         (dict(arch=Architecture.rnn(T + 1)), "task.inputs: has T = 3 time steps"),
         (dict(arch="rnn"), "arch: must be a kernelfield Architecture"),
-        (dict(progress="yes"), "progress: must be True or False"),
+        (dict(progress="yes"), "progress: must be True, False, None or a callable"),
     ],
 )
 def test_validation(kwargs, match):

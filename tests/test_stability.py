@@ -66,7 +66,7 @@ def test_hessian_matches_finite_differences_of_the_action():
     prob = make_problem(arch, task, kf.Prior(), 0.1)
     C_sym = symmetric_solution(arch, task, kappa=0.1).C
     rows, cols = _cross_time_index(T, 3)
-    args = (rows, cols, C_sym, prob.MW, prob.Mv, prob.K_in, prob.S, prob.y, prob.kappa)
+    args = (rows, cols, C_sym, prob.MW, prob.Mv, prob.K_in, prob.supervised, prob.y, prob.kappa)
     H = np.asarray(_hessian(np.zeros(rows.size), *args, P=3))
     L = np.linalg.cholesky(C_sym)
     rng = np.random.default_rng(1)
@@ -206,7 +206,7 @@ def test_phase_tools_refuse_nonlinear_phi():
     task = endpoint_task(P=2, T=2, D=3)
     fake = type("S", (), {"phi": "erf", "arch": kf.Architecture.rnn(2), "task": task})()
     with pytest.raises(NotImplementedError, match="phi: stability is implemented for linear"):
-        kf.stability(fake)
+        kf.stability(kf.Model(kf.Architecture.rnn(2), task, phi="erf"))
     with pytest.raises(NotImplementedError, match="phi: outlier_eigenvalues"):
         kf.outlier_eigenvalues(fake)
     with pytest.raises(NotImplementedError, match="phi: critical_signal"):

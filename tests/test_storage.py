@@ -1,6 +1,6 @@
+import dataclasses
 import json
 import os
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -22,9 +22,8 @@ def _fake_samples(T=3, P=3, D=3, chains=2, N=8):
     n = T * P
     A = rng.normal(size=(chains, n, n))
     C_chains = A @ A.transpose(0, 2, 1) / n
-    return SimpleNamespace(
-        arch=kf.Architecture.dnn(T), task=endpoint_patterns(P, T, D, seed=1), prior=kf.Prior(), phi="linear",
-        kappa=0.1, N=N, seed=3, num_samples=50, num_chains=chains, num_warmup=20, num_integration_steps=8, thin=1,
+    return kf.Samples(
+        model=kf.Model(kf.Architecture.dnn(T), endpoint_patterns(P, T, D, seed=1)), N=N, seed=3, num_samples=50, num_chains=chains, num_warmup=20, num_integration_steps=8, thin=1,
         C_chains=C_chains, C_mean=C_chains.mean(0), C_sem=C_chains.std(0), C_centred=0.9 * C_chains.mean(0),
         f_mean=rng.normal(size=(P, T)), f_var=rng.random((P, T)),
         weights={"W": rng.normal(size=(4, T, N, N)), "U": rng.normal(size=(4, T, N, D)),
@@ -126,15 +125,20 @@ def test_comparison_dataset(solution, tmp_path):
     from kernelfield.compare import compare
 
     T, P = 3, 3
-    fake = SimpleNamespace(arch=solution.arch, task=solution.task, prior=solution.prior, phi=solution.phi,
-                           kappa=solution.kappa, N=64, C_mean=solution.C * 1.01, C_sem=0.01 * np.abs(solution.C),
-                           f_mean=solution.predict().mean)
+    n = solution.C.shape[0]
+    fake = dataclasses.replace(_fake_samples(), model=solution.model, N=64, C_mean=solution.C * 1.01,
+                               C_sem=0.01 * np.abs(solution.C), C_chains=np.stack([solution.C] * 2),
+                               f_mean=solution.predict().mean)
+    assert fake.C_chains.shape == (2, n, n)
     cmp = compare(solution, fake)
-    ds = cmp.to_xarray()
+    ds = kf.to_xarray(cmp)
     assert ds["block_error"].dims == ("t", "t2") and ds["C_theory"].shape == (T, P, T, P)
     back = storage.load(storage.save(ds, tmp_path / "c.nc"))
     np.testing.assert_array_equal(back["block_error"].values, cmp.block_error)
     assert back.attrs["error"] == cmp.error and back.attrs["parity"] == cmp.parity and back.attrs["N"] == 64
+    cfg = json.loads(back.attrs["config"])  # provenance from the comparison's model and the samples' seed
+    assert cfg["architecture"] == solution.arch.to_dict() and cfg["kappa"] == 0.2 and cfg["seed"] == 3
+    assert back.attrs["seed"] == 3 and back.attrs["kernelfield_version"] == kf.__version__
 
 
 def test_particle_solution_round_trip_keeps_monte_carlo_errors(tmp_path):
@@ -148,3 +152,31 @@ def test_particle_solution_round_trip_keeps_monte_carlo_errors(tmp_path):
     np.testing.assert_array_equal(back.C_centred, sol.C_centred)
     exact = storage.solution_from_dataset(storage.solution_to_dataset(kf.solve(kf.Architecture.rnn(2), task)))
     assert exact.best.C_err is None and exact.best.phi_mean is None
+
+
+def test_to_xarray_dispatches_on_the_result_type_and_save_takes_a_result(solution, tmp_path):
+    assert kf.to_xarray(solution).attrs["kind"] == "solution"
+    assert kf.to_xarray(_fake_samples()).attrs["kind"] == "samples"
+    path = kf.save(solution, tmp_path / "direct.nc")  # a result, converted by to_xarray
+    back = storage.solution_from_dataset(kf.load(path))
+    np.testing.assert_array_equal(back.C, solution.C)
+    assert back.model == solution.model and isinstance(back, kf.Solution)
+    with pytest.raises(TypeError, match="result: cannot convert a dict"):
+        kf.to_xarray({"C": solution.C})
+    with pytest.raises(TypeError, match="cannot convert"):
+        kf.save(np.zeros(3), tmp_path / "x.nc")
+
+
+def test_samples_round_trip_rebuilds_real_samples(tmp_path):
+    s = _fake_samples()
+    back = storage.samples_from_dataset(kf.load(kf.save(s, tmp_path / "s.nc")))
+    assert type(back) is kf.Samples and back.model == s.model
+    np.testing.assert_array_equal(back.C, s.C_mean)
+
+
+def test_provenance_stamp_has_config_version_seed_and_time():
+    stamp = storage.provenance("study", {"a": np.int64(2)}, seed=np.int64(7))
+    assert json.loads(stamp["config"]) == {"a": 2} and stamp["seed"] == 7 and isinstance(stamp["seed"], int)
+    assert stamp["kind"] == "study" and stamp["kernelfield_version"] == kf.__version__
+    assert stamp["created"].endswith("+00:00")
+    assert "seed" not in storage.provenance("study", "{}")

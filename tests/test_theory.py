@@ -19,7 +19,7 @@ from kernelfield.theory.kernels import (
     make_problem,
     shift,
 )
-from kernelfield.compare import parity_flip
+from kernelfield.symmetry import parity_flip
 from kernelfield.theory.solver import _low_rank_stage, _maximise, broken_factor, broken_start
 
 
@@ -43,14 +43,14 @@ def recursive_prior_kernel(arch, task, prior):
 def test_prior_kernel_closed_form(make_arch, sequential):
     prior = kf.Prior(g=0.8, sigma_u=1.2, sigma_b=0.5)
     arch = make_arch(sequential.T)
-    C = kf.prior_kernel(arch, sequential, prior=prior)
+    C = kf.prior_kernel(arch, sequential, prior=prior).C
     np.testing.assert_allclose(C, recursive_prior_kernel(arch, sequential, prior), rtol=1e-12, atol=1e-12)
 
 
 def test_lazy_limit_is_the_weak_target_limit():
     """As y -> 0 the trained kernel tends to the prior kernel, with deviation O(y²)."""
     arch = kf.Architecture.rnn(3)
-    C0 = kf.prior_kernel(arch, endpoint_task())
+    C0 = kf.prior_kernel(arch, endpoint_task()).C
     devs = [np.abs(kf.solve(arch, endpoint_task(scale=s)).C - C0).max() for s in (1e-1, 1e-2)]
     assert devs[1] < 1e-3
     assert 50 < devs[0] / devs[1] < 200  # quadratic in the target scale
@@ -90,7 +90,7 @@ def test_matches_brute_force_maximisation():
     sol = kf.solve(arch, task, kappa=0.2)
     prob = make_problem(arch, task, kf.Prior(), 0.2)
     rows, cols = np.tril_indices(4)
-    L0 = np.linalg.cholesky(kf.prior_kernel(arch, task))
+    L0 = np.linalg.cholesky(kf.prior_kernel(arch, task).C)
 
     def negative_S(x):
         L = np.zeros((4, 4))
@@ -130,7 +130,7 @@ def test_rnn_and_dnn_coincide_for_weak_targets():
     np.testing.assert_allclose(rnn.C, dnn.C, atol=1e-6)
     assert abs(rnn.S - dnn.S) < 1e-9
     # and they are not trivially the prior kernel: the targets changed the kernel
-    assert np.abs(rnn.C - kf.prior_kernel(kf.Architecture.rnn(4), task)).max() > 1e-3
+    assert np.abs(rnn.C - kf.prior_kernel(kf.Architecture.rnn(4), task).C).max() > 1e-3
 
 
 def test_branches_are_reported_with_their_action(endpoint):
@@ -216,7 +216,7 @@ def _negative_action_of_innovation(prob):
         C = B
         for _ in range(prob.T - 1):
             C = prob.MW * shift(C, prob.P) + B
-        S, _, _ = action_terms(jnp.linalg.cholesky(C), prob.MW, prob.Mv, prob.K_in, jnp.asarray(prob.S), prob.y,
+        S, _, _ = action_terms(jnp.linalg.cholesky(C), prob.MW, prob.Mv, prob.K_in, jnp.asarray(prob.supervised), prob.y,
                                prob.kappa, prob.P)
         return -S
     return F
@@ -233,7 +233,7 @@ def test_closed_form_derivatives_match_autodiff(make_arch, task):
     autodiff of the action at a point away from the prior."""
     arch = make_arch(task.T)
     prob = make_problem(arch, task, kf.Prior(), 0.1)
-    C_prior = kf.prior_kernel(arch, task)
+    C_prior = kf.prior_kernel(arch, task).C
     rng = np.random.default_rng(3)
     layouts = [DenseLayout(prob, invariant_components(prob, np.ones_like(C_prior) * prob.block_mask()))]
     if np.array_equal(invariant_components(prob, C_prior), np.arange(task.T)):
@@ -266,12 +266,12 @@ def test_iterates_stay_in_the_blocks_reachable_from_the_start(endpoint, sequenti
     T = endpoint.T
     rnn = kf.Architecture.rnn(T)
     prob = make_problem(rnn, endpoint, kf.Prior(), 0.1)
-    assert np.array_equal(invariant_components(prob, kf.prior_kernel(rnn, endpoint)), np.arange(T))
+    assert np.array_equal(invariant_components(prob, kf.prior_kernel(rnn, endpoint).C), np.arange(T))
     sol = kf.solve(rnn, endpoint, init="prior")
     assert np.all(invariant_components(prob, broken_start(prob, sol.C)) == 0)
     rnn_seq = kf.Architecture.rnn(sequential.T)
     prob_seq = make_problem(rnn_seq, sequential, kf.Prior(), 0.1)
-    assert np.all(invariant_components(prob_seq, kf.prior_kernel(rnn_seq, sequential)) == 0)
+    assert np.all(invariant_components(prob_seq, kf.prior_kernel(rnn_seq, sequential).C) == 0)
 
     dense = DenseLayout(prob, np.zeros(T, dtype=int))
     x = act.evaluate(dense, sol.C - dense.K_in - dense.shift(sol.C))
@@ -287,7 +287,7 @@ def test_action_never_decreases_along_the_iterates(make_arch, sequential):
     starting from the prior kernel (the line search rejects steps that lower S)."""
     arch = make_arch(sequential.T)
     prob = make_problem(arch, sequential, kf.Prior(), 0.1)
-    S = [action(prob, kf.prior_kernel(arch, sequential))]
+    S = [action(prob, kf.prior_kernel(arch, sequential).C)]
     with pytest.warns(kf.ConvergenceWarning):
         for k in range(1, 5):
             S.append(kf.solve(arch, sequential, init="prior", max_iter=k).S)

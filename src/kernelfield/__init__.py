@@ -5,26 +5,27 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
+from ._version import __version__  # noqa: E402
 from .nonlinearities import Nonlinearity, available, get_nonlinearity, register  # noqa: E402
 from .spec import Architecture, Prior, Task  # noqa: E402
-from .theory.lazy import prior_kernel  # noqa: E402
+from .model import Model  # noqa: E402
+from .theory.lazy import LazyKernel, prior_kernel  # noqa: E402
 from .theory.predict import Prediction  # noqa: E402
 from .theory.solver import Branch, ConvergenceWarning, Solution, predict, solve  # noqa: E402
 from .sampling import Samples, sample  # noqa: E402
 from .training import Trained, train  # noqa: E402
 from .compare import Comparison, compare  # noqa: E402
-from .storage import load, save  # noqa: E402
+from .storage import load, save, to_xarray  # noqa: E402
 from .observables import coherence_by_lag, temporal_coherence  # noqa: E402
 from .theory.stability import critical_signal, outlier_eigenvalues, stability  # noqa: E402
 from . import schedules, tasks  # noqa: E402
 from . import sweep  # noqa: E402  (kernelfield.report writes reports of sweep stores)
 
-__version__ = "0.1.0"
-
 __all__ = [
     "Architecture",
     "Prior",
     "Task",
+    "Model",
     "Nonlinearity",
     "register",
     "available",
@@ -35,6 +36,7 @@ __all__ = [
     "Branch",
     "ConvergenceWarning",
     "prior_kernel",
+    "LazyKernel",
     "Prediction",
     "sample",
     "Samples",
@@ -44,6 +46,8 @@ __all__ = [
     "Comparison",
     "save",
     "load",
+    "to_xarray",
+    "__version__",
     "tasks",
     "schedules",
     "temporal_coherence",

@@ -13,22 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .model import Model, model_differences
 from .observables import block_norms
+from .symmetry import output_parity, parity_flip
 
-__all__ = ["Comparison", "compare", "parity_flip", "output_parity"]
-
-
-def parity_flip(C: np.ndarray, T: int, P: int) -> np.ndarray:
-    """``C_ts -> (-1)^(t-s) C_ts``: the image of ``C`` under ``W -> -W``."""
-    d = np.repeat((-1.0) ** np.arange(T), P)
-    return d[:, None] * C * d[None, :]
-
-
-def output_parity(task) -> np.ndarray:
-    """``(T,)`` signs ``(-1)^(t - t_last)`` by which ``W -> -W`` (with ``v -> ±v`` keeping the fit
-    at the last supervised step ``t_last``) maps the outputs ``f_a(t)``."""
-    t_last = task.supervised.max() // task.P
-    return (-1.0) ** (np.arange(task.T) - t_last)
+__all__ = ["Comparison", "compare"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,7 +27,8 @@ class Comparison:
     (what ``block_error`` would be from sampling noise alone); error / error_bar: the same over the
     whole kernel relative to ``||C_theory||_F``; prediction_error: ``||f_samp - f_theory||`` over
     ``||f_theory||`` for the posterior mean outputs at every ``(a, t)``; parity: +1, or -1 when the
-    sampled kernel was flipped by ``W -> -W``."""
+    sampled kernel was flipped by ``W -> -W``; model: the model both sides describe; seed: the
+    finite-width run's seed."""
 
     T: int
     P: int
@@ -52,6 +42,8 @@ class Comparison:
     error_bar: float
     prediction_error: float
     parity: int
+    model: Model | None = None
+    seed: int | None = None
 
     def table(self) -> str:
         """Plain-text table of the per-block errors."""
@@ -63,23 +55,18 @@ class Comparison:
                                             for s in range(self.T)))
         return "\n".join(lines)
 
-    def to_xarray(self):
-        """Labelled dataset; see :func:`kernelfield.storage.comparison_to_dataset`."""
-        from .storage import comparison_to_dataset
-
-        return comparison_to_dataset(self)
-
 
 def compare(sol, samples) -> Comparison:
-    """Per-block relative errors between a :class:`~kernelfield.Solution` and
-    :class:`~kernelfield.sampling.Samples` of the same architecture, task and prior."""
+    """Per-block relative errors between a theory result (a :class:`~kernelfield.Solution`) and a
+    finite-width one (:class:`~kernelfield.Samples` or :class:`~kernelfield.Trained`) of the same
+    :class:`~kernelfield.Model`; a ``ValueError`` names what differs otherwise."""
+    differences = model_differences(sol.model, samples.model)
+    if differences:
+        raise ValueError("samples: must describe the same model as the solution; differs in "
+                         + "; ".join(differences))
     T, P = sol.task.T, sol.task.P
-    if (samples.task.T, samples.task.P) != (T, P) or samples.arch != sol.arch:
-        raise ValueError("samples: must come from the same architecture and task (T, P) as the solution")
-    if samples.phi != sol.phi or samples.kappa != sol.kappa or samples.prior != sol.prior:
-        raise ValueError("samples: phi, kappa and prior must equal the solution's")
     C_th = np.asarray(sol.C)
-    candidates = {+1: samples.C_mean, -1: parity_flip(samples.C_mean, T, P)}
+    candidates = {+1: samples.C, -1: parity_flip(samples.C, T, P)}
     parity = min(candidates, key=lambda p: np.linalg.norm(candidates[p] - C_th))
     C_samp = candidates[parity]
     f_samp = samples.f_mean * (output_parity(sol.task) if parity < 0 else 1.0)
@@ -99,4 +86,6 @@ def compare(sol, samples) -> Comparison:
         error_bar=float(np.linalg.norm(samples.C_sem) / np.linalg.norm(C_th)),
         prediction_error=float(np.linalg.norm(f_samp - f_th) / np.linalg.norm(f_th)),
         parity=int(parity),
+        model=sol.model,
+        seed=samples.seed,
     )

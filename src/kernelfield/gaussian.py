@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .nonlinearities import get_nonlinearity
+from .validation import integer
 
 __all__ = ["DEFAULT_ORDER", "gauss_hermite", "quadrature_2d", "expect_phiphi", "expect_hphi", "expect_dphi"]
 
@@ -34,7 +35,7 @@ MAX_ORDER = 360  # numpy's hermegauss overflows beyond ~370 nodes
 @lru_cache(maxsize=None)
 def gauss_hermite(order: int = DEFAULT_ORDER) -> tuple[np.ndarray, np.ndarray]:
     """Nodes and weights with ``sum_k w_k f(x_k) ≈ E[f(z)]``, ``z ~ N(0, 1)``."""
-    if not isinstance(order, (int, np.integer)) or not 1 <= order <= MAX_ORDER:
+    if integer("order", order, 1) > MAX_ORDER:
         raise ValueError(f"order: number of quadrature nodes must be an integer in [1, {MAX_ORDER}], got {order!r}")
     x, w = np.polynomial.hermite_e.hermegauss(int(order))
     return x, w / np.sqrt(2.0 * np.pi)

@@ -16,6 +16,7 @@ import math
 import time
 from dataclasses import dataclass
 from functools import partial
+from typing import NamedTuple
 
 import blackjax
 import jax
@@ -23,17 +24,19 @@ import jax.numpy as jnp
 import numpy as np
 from blackjax.adaptation.base import get_filter_adapt_info_fn
 from blackjax.diagnostics import effective_sample_size
-from rich.progress import Progress
 
 from . import networks
-from .compare import output_parity, parity_flip
-from .nonlinearities import Nonlinearity, get_nonlinearity
-from .spec import FAMILIES, Architecture, Prior, Task, check_compatible
+from .model import Model, as_model
+from .nonlinearities import Nonlinearity
+from .progress import ProgressArg, ProgressCallback, ProgressEvent, reporter
+from .spec import FAMILIES, Architecture, Prior, Task
+from .symmetry import align_to_first, output_parity, parity_flip
 from .theory.predict import Prediction
+from .validation import integer, nonnegative_int, positive_int
 
 __all__ = ["sample", "Samples"]
 
-_MAX_CHUNKS = 20  # progress-bar granularity: the sampling phase runs in at most this many scans
+_MAX_CHUNKS = 20  # progress granularity: the sampling phase runs in at most this many scans
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,7 +46,8 @@ class Samples:
     C_chains: ``(num_chains, n, n)`` per-chain mean of the empirical kernel ``Φᵀ Φ / N`` (§3),
     time-major index ``t·P + a``. C_mean: ``(n, n)`` mean over chains after aligning each chain to
     chain 0 under ``W -> -W`` (``C_ts -> (-1)^(t-s) C_ts``, the parity closer to chain 0).
-    The outputs of a flipped chain are aligned with it (:func:`kernelfield.compare.output_parity`).
+    The outputs of a flipped chain are aligned with it (:func:`kernelfield.symmetry.output_parity`).
+    C: the same as C_mean (the kernel every result has).
     C_sem: ``(n, n)`` standard error of ``C_mean``: ``sqrt(var / ess)`` with ``var`` the pooled
     posterior variance of each entry and ``ess`` below; with ``num_chains >= 2`` the larger of that
     and the between-chain estimate ``std(aligned chain means) / sqrt(num_chains)``.
@@ -59,11 +63,7 @@ class Samples:
     step sizes. seconds: wall time of :func:`sample`, compilation included.
     """
 
-    arch: Architecture
-    task: Task
-    prior: Prior
-    phi: str
-    kappa: float
+    model: Model
     N: int
     seed: int
     num_samples: int
@@ -84,6 +84,13 @@ class Samples:
     step_size: np.ndarray
     seconds: float
 
+    arch = property(lambda self: self.model.arch, doc="architecture (of ``model``)")
+    task = property(lambda self: self.model.task, doc="task (of ``model``)")
+    prior = property(lambda self: self.model.prior, doc="prior (of ``model``)")
+    phi = property(lambda self: self.model.phi, doc="nonlinearity name (of ``model``)")
+    kappa = property(lambda self: self.model.kappa, doc="likelihood variance (of ``model``)")
+    C = property(lambda self: self.C_mean, doc="posterior mean kernel (``C_mean``)")
+
     @property
     def keep_weights(self) -> int:
         """Weight samples kept per chain."""
@@ -95,7 +102,7 @@ class Samples:
 
 
 @dataclass(frozen=True)
-class _Model:
+class _Density:
     """The static (hashable) part of the posterior; data and ``kappa`` are passed as arrays, so
     calls that differ only in those share one compilation."""
 
@@ -107,22 +114,22 @@ class _Model:
         return networks.log_posterior(z, self.arch, inputs, targets, self.prior, self.phi, kappa)
 
 
-@partial(jax.jit, static_argnames=("model", "N", "num_chains", "num_warmup", "num_integration_steps"))
+@partial(jax.jit, static_argnames=("density", "N", "num_chains", "num_warmup", "num_integration_steps"))
 def _warmup(
-    key, inputs, targets, kappa, model: _Model, N: int, num_chains: int, num_warmup: int, num_integration_steps: int
+    key, inputs, targets, kappa, density: _Density, N: int, num_chains: int, num_warmup: int, num_integration_steps: int
 ):
     """Prior draws as starting points, then per-chain window adaptation; returns the HMC states,
     step sizes and inverse mass matrices, each with a leading chain axis."""
     adaptation = blackjax.window_adaptation(
         blackjax.hmc,
-        partial(model.logdensity, inputs=inputs, targets=targets, kappa=kappa),
+        partial(density.logdensity, inputs=inputs, targets=targets, kappa=kappa),
         num_integration_steps=num_integration_steps,
         adaptation_info_fn=get_filter_adapt_info_fn(),
     )
 
     def one_chain(key):
         key_init, key_run = jax.random.split(key)
-        position = networks.init_standardised(key_init, model.arch, N, inputs.shape[-1])
+        position = networks.init_standardised(key_init, density.arch, N, inputs.shape[-1])
         (state, parameters), _ = adaptation.run(key_run, position, num_warmup)
         return state, parameters["step_size"], parameters["inverse_mass_matrix"]
 
@@ -131,17 +138,17 @@ def _warmup(
 
 @partial(
     jax.jit,
-    static_argnames=("model", "num_integration_steps", "thin", "length", "num_samples", "stride", "keep"),
+    static_argnames=("density", "num_integration_steps", "thin", "length", "num_samples", "stride", "keep"),
 )
 def _sample_chunk(
     carry, key, start, step_size, inverse_mass_matrix, inputs, targets, kappa,
-    model: _Model, num_integration_steps: int, thin: int, length: int, num_samples: int, stride: int, keep: int,
+    density: _Density, num_integration_steps: int, thin: int, length: int, num_samples: int, stride: int, keep: int,
 ):
     """``length`` samples (each ``thin`` HMC transitions) for every chain, starting at sample index
     ``start``; indices ``>= num_samples`` (padding of the last chunk) are not accumulated."""
-    logdensity = partial(model.logdensity, inputs=inputs, targets=targets, kappa=kappa)
+    logdensity = partial(density.logdensity, inputs=inputs, targets=targets, kappa=kappa)
     kernel = blackjax.hmc.build_kernel()
-    arch, prior = model.arch, model.prior
+    arch, prior = density.arch, density.prior
     num_chains, N, D = carry[0].position["U"].shape[:1] + carry[0].position["U"].shape[-2:]
     T = arch.T
     P = inputs.shape[0]
@@ -155,7 +162,7 @@ def _sample_chunk(
         step = partial(transition, step_size=step_size, inverse_mass_matrix=inverse_mass_matrix)
         state, (rate, divergent) = jax.lax.scan(step, state, jax.random.split(key, thin))
         params = networks.scale(state.position, prior, N, D)
-        phi_h = networks.features(params, arch, inputs, model.phi)
+        phi_h = networks.features(params, arch, inputs, density.phi)
         C = networks.empirical_kernel(phi_h)
         blocks = C.reshape(T, P, T, P)
         summary = [jnp.einsum("tatb->t", blocks) / P**2, state.logdensity[None]]  # diagonal-block means
@@ -195,54 +202,48 @@ def _sample_chunk(
 _effective_sample_size = jax.jit(partial(effective_sample_size, chain_axis=0, sample_axis=1))
 
 
-def _integer(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name}: must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+class _SamplerSettings(NamedTuple):
+    """The validated settings of :func:`sample` and the chunking of its sampling phase into
+    ``num_chunks`` scans of ``length`` samples (weights stored every ``stride`` samples)."""
+
+    N: int
+    num_samples: int
+    num_warmup: int
+    num_chains: int
+    seed: int
+    num_integration_steps: int
+    thin: int
+    keep_weights: int
+    length: int
+    num_chunks: int
+    stride: int
 
 
-def check_model(arch, task, prior, kappa) -> float:
-    """Type and compatibility checks shared by the finite-width samplers and trainers; returns ``kappa``."""
-    for name, value, cls in (("arch", arch, Architecture), ("task", task, Task), ("prior", prior, Prior)):
-        if not isinstance(value, cls):
-            raise ValueError(f"{name}: must be a kernelfield {cls.__name__}, got {type(value).__name__}")
-    check_compatible(arch, task)
-    try:
-        kappa = float(kappa)
-    except (TypeError, ValueError):
-        raise ValueError(f"kappa: must be a real number > 0, got {kappa!r}") from None
-    if not (np.isfinite(kappa) and kappa > 0):
-        raise ValueError(f"kappa: must be finite and > 0, got {kappa}")
-    return kappa
-
-
-def _validate(arch, task, prior, kappa, N, num_samples, num_warmup, num_chains, seed,
-              num_integration_steps, thin, keep_weights, progress):
-    kappa = check_model(arch, task, prior, kappa)
-    ints = {
-        "N": _integer("N", N, 1),
-        "num_samples": _integer("num_samples", num_samples, 2),
-        "num_warmup": _integer("num_warmup", num_warmup, 10),  # dual averaging needs a few steps
-        "num_chains": _integer("num_chains", num_chains, 1),
-        "seed": _integer("seed", seed, 0),
-        "num_integration_steps": _integer("num_integration_steps", num_integration_steps, 1),
-        "thin": _integer("thin", thin, 1),
-        "keep_weights": _integer("keep_weights", keep_weights, 0),
-    }
-    if ints["keep_weights"] > ints["num_samples"]:
+def _plan_sampling(N, num_samples, num_warmup, num_chains, seed, num_integration_steps, thin,
+                   keep_weights) -> _SamplerSettings:
+    """Validate the sampler settings and split the sampling phase into chunks."""
+    num_samples = integer("num_samples", num_samples, 2)
+    keep_weights = nonnegative_int("keep_weights", keep_weights)
+    if keep_weights > num_samples:
         raise ValueError(f"keep_weights: must be <= num_samples = {num_samples}, got {keep_weights}")
-    if not isinstance(progress, bool):
-        raise ValueError(f"progress: must be True or False, got {progress!r}")
-    return kappa, ints
+    length = math.ceil(num_samples / min(num_samples, _MAX_CHUNKS))
+    return _SamplerSettings(
+        N=positive_int("N", N), num_samples=num_samples,
+        num_warmup=integer("num_warmup", num_warmup, 10),  # dual averaging needs a few steps
+        num_chains=positive_int("num_chains", num_chains), seed=nonnegative_int("seed", seed),
+        num_integration_steps=positive_int("num_integration_steps", num_integration_steps),
+        thin=positive_int("thin", thin), keep_weights=keep_weights, length=length,
+        num_chunks=math.ceil(num_samples / length), stride=num_samples // keep_weights if keep_weights else num_samples,
+    )
 
 
 def sample(
-    arch: Architecture,
-    task: Task,
+    arch: Architecture | Model,
+    task: Task | None = None,
     N: int = 256,
-    prior: Prior = Prior(),
-    phi="linear",
-    kappa: float = 0.1,
+    prior: Prior | None = None,
+    phi=None,
+    kappa: float | None = None,
     num_samples: int = 1000,
     num_warmup: int = 500,
     num_chains: int = 4,
@@ -250,88 +251,88 @@ def sample(
     num_integration_steps: int = 16,
     thin: int = 1,
     keep_weights: int = 20,
-    progress: bool = True,
+    progress: ProgressArg = True,
 ) -> Samples:
     """Sample the posterior ``p(θ | data) ∝ p(θ) exp(-(N/2κ) Σ_S (f - y)²)`` (§2) of the width-``N``
-    network with HMC and summarise its kernels and outputs (§5).
+    network with HMC and summarise its kernels and outputs (§5). The model is a
+    :class:`~kernelfield.Model` as first argument, or its parts (defaults as in :class:`~kernelfield.Model`).
 
     ``num_chains`` chains each run ``num_warmup`` adaptation steps, then keep ``num_samples``
     samples, each ``thin`` HMC transitions of ``num_integration_steps`` leapfrog steps;
-    ``keep_weights`` evenly spaced weight samples per chain are returned; ``progress`` shows a
-    ``rich`` progress bar. Every registered ``phi`` works. Same ``seed`` and arguments give
+    ``keep_weights`` evenly spaced weight samples per chain are returned. progress: ``True``
+    draws rich progress bars, ``False`` is silent, a callable receives
+    :class:`~kernelfield.progress.ProgressEvent` s (``"warm-up ..."``: 1 unit; ``"sampling ..."``:
+    ``num_samples`` units). Every registered ``phi`` works. Same ``seed`` and arguments give
     identical results.
     """
     started = time.perf_counter()
-    nl = get_nonlinearity(phi)
-    kappa, ints = _validate(arch, task, prior, kappa, N, num_samples, num_warmup, num_chains, seed,
-                            num_integration_steps, thin, keep_weights, progress)
-    N, num_samples, num_warmup, num_chains, seed, num_integration_steps, thin, keep_weights = (
-        ints[k] for k in ("N", "num_samples", "num_warmup", "num_chains", "seed", "num_integration_steps", "thin",
-                          "keep_weights")
-    )
-    model = _Model(arch, prior, nl)
-    T, P, D = task.T, task.P, task.D
-    n = T * P
-    inputs, targets = jnp.asarray(task.inputs), jnp.asarray(task.targets)
+    model = as_model(arch, task, prior, phi, kappa)
+    settings = _plan_sampling(N, num_samples, num_warmup, num_chains, seed, num_integration_steps, thin, keep_weights)
+    with reporter(progress) as report:
+        acc, summaries, step_size = _run_chains(model, settings, report)
+    return _assemble_samples(model, settings, acc, summaries, step_size, time.perf_counter() - started)
 
-    key_warmup, key_sample = jax.random.split(jax.random.PRNGKey(seed))
-    length = math.ceil(num_samples / min(num_samples, _MAX_CHUNKS))
-    num_chunks = math.ceil(num_samples / length)
-    stride = num_samples // keep_weights if keep_weights else num_samples
+
+def _run_chains(model: Model, s: _SamplerSettings, report: ProgressCallback):
+    """Warm-up, then the sampling phase chunk by chunk; returns the accumulated sums (numpy),
+    the per-sample summaries ``(num_chains, num_samples, k)`` and the adapted step sizes."""
+    density = _Density(model.arch, model.prior, model.nonlinearity)
+    task = model.task
+    T, P, n = task.T, task.P, task.T * task.P
+    inputs, targets, kappa = jnp.asarray(task.inputs), jnp.asarray(task.targets), model.kappa
+    key_warmup, key_sample = jax.random.split(jax.random.PRNGKey(s.seed))
+    label = f"N={s.N} {model.arch.name}"
+    states, step_size, inverse_mass_matrix = _warmup(
+        key_warmup, inputs, targets, kappa, density=density, N=s.N, num_chains=s.num_chains,
+        num_warmup=s.num_warmup, num_integration_steps=s.num_integration_steps,
+    )
+    jax.block_until_ready(step_size)
+    report(ProgressEvent(f"warm-up  {label}", 1, 1))
+    zeros = lambda *shape: np.zeros((s.num_chains, *shape))  # noqa: E731
+    acc = {
+        "C": zeros(n, n), "C2": zeros(n, n), "C_centred": zeros(n, n), "f": zeros(P, T), "f2": zeros(P, T),
+        "accept": zeros(), "divergent": zeros(),
+        "weights": jax.tree.map(lambda z: np.zeros((s.num_chains, max(s.keep_weights, 1), *z.shape[1:])),
+                                states.position),
+    }
     chunk = partial(
-        _sample_chunk, model=model, num_integration_steps=num_integration_steps, thin=thin, length=length,
-        num_samples=num_samples, stride=stride, keep=max(keep_weights, 1),
+        _sample_chunk, density=density, num_integration_steps=s.num_integration_steps, thin=s.thin, length=s.length,
+        num_samples=s.num_samples, stride=s.stride, keep=max(s.keep_weights, 1),
     )
+    carry, summaries = (states, acc), []
+    for c, key in enumerate(jax.random.split(key_sample, s.num_chunks)):
+        carry, summary = chunk(carry, key, c * s.length, step_size, inverse_mass_matrix, inputs, targets, kappa)
+        summaries.append(np.asarray(summary))
+        report(ProgressEvent(f"sampling {label}", min((c + 1) * s.length, s.num_samples), s.num_samples))
+    summaries = np.concatenate(summaries, axis=1)[:, :s.num_samples]
+    return jax.tree.map(np.asarray, carry[1]), summaries, step_size
 
-    with Progress(disable=not progress) as bar:
-        task_warmup = bar.add_task(f"warm-up  N={N} {arch.name}", total=1)
-        states, step_size, inverse_mass_matrix = _warmup(
-            key_warmup, inputs, targets, kappa, model=model, N=N, num_chains=num_chains, num_warmup=num_warmup,
-            num_integration_steps=num_integration_steps,
-        )
-        jax.block_until_ready(step_size)
-        bar.advance(task_warmup)
-        task_sampling = bar.add_task(f"sampling N={N} {arch.name}", total=num_samples)
-        zeros = lambda *shape: np.zeros((num_chains, *shape))  # noqa: E731
-        acc = {
-            "C": zeros(n, n), "C2": zeros(n, n), "C_centred": zeros(n, n), "f": zeros(P, T), "f2": zeros(P, T),
-            "accept": zeros(), "divergent": zeros(),
-            "weights": jax.tree.map(
-                lambda z: np.zeros((num_chains, max(keep_weights, 1), *z.shape[1:])), states.position
-            ),
-        }
-        carry, summaries = (states, acc), []
-        for c, key in enumerate(jax.random.split(key_sample, num_chunks)):
-            carry, summary = chunk(carry, key, c * length, step_size, inverse_mass_matrix, inputs, targets, kappa)
-            summaries.append(np.asarray(summary))
-            bar.advance(task_sampling, min(length, num_samples - c * length))
-    acc = jax.tree.map(np.asarray, carry[1])
-    summaries = np.concatenate(summaries, axis=1)[:, :num_samples]
 
+def _assemble_samples(model: Model, s: _SamplerSettings, acc: dict, summaries: np.ndarray, step_size,
+                      seconds: float) -> Samples:
+    """Chain-aligned means, standard errors and kept weights (see :class:`Samples`)."""
+    task, num_chains, num_samples = model.task, s.num_chains, s.num_samples
+    T, P = task.T, task.P
     ess = float(np.min(_effective_sample_size(summaries)))
-    C_chains = acc["C"] / num_samples
-    flipped = parity_flip(C_chains, T, P)
-    closer = np.linalg.norm(flipped - C_chains[0], axis=(1, 2)) < np.linalg.norm(C_chains - C_chains[0], axis=(1, 2))
-    aligned = np.where(closer[:, None, None], flipped, C_chains)
+    aligned, flipped = align_to_first(acc["C"] / num_samples, T, P)
     C_mean = aligned.mean(axis=0)
     centred = acc["C_centred"] / num_samples
-    C_centred = np.where(closer[:, None, None], parity_flip(centred, T, P), centred).mean(axis=0)
+    C_centred = np.where(flipped[:, None, None], parity_flip(centred, T, P), centred).mean(axis=0)
     C_var = np.maximum(acc["C2"].sum(axis=0) / (num_chains * num_samples) - C_mean**2, 0.0)
     C_sem = np.sqrt(C_var / max(ess, 1.0))
     if num_chains >= 2:
         C_sem = np.maximum(C_sem, aligned.std(axis=0, ddof=1) / np.sqrt(num_chains))
     f_chains = acc["f"] / num_samples
-    f_mean = np.where(closer[:, None, None], f_chains * output_parity(task), f_chains).mean(axis=0)
+    f_mean = np.where(flipped[:, None, None], f_chains * output_parity(task), f_chains).mean(axis=0)
     f_var = np.maximum(acc["f2"].sum(axis=0) / (num_chains * num_samples) - f_mean**2, 0.0)
-    natural = networks.scale(acc["weights"], prior, N, D)
-    weights = {
-        fam: np.asarray(natural[fam][:, :keep_weights]).reshape(num_chains * keep_weights, *natural[fam].shape[2:])
-        for fam in FAMILIES
-    }
+    natural = networks.scale(acc["weights"], model.prior, s.N, task.D)
+    k = s.keep_weights
+    weights = {fam: np.asarray(natural[fam][:, :k]).reshape(num_chains * k, *natural[fam].shape[2:])
+               for fam in FAMILIES}
     return Samples(
-        arch=arch, task=task, prior=prior, phi=nl.name, kappa=kappa, N=N, seed=seed, num_samples=num_samples,
-        num_chains=num_chains, num_warmup=num_warmup, num_integration_steps=num_integration_steps, thin=thin,
-        C_chains=C_chains, C_mean=C_mean, C_sem=C_sem, C_centred=C_centred, f_mean=f_mean, f_var=f_var, weights=weights,
+        model=model, N=s.N, seed=s.seed, num_samples=num_samples, num_chains=num_chains, num_warmup=s.num_warmup,
+        num_integration_steps=s.num_integration_steps, thin=s.thin, C_chains=acc["C"] / num_samples, C_mean=C_mean,
+        C_sem=C_sem, C_centred=C_centred, f_mean=f_mean, f_var=f_var, weights=weights,
         acceptance_rate=float(acc["accept"].mean() / num_samples), num_divergent=int(acc["divergent"].sum()),
-        ess=ess, step_size=np.asarray(step_size), seconds=time.perf_counter() - started,
+        ess=ess, step_size=np.asarray(step_size), seconds=seconds,
     )

@@ -20,19 +20,15 @@ learning curves).
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
+from .validation import integer, real_in
+from .validation import seed as check_seed
+
 __all__ = ["Schedule", "every", "first", "last", "random", "held_out", "all_steps", "supervise", "SCHEDULES"]
-
-
-def _int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name}: must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 class Schedule:
@@ -153,19 +149,19 @@ class _HeldOut(Schedule):
 def every(k: int, offset: int | None = None) -> Schedule:
     """Every ``k``-th step, starting at ``offset`` (default ``k - 1``: the steps ``k-1, 2k-1, ...``,
     the convention of :func:`kernelfield.tasks.integration`)."""
-    k = _int("k", k, 1)
-    offset = k - 1 if offset is None else _int("offset", offset, 0)
+    k = integer("k", k, 1)
+    offset = k - 1 if offset is None else integer("offset", offset, 0)
     return _Steps("every", k, offset)
 
 
 def first(k: int) -> Schedule:
     """The first ``k`` steps (``t < k``): the rest of each sequence is extrapolation."""
-    return _Steps("first", _int("k", k, 1))
+    return _Steps("first", integer("k", k, 1))
 
 
 def last(k: int) -> Schedule:
     """The last ``k`` steps (``t >= T - k``); ``last(1)`` is endpoint supervision."""
-    return _Steps("last", _int("k", k, 1))
+    return _Steps("last", integer("k", k, 1))
 
 
 def all_steps() -> Schedule:
@@ -175,14 +171,12 @@ def all_steps() -> Schedule:
 
 def random(fraction: float, seed: int = 0) -> Schedule:
     """In each sequence a random subset of ``round(fraction·T)`` steps (seeded per row)."""
-    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0 <= fraction <= 1:
-        raise ValueError(f"fraction: must be a number in [0, 1], got {fraction!r}")
-    return _Random(float(fraction), _int("seed", seed, 0))
+    return _Random(real_in("fraction", fraction, 0.0, 1.0), check_seed(seed))
 
 
 def held_out(n: int) -> Schedule:
     """The last ``n`` sequences unsupervised (new sequences to predict); the others untouched."""
-    return _HeldOut(_int("n", n, 0))
+    return _HeldOut(integer("n", n, 0))
 
 
 def supervise(task, schedule: Schedule):

@@ -12,6 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .validation import positive_int
+
 __all__ = ["Architecture", "Prior", "Task", "FAMILIES"]
 
 FAMILIES = ("W", "U", "b", "v")
@@ -44,9 +46,7 @@ class Architecture:
     name: str = field(default="custom", compare=False)
 
     def __init__(self, T: int, W_groups, U_groups, b_groups, v_groups, name: str = "custom"):
-        if not isinstance(T, (int, np.integer)) or isinstance(T, bool) or T < 1:
-            raise ValueError(f"T: number of time steps must be an integer >= 1, got {T!r}")
-        T = int(T)
+        T = positive_int("T", T)
         object.__setattr__(self, "T", T)
         for fam, groups in zip(FAMILIES, (W_groups, U_groups, b_groups, v_groups)):
             object.__setattr__(self, f"{fam}_groups", _groups(f"{fam}_groups", groups, T))

@@ -6,10 +6,11 @@ Layout (all datasets):
   ``(t, a, t2, a2)``, i.e. ``C.reshape(T, P, T, P)``; :func:`kernel_matrix` undoes it;
 * ``inputs`` ``(a, t, d)`` and ``targets`` ``(a, t)`` (``NaN`` = unsupervised) so the task can
   be rebuilt;
-* attrs: ``kind`` (``"solution"``, ``"samples"`` or ``"comparison"``), ``kernelfield_version``,
-  ``created`` (ISO 8601, UTC), ``config`` (JSON of ``arch.to_dict()``, ``prior.to_dict()``,
-  ``phi``, ``kappa`` and, for samples, ``N``, ``seed`` and the sampler settings) and the
-  diagnostics of the run. Booleans are stored as ``0``/``1`` integers (netCDF has no bool).
+* attrs: the provenance stamp of :func:`provenance` (``kind``: ``"solution"``, ``"samples"`` or
+  ``"comparison"``; ``kernelfield_version``; ``created``, ISO 8601, UTC; ``config``, the JSON of
+  ``arch.to_dict()``, ``prior.to_dict()``, ``phi``, ``kappa`` and, for samples, ``N``, ``seed``
+  and the sampler settings; ``seed`` where the run had one) and the diagnostics of the run.
+  Booleans are stored as ``0``/``1`` integers (netCDF has no bool).
 
 Solutions (:func:`solution_to_dataset`): ``C``, ``Ct`` of the dominant branch,
 ``prediction_mean`` / ``prediction_var_coeff`` ``(a, t)`` (``N·var``, width independent),
@@ -30,34 +31,43 @@ Comparisons (:func:`comparison_to_dataset`): ``C_theory``, ``C_sampled``, ``C_se
 ``block_error``/``block_error_bar`` ``(t, t2)``; attrs ``error``, ``error_bar``,
 ``prediction_error``, ``parity``, ``N``.
 
-:func:`save` writes atomically (netCDF-4 via h5netcdf), as do :func:`save_text` and :func:`save_json`;
-:func:`load` reads fully into memory and closes the file.
-:func:`solution_from_dataset` rebuilds a full :class:`~kernelfield.Solution` (``predict()``
-works); :func:`samples_from_dataset` a ``Samples``.
+:func:`to_xarray` converts any of these results (this module owns every conversion: the result
+types do not serialise themselves). :func:`save` writes a dataset or a result atomically
+(netCDF-4 via h5netcdf), as do :func:`save_text` and :func:`save_json`; :func:`load` reads fully
+into memory and closes the file. :func:`solution_from_dataset` rebuilds a full
+:class:`~kernelfield.Solution` (``predict()`` works); :func:`samples_from_dataset` a
+:class:`~kernelfield.Samples`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import json
 import os
 import tempfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import xarray as xr
 
+from ._version import __version__
+from .compare import Comparison
+from .model import Model
+from .sampling import Samples
 from .spec import Architecture, Prior, Task
+from .theory.kernels import make_problem
+from .theory.solver import Branch, Solution
 
 __all__ = [
+    "to_xarray",
+    "provenance",
     "solution_to_dataset",
     "samples_to_dataset",
     "comparison_to_dataset",
     "solution_from_dataset",
     "samples_from_dataset",
     "spec_from_dataset",
+    "model_from_dataset",
     "kernel_matrix",
     "config_json",
     "save",
@@ -70,12 +80,6 @@ KERNEL_DIMS = ("t", "a", "t2", "a2")
 
 _UMASK = os.umask(0o022)  # read the process umask once (restored immediately) for file modes
 os.umask(_UMASK)
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
 
 
 def _now() -> str:
@@ -137,8 +141,34 @@ def _attr(value):
     return value
 
 
-def _base_attrs(kind: str, config: str) -> dict:
-    return {"kind": kind, "kernelfield_version": _version(), "created": _now(), "config": config}
+def provenance(kind: str, config: dict | str, seed: int | None = None) -> dict:
+    """The provenance stamp every stored dataset carries: ``kind``, ``kernelfield_version``,
+    ``created`` (ISO 8601, UTC), ``config`` (a JSON string; a dict is serialised) and, when
+    given, ``seed``."""
+    if not isinstance(config, str):
+        config = json.dumps(config, default=_json_default)
+    stamp = {"kind": kind, "kernelfield_version": __version__, "created": _now(), "config": config}
+    if seed is not None:
+        stamp["seed"] = int(seed)
+    return stamp
+
+
+def model_config(model: Model, **extra) -> str:
+    """:func:`config_json` of a :class:`~kernelfield.Model`."""
+    return config_json(model.arch, model.prior, model.phi, model.kappa, **extra)
+
+
+def to_xarray(result) -> xr.Dataset:
+    """Labelled dataset with provenance of a :class:`~kernelfield.Solution`,
+    :class:`~kernelfield.Samples` or :class:`~kernelfield.Comparison`."""
+    if isinstance(result, Solution):
+        return solution_to_dataset(result)
+    if isinstance(result, Samples):
+        return samples_to_dataset(result)
+    if isinstance(result, Comparison):
+        return comparison_to_dataset(result)
+    raise TypeError(f"result: cannot convert a {type(result).__name__} to a dataset; "
+                    "expected a Solution, Samples or Comparison")
 
 
 # --------------------------------------------------------------------------------------------
@@ -187,7 +217,7 @@ def solution_to_dataset(sol) -> xr.Dataset:
     }
     coords = _coords(T, P, D)
     coords["branch"] = np.arange(len(branches))
-    attrs = _base_attrs("solution", config_json(sol.arch, sol.prior, sol.phi, sol.kappa))
+    attrs = provenance("solution", model_config(sol.model))
     attrs.update(
         S=float(sol.S),
         converged=int(bool(sol.converged)),
@@ -219,17 +249,15 @@ def samples_to_dataset(samples) -> xr.Dataset:
     }
     coords = _coords(T, P, D)
     coords["chain"] = np.arange(C_chains.shape[0])
-    weights = getattr(samples, "weights", None) or {}
-    for fam, arr in weights.items():
+    for fam, arr in samples.weights.items():
         arr = np.asarray(arr)
         dims = ("sample", f"{fam}_group") + tuple(f"{fam}_axis{k}" for k in range(arr.ndim - 2))
         data_vars[f"weights_{fam}"] = (dims[: arr.ndim], arr, {"description": f"kept posterior samples of {fam}"})
 
-    settings = {k: getattr(samples, k) for k in _SAMPLER_SETTINGS if hasattr(samples, k)}
-    config = config_json(samples.arch, samples.prior, samples.phi, samples.kappa, N=int(samples.N),
-                     seed=int(samples.seed), **settings)
-    attrs = _base_attrs("samples", config)
-    attrs.update(N=int(samples.N), seed=int(samples.seed),
+    settings = {k: getattr(samples, k) for k in _SAMPLER_SETTINGS}
+    config = model_config(samples.model, N=int(samples.N), seed=int(samples.seed), **settings)
+    attrs = provenance("samples", config, seed=samples.seed)
+    attrs.update(N=int(samples.N),
                  acceptance_rate=float(samples.acceptance_rate), ess=float(samples.ess),
                  seconds=float(samples.seconds))
     step = np.asarray(samples.step_size, dtype=np.float64)
@@ -239,14 +267,14 @@ def samples_to_dataset(samples) -> xr.Dataset:
         data_vars["step_size"] = (("chain",), step, {"description": "adapted HMC step size per chain"})
     else:
         data_vars["step_size"] = (tuple(f"step_size_axis{k}" for k in range(step.ndim)), step)
-    if hasattr(samples, "num_divergent"):
-        attrs["num_divergent"] = int(samples.num_divergent)
+    attrs["num_divergent"] = int(samples.num_divergent)
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
 def comparison_to_dataset(cmp, config: dict | str | None = None) -> xr.Dataset:
     """Dataset of a :class:`~kernelfield.compare.Comparison`. ``config`` (a dict or JSON string,
-    e.g. the solution's ``ds.attrs["config"]``) is stored as provenance when given."""
+    e.g. the solution's ``ds.attrs["config"]``) is stored as provenance; by default that of the
+    comparison's model (with ``N`` and ``seed`` of the samples)."""
     T, P = cmp.T, cmp.P
     kdims = KERNEL_DIMS
     data_vars = {
@@ -256,9 +284,9 @@ def comparison_to_dataset(cmp, config: dict | str | None = None) -> xr.Dataset:
         "block_error": (("t", "t2"), np.asarray(cmp.block_error, dtype=np.float64)),
         "block_error_bar": (("t", "t2"), np.asarray(cmp.block_error_bar, dtype=np.float64)),
     }
-    if isinstance(config, dict):
-        config = json.dumps(config, default=_json_default)
-    attrs = _base_attrs("comparison", config if config is not None else "{}")
+    if config is None:
+        config = "{}" if cmp.model is None else model_config(cmp.model, N=int(cmp.N), seed=cmp.seed)
+    attrs = provenance("comparison", config, seed=cmp.seed)
     attrs.update(N=int(cmp.N), error=float(cmp.error), error_bar=float(cmp.error_bar),
                  prediction_error=float(cmp.prediction_error), parity=int(cmp.parity))
     return xr.Dataset(data_vars, coords=_coords(T, P), attrs=attrs)
@@ -268,7 +296,12 @@ def comparison_to_dataset(cmp, config: dict | str | None = None) -> xr.Dataset:
 # from Dataset
 
 
-def spec_from_dataset(ds: xr.Dataset) -> tuple[Architecture, Prior, Task, str, float]:
+def model_from_dataset(ds: xr.Dataset) -> Model:
+    """The :class:`~kernelfield.Model` of a solution or samples dataset."""
+    return Model(*spec_from_dataset(ds))
+
+
+def spec_from_dataset(ds: xr.Dataset) -> tuple[Architecture, Task, Prior, str, float]:
     """``(arch, task, prior, phi, kappa)`` rebuilt from a solution or samples dataset."""
     cfg = json.loads(ds.attrs["config"])
     a = cfg["architecture"]
@@ -285,12 +318,9 @@ def solution_from_dataset(ds: xr.Dataset):
     diagnostics) are restored; the solver's internal ``problem`` is re-assembled from them, so
     ``predict()`` works as on the original.
     """
-    from .theory.kernels import make_problem
-    from .theory.solver import Branch, Solution
-
     if ds.attrs.get("kind", "solution") != "solution":
         raise ValueError(f"ds: holds a {ds.attrs.get('kind')!r} dataset, not a solution")
-    arch, task, prior, phi, kappa = spec_from_dataset(ds)
+    model = model_from_dataset(ds)
     branches = tuple(
         Branch(
             C=kernel_matrix(ds["branch_C"].values[i]),
@@ -307,8 +337,8 @@ def solution_from_dataset(ds: xr.Dataset):
         )
         for i in range(ds.sizes["branch"])
     )
-    problem = make_problem(arch, task, prior, kappa)
-    return Solution(arch, task, prior, phi, kappa, branches, problem, float(ds.attrs.get("seconds", 0.0)))
+    problem = make_problem(model.arch, model.task, model.prior, model.kappa)
+    return Solution(model, branches, problem, float(ds.attrs.get("seconds", 0.0)))
 
 
 def _monte_carlo_fields(ds: xr.Dataset, i: int) -> dict:
@@ -323,19 +353,17 @@ def _monte_carlo_fields(ds: xr.Dataset, i: int) -> dict:
 
 
 def samples_from_dataset(ds: xr.Dataset):
-    """Rebuild the ``Samples`` stored by :func:`samples_to_dataset` (a
-    :class:`kernelfield.sampling.Samples` when that class accepts the stored fields, otherwise a
-    ``types.SimpleNamespace`` with the same attributes)."""
+    """Rebuild the :class:`~kernelfield.Samples` stored by :func:`samples_to_dataset` (settings
+    absent from older files are ``None``)."""
     if ds.attrs.get("kind", "samples") != "samples":
         raise ValueError(f"ds: holds a {ds.attrs.get('kind')!r} dataset, not samples")
-    arch, task, prior, phi, kappa = spec_from_dataset(ds)
     cfg = json.loads(ds.attrs["config"])
     weights = {
         name[len("weights_"):]: np.asarray(ds[name].values) for name in ds.data_vars if name.startswith("weights_")
     }
     step = ds.attrs["step_size"] if "step_size" in ds.attrs else np.asarray(ds["step_size"].values)
-    fields = dict(
-        arch=arch, task=task, prior=prior, phi=phi, kappa=kappa, N=int(ds.attrs["N"]), seed=int(ds.attrs["seed"]),
+    return Samples(
+        model=model_from_dataset(ds), N=int(ds.attrs["N"]), seed=int(ds.attrs["seed"]),
         num_samples=cfg.get("num_samples"), num_chains=cfg.get("num_chains", ds.sizes["chain"]),
         num_warmup=cfg.get("num_warmup"), num_integration_steps=cfg.get("num_integration_steps"),
         thin=cfg.get("thin"), num_divergent=int(ds.attrs.get("num_divergent", 0)),
@@ -345,13 +373,6 @@ def samples_from_dataset(ds: xr.Dataset):
         acceptance_rate=float(ds.attrs["acceptance_rate"]), ess=float(ds.attrs["ess"]), step_size=step,
         seconds=float(ds.attrs["seconds"]),
     )
-    try:
-        from .sampling import Samples
-
-        names = {f.name for f in dataclasses.fields(Samples)}
-        return Samples(**{k: v for k, v in fields.items() if k in names})
-    except Exception:  # sampling module unavailable or its fields differ
-        return SimpleNamespace(**fields)
 
 
 # --------------------------------------------------------------------------------------------
@@ -379,12 +400,12 @@ def _atomic_write(path, write) -> Path:
     return path
 
 
-def save(ds: xr.Dataset, path) -> Path:
-    """Write ``ds`` to netCDF-4 (h5netcdf) at ``path`` atomically: the file is written to a
-    temporary name in the same directory and moved into place with ``os.replace``, so ``path``
-    is never left half-written and no temporary file remains. Parent directories are created.
-    Returns the path."""
-    ds = ds.copy()
+def save(obj, path) -> Path:
+    """Write ``obj`` (an ``xarray.Dataset``, or a result that :func:`to_xarray` converts) to
+    netCDF-4 (h5netcdf) at ``path`` atomically: the file is written to a temporary name in the
+    same directory and moved into place with ``os.replace``, so ``path`` is never left
+    half-written and no temporary file remains. Parent directories are created. Returns the path."""
+    ds = (obj if isinstance(obj, xr.Dataset) else to_xarray(obj)).copy()
     ds.attrs = {k: _attr(v) for k, v in ds.attrs.items()}
     return _atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine="h5netcdf"))
 

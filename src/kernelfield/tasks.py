@@ -34,7 +34,6 @@ delay embeddings of ``D`` past values.
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -43,6 +42,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .spec import Task
+from .validation import nonnegative_int, nonnegative_real, positive_int, real_in
+from .validation import seed as check_seed
 
 __all__ = [
     "LabelledTask",
@@ -113,39 +114,6 @@ class LabelledTask(Task):
 # argument checks
 
 
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
-def _nonnegative_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"{name}: must be an integer >= 0, got {value!r}")
-    return int(value)
-
-
-def _seed(value) -> int:
-    return _nonnegative_int("seed", value)
-
-
-def _nonnegative_real(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name}: must be a real number, got {value!r}")
-    value = float(value)
-    if not np.isfinite(value) or value < 0:
-        raise ValueError(f"{name}: must be finite and >= 0, got {value!r}")
-    return value
-
-
-def _real_in(name: str, value, low: float, high: float, *, open_low: bool = False) -> float:
-    value = _nonnegative_real(name, value) if low >= 0 else float(value)
-    if value > high or value < low or (open_low and value == low):
-        bound = f"({low}, {high}]" if open_low else f"[{low}, {high}]"
-        raise ValueError(f"{name}: must lie in {bound}, got {value!r}")
-    return value
-
-
 def _classes(classes, positive) -> tuple[tuple[int, ...], tuple[int, ...]]:
     try:
         classes = tuple(int(c) for c in classes)
@@ -177,9 +145,9 @@ def endpoint_patterns(P: int, T: int, D: int, target_scale: float = 1.0, seed: i
     ``NaN`` (unsupervised). ``target_scale`` sets the learning signal (``0`` = lazy limit).
     A classification task; truth = targets.
     """
-    P, T, D = _positive_int("P", P), _positive_int("T", T), _positive_int("D", D)
-    target_scale = _nonnegative_real("target_scale", target_scale)
-    rng = np.random.default_rng(_seed(seed))
+    P, T, D = positive_int("P", P), positive_int("T", T), positive_int("D", D)
+    target_scale = nonnegative_real("target_scale", target_scale)
+    rng = np.random.default_rng(check_seed(seed))
     inputs = np.zeros((P, T, D))
     inputs[:, 0, :] = rng.standard_normal((P, D))
     signs = rng.permutation(np.where(np.arange(P) % 2 == 0, 1.0, -1.0))
@@ -201,14 +169,14 @@ def integration(P: int, T: int, D: int = 1, supervise_every: int = 2, seed: int 
     supervised. The theory needs a non-singular input kernel at ``t = 0``: use ``D >= P`` (or a
     bias, ``sigma_b > 0``).
     """
-    P, T, D = _positive_int("P", P), _positive_int("T", T), _positive_int("D", D)
-    supervise_every = _positive_int("supervise_every", supervise_every)
+    P, T, D = positive_int("P", P), positive_int("T", T), positive_int("D", D)
+    supervise_every = positive_int("supervise_every", supervise_every)
     if supervise_every > T:
         raise ValueError(
             f"supervise_every: must be <= T = {T} so that at least one step is supervised, got {supervise_every}"
         )
-    noise = _nonnegative_real("noise", noise)
-    rng = np.random.default_rng(_seed(seed))
+    noise = nonnegative_real("noise", noise)
+    rng = np.random.default_rng(check_seed(seed))
     inputs = rng.standard_normal((P, T, D))
     truth = np.cumsum(inputs[:, :, 0], axis=1) / np.sqrt(np.arange(1, T + 1))
     running = truth + noise * rng.standard_normal((P, T))
@@ -225,12 +193,12 @@ def delayed_copy(P: int, T: int, D: int = 1, delay: int = 1, seed: int = 0, nois
     for ``t >= delay``, ``NaN`` (undefined) before. targets: truth plus ``noise · N(0, 1)``
     wherever defined. ``delay`` must be ``< T``; ``delay = 0`` is the identity map.
     """
-    P, T, D = _positive_int("P", P), _positive_int("T", T), _positive_int("D", D)
-    delay = _nonnegative_int("delay", delay)
+    P, T, D = positive_int("P", P), positive_int("T", T), positive_int("D", D)
+    delay = nonnegative_int("delay", delay)
     if delay >= T:
         raise ValueError(f"delay: must be < T = {T} so that some step has a target, got {delay}")
-    noise = _nonnegative_real("noise", noise)
-    rng = np.random.default_rng(_seed(seed))
+    noise = nonnegative_real("noise", noise)
+    rng = np.random.default_rng(check_seed(seed))
     inputs = rng.standard_normal((P, T, D))
     truth = np.full((P, T), np.nan)
     truth[:, delay:] = inputs[:, : T - delay, 0]
@@ -268,16 +236,16 @@ def oscillator(
     ``noise · N(0, 1)``. ``input_noise > 0`` keeps the ``t = 0`` input kernel non-singular
     (noise-free windows of a few frequencies span only a few dimensions).
     """
-    P, T, D = _positive_int("P", P), _positive_int("T", T), _positive_int("D", D)
-    frequency = _real_in("frequency", frequency, 0.0, np.pi, open_low=True)
-    frequency_spread = _real_in("frequency_spread", frequency_spread, 0.0, 1.0)
-    damping = _nonnegative_real("damping", damping)
-    cue = _positive_int("cue", cue)
+    P, T, D = positive_int("P", P), positive_int("T", T), positive_int("D", D)
+    frequency = real_in("frequency", frequency, 0.0, np.pi, open_low=True)
+    frequency_spread = real_in("frequency_spread", frequency_spread, 0.0, 1.0)
+    damping = nonnegative_real("damping", damping)
+    cue = positive_int("cue", cue)
     if cue > T:
         raise ValueError(f"cue: must be <= T = {T}, got {cue}")
-    input_noise = _nonnegative_real("input_noise", input_noise)
-    noise = _nonnegative_real("noise", noise)
-    rng = np.random.default_rng(_seed(seed))
+    input_noise = nonnegative_real("input_noise", input_noise)
+    noise = nonnegative_real("noise", noise)
+    rng = np.random.default_rng(check_seed(seed))
     omega = frequency * (1.0 + frequency_spread * rng.uniform(-1.0, 1.0, P))
     phase = rng.uniform(0.0, 2.0 * np.pi, P)
     times = np.arange(-(D - 1), T + 1)  # history for the embedding, then one step past T-1
@@ -298,7 +266,7 @@ def load_digits() -> tuple[np.ndarray, np.ndarray]:
     """The 1797 8×8 handwritten digits bundled with scikit-learn (``sklearn.datasets.load_digits``,
     read from the installed package, no download): images ``(1797, 8, 8)`` with values 0–16 and
     labels ``(1797,)``. Arrays are read-only and cached."""
-    from sklearn.datasets import load_digits as _load
+    from sklearn.datasets import load_digits as _load  # heavy optional dependency: imported on first use
 
     bunch = _load()
     images, labels = np.array(bunch.images, dtype=np.float64), np.array(bunch.target, dtype=int)
@@ -312,7 +280,7 @@ def load_sunspots() -> tuple[np.ndarray, np.ndarray]:
     """Yearly mean sunspot numbers 1700–2008 bundled with statsmodels
     (``statsmodels.datasets.sunspots``, read from the installed package, no download):
     ``(years, activity)``, each ``(309,)``, read-only and cached."""
-    from statsmodels.datasets import sunspots as _sunspots
+    from statsmodels.datasets import sunspots as _sunspots  # heavy optional dependency: imported on first use
 
     data = _sunspots.load_pandas().data
     years = np.array(data["YEAR"], dtype=np.float64)
@@ -356,10 +324,10 @@ def digits(
     ``positive`` (default: the first half of ``classes``), ``-target_scale`` for the others.
     With two classes this is a binary task; with more, a grouping (e.g. even vs odd digits).
     """
-    P, T, D = _positive_int("P", P), _positive_int("T", T), _positive_int("D", D)
+    P, T, D = positive_int("P", P), positive_int("T", T), positive_int("D", D)
     classes, positive = _classes(classes, positive)
-    target_scale = _nonnegative_real("target_scale", target_scale)
-    rng = np.random.default_rng(_seed(seed))
+    target_scale = nonnegative_real("target_scale", target_scale)
+    rng = np.random.default_rng(check_seed(seed))
     images, labels = load_digits()
     pixels = images.reshape(len(images), -1)
     centred = pixels - pixels.mean(axis=0)
@@ -394,15 +362,15 @@ def sequential_digits(
     (``label = "every"``, a running classification whose early steps a schedule can leave
     unsupervised).
     """
-    P, T, D = _positive_int("P", P), _positive_int("T", T), _positive_int("D", D)
+    P, T, D = positive_int("P", P), positive_int("T", T), positive_int("D", D)
     if T > 8:
         raise ValueError(f"T: the images have 8 rows, so T must be <= 8, got {T}")
     classes, positive = _classes(classes, positive)
     if label not in ("end", "every"):
         raise ValueError(f"label: must be 'end' or 'every', got {label!r}")
-    input_noise = _nonnegative_real("input_noise", input_noise)
-    target_scale = _nonnegative_real("target_scale", target_scale)
-    rng = np.random.default_rng(_seed(seed))
+    input_noise = nonnegative_real("input_noise", input_noise)
+    target_scale = nonnegative_real("target_scale", target_scale)
+    rng = np.random.default_rng(check_seed(seed))
     images, labels = load_digits()
     centred = images - images.mean(axis=0)
     centred = centred / np.sqrt(np.mean(np.sum(centred**2, axis=2)))
@@ -429,10 +397,10 @@ def sunspots(P: int, T: int, D: int = 8, horizon: int = 1, input_noise: float = 
     ``input_noise · N(0, I_D)``); truth and targets: ``y_a(t) = z(t + horizon)``, the value
     ``horizon`` years ahead, at every step.
     """
-    P, T, D = _positive_int("P", P), _positive_int("T", T), _positive_int("D", D)
-    horizon = _positive_int("horizon", horizon)
-    input_noise = _nonnegative_real("input_noise", input_noise)
-    rng = np.random.default_rng(_seed(seed))
+    P, T, D = positive_int("P", P), positive_int("T", T), positive_int("D", D)
+    horizon = positive_int("horizon", horizon)
+    input_noise = nonnegative_real("input_noise", input_noise)
+    rng = np.random.default_rng(check_seed(seed))
     _, activity = load_sunspots()
     z = np.sqrt(activity)
     z = (z - z.mean()) / z.std()
@@ -464,7 +432,7 @@ def from_file(P: int, T: int, path: str, seed: int = 0, shuffle: bool = False) -
     """Your own arrays from an ``.npz`` file with ``inputs`` ``(P_file, T, D)``, ``truth``
     ``(P_file, T)`` and optionally ``targets`` and ``classification`` (a 0-d bool): the first
     ``P`` sequences, or ``P`` drawn without replacement when ``shuffle`` (seeded)."""
-    P, T = _positive_int("P", P), _positive_int("T", T)
+    P, T = positive_int("P", P), positive_int("T", T)
     try:
         with np.load(Path(path)) as data:
             arrays = {k: np.asarray(data[k]) for k in data.files}
@@ -480,7 +448,7 @@ def from_file(P: int, T: int, path: str, seed: int = 0, shuffle: bool = False) -
         raise ValueError(f"T: the file's inputs have shape {inputs.shape}, expected (P_file, T = {T}, D)")
     if P > inputs.shape[0]:
         raise ValueError(f"P: the file holds {inputs.shape[0]} sequences, fewer than P = {P}")
-    rows = np.random.default_rng(_seed(seed)).permutation(inputs.shape[0])[:P] if shuffle else np.arange(P)
+    rows = np.random.default_rng(check_seed(seed)).permutation(inputs.shape[0])[:P] if shuffle else np.arange(P)
     targets = arrays.get("targets")
     return from_arrays(inputs[rows], arrays["truth"][rows], None if targets is None else targets[rows],
                        classification=bool(arrays.get("classification", False)), name="file")

@@ -27,6 +27,7 @@ import optax
 from blackjax.diagnostics import effective_sample_size
 
 from .nonlinearities import get_nonlinearity
+from .validation import integer
 
 __all__ = ["TiltedMoments", "tilted_moments"]
 
@@ -132,8 +133,7 @@ def tilted_moments(K, Ct, phi="linear", num_chains: int = 64, num_samples: int =
     for name, value, minimum in (("num_chains", num_chains, 2), ("num_samples", num_samples, 2),
                                  ("num_warmup", num_warmup, 1), ("seed", seed, 0),
                                  ("num_temperatures", num_temperatures, 1)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-            raise ValueError(f"{name}: must be an integer >= {minimum}, got {value!r}")
+        integer(name, value, minimum)
     n = K.shape[0]
     L = np.linalg.cholesky(K)
     key = jax.random.PRNGKey(seed)

@@ -58,7 +58,7 @@ from ..progress import ProgressArg, ProgressCallback, ProgressEvent, reporter
 from ..sampling import sample
 from ..schedules import Schedule, all_steps
 from ..spec import Architecture, Prior, Task
-from ..storage import _base_attrs
+from ..storage import provenance
 from ..tasks import TASKS, LabelledTask
 from ..theory.kernels import make_problem
 from ..theory.lazy import prior_kernel
@@ -456,7 +456,7 @@ def _study_dataset(study: _Study, results: _StudyResults, started: float) -> xr.
         "langevin": ({**study.network["langevin"], "P": study.network_P["langevin"]}
                      if "langevin" in study.methods else None),
     }
-    attrs = _base_attrs("generalization", json.dumps(config, default=str))
+    attrs = provenance("generalization", json.dumps(config, default=str))
     attrs.update(task=config["task"], classification=int(results.classification),
                  seconds=time.perf_counter() - started)
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)

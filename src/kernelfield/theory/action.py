@@ -41,6 +41,7 @@ unconstrained.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -49,7 +50,7 @@ from jax.scipy.linalg import solve_triangular
 
 from .kernels import Problem, layout, shift, sym
 
-__all__ = ["action_terms", "action", "backward_field", "forward_kernel", "residuals"]
+__all__ = ["action_terms", "action", "residuals"]
 
 
 def _logdet_tri(L):
@@ -78,7 +79,7 @@ def action(prob: Problem, C) -> float:
     """``S(C)``; ``-inf`` where ``C`` or ``K(C)`` is not positive definite."""
     C = jnp.asarray(C)
     R = jnp.linalg.cholesky(0.5 * (C + C.T))
-    S, _, _ = action_terms(R, prob.MW, prob.Mv, prob.K_in, jnp.asarray(prob.S), prob.y, prob.kappa, prob.P)
+    S, _, _ = action_terms(R, prob.MW, prob.Mv, prob.K_in, jnp.asarray(prob.supervised), prob.y, prob.kappa, prob.P)
     return float(S) if np.isfinite(S) else -np.inf
 
 
@@ -104,6 +105,31 @@ def _inverse(L):
 def _logdet(L):
     """``log det A`` (summed over a stack) from the Cholesky factor ``L``."""
     return 2.0 * float(np.sum(np.log(np.diagonal(L, axis1=-2, axis2=-1))))
+
+
+class DataFit(NamedTuple):
+    """The data term at ``A = G_S + κI``: ``energy = E = ½ yᵀA⁻¹y``, ``a = A⁻¹y`` and, when asked
+    for, ``Ainv = A⁻¹``."""
+
+    energy: float
+    a: np.ndarray
+    Ainv: np.ndarray | None
+
+
+def data_fit(A, y, with_inverse: bool = False) -> DataFit | None:
+    """``E = ½ yᵀA⁻¹y`` (THEORY.md §3) through the Cholesky factor of ``A`` (an ``(m, m)`` matrix,
+    or a stack of blocks with ``with_inverse``); ``a = A⁻¹y`` by triangular solves, or as ``A⁻¹y``
+    with the inverse where the caller needs ``A⁻¹`` itself. ``None`` if ``A`` is not positive
+    definite. The numpy counterpart of the last term of :func:`action_terms`."""
+    L = _cholesky(A)
+    if L is None:
+        return None
+    if with_inverse:
+        Ainv = _inverse(L)
+        a = Ainv @ y
+    else:
+        Ainv, a = None, scipy.linalg.cho_solve((L, True), y, check_finite=False)
+    return DataFit(0.5 * float(np.vdot(y, a)), a, Ainv)
 
 
 @dataclass
@@ -139,13 +165,11 @@ def evaluate(lay, D) -> Point | None:
     if Lk is None:
         return None
     Kinv = _inverse(Lk)
-    La = _cholesky(lay.Mv_S * lay.select(C) + lay.kappa * np.eye(lay.y.shape[-2]))
-    if La is None:
+    fit = data_fit(lay.Mv_S * lay.select(C) + lay.kappa * np.eye(lay.y.shape[-2]), lay.y, with_inverse=True)
+    if fit is None:
         return None
-    Ainv = _inverse(La)
-    a = Ainv @ lay.y
     gamma = 0.5 * (float(np.vdot(Kinv, C)) - _logdet(Lc) + _logdet(Lk) - lay.n)
-    return Point(D, C, K, Lc, Kinv, Ainv, a, gamma, 0.5 * float(np.vdot(lay.y, a)))
+    return Point(D, C, K, Lc, Kinv, fit.Ainv, fit.a, gamma, fit.energy)
 
 
 @dataclass
@@ -189,11 +213,11 @@ def low_rank_objective(lay, C_in, V, support):
         return None
     Y = scipy.linalg.cho_solve((Lk, True), V, check_finite=False)
     Lm = _cholesky(np.eye(V.shape[1]) + V.T @ Y)
-    La = _cholesky(lay.Mv_S * lay.select(C) + lay.kappa * np.eye(lay.y.shape[-2]))
-    if Lm is None or La is None:
+    fit = data_fit(lay.Mv_S * lay.select(C) + lay.kappa * np.eye(lay.y.shape[-2]), lay.y)
+    if Lm is None or fit is None:
         return None
-    a = scipy.linalg.cho_solve((La, True), lay.y, check_finite=False)
-    F = 0.5 * (float(np.vdot(V, Y)) - _logdet(Lm)) + 0.5 * float(np.vdot(lay.y, a))
+    a = fit.a
+    F = 0.5 * (float(np.vdot(V, Y)) - _logdet(Lm)) + fit.energy
     YM = scipy.linalg.cho_solve((Lm, True), Y.T, check_finite=False).T  # Y M⁻¹
     G = 0.5 * (YM @ Y.T) - 0.5 * lay.shift_adjoint(Y @ Y.T) - 0.5 * lay.embed(lay.Mv_S * (a @ a.T))
     gD = lay.sweep_adjoint(sym(G))
@@ -218,21 +242,6 @@ def _stationarity(prob: Problem, C):
     Cl = lay.restrict(C)
     x = evaluate(lay, Cl - lay.K_in - lay.shift(Cl))
     return lay, x, (None if x is None else derivatives(lay, x))
-
-
-def backward_field(prob: Problem, C) -> np.ndarray:
-    """The conjugate kernel from the backward equation:
-    ``Ct = g² shiftᵀ(M_W ∘ ½(K⁻¹CK⁻¹ - K⁻¹)) + ½ σ_v² M_v ∘ [(Ay)(Ay)ᵀ on S]``."""
-    return residuals(prob, C)[2]
-
-
-def forward_kernel(prob: Problem, C):
-    """The forward equation for linear ``phi``: ``<h hᵀ>_q = (K(C)⁻¹ - 2 Ct)⁻¹`` with ``Ct`` from
-    the backward equation; ``None`` if ``K⁻¹ - 2Ct`` is not positive definite (the tilted
-    Gaussian is not normalisable)."""
-    lay, x, d = _stationarity(prob, C)
-    L = None if x is None else _cholesky(x.Kinv - 2.0 * d.Ct)
-    return None if L is None else lay.full(_inverse(L))
 
 
 def residuals(prob: Problem, C) -> tuple[float, float, np.ndarray]:

@@ -10,25 +10,33 @@ blocks a kernel can reach (:func:`invariant_components`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 
 from ..spec import Architecture, Prior, Task, check_compatible
+from ..validation import positive_real
 
 __all__ = ["Problem", "make_problem", "shift", "shift_adjoint", "invariant_components", "layout", "DenseLayout", "TimeLocalLayout"]
 
 
+@partial(jax.tree_util.register_dataclass, data_fields=["MW", "Mv", "K_in", "supervised", "y", "kappa", "components"],
+         meta_fields=["T", "P"])
 @dataclass(frozen=True)
 class Problem:
     """Everything the theory needs, flattened to the time-major index ``t*P + a``.
 
     MW: ``g² [W_t ≡ W_s]`` expanded to (n, n); Mv: ``σ_v² [v_t ≡ v_s]`` (n, n);
     K_in: input and bias part of ``K`` (does not depend on ``C``);
-    S: supervised flat indices; y: targets on ``S``; components: label per time step of the
-    connected components of the time-coupling graph (cross-time kernel blocks between
+    supervised: the supervised flat indices; y: targets on them; components: label per time
+    step of the connected components of the time-coupling graph (cross-time kernel blocks between
     different components do not enter the action and vanish at its maximum).
+
+    A JAX pytree: ``T`` and ``P`` are static, the arrays and ``kappa`` are leaves, so a problem
+    passes through ``jax.jit`` as an argument.
     """
 
     T: int
@@ -36,7 +44,7 @@ class Problem:
     MW: np.ndarray
     Mv: np.ndarray
     K_in: np.ndarray
-    S: np.ndarray
+    supervised: np.ndarray
     y: np.ndarray
     kappa: float
     components: np.ndarray
@@ -50,8 +58,8 @@ class Problem:
         return self.MW * shift(C, self.P) + self.K_in
 
     def G_S(self, C):
-        """``G_S(C) = (σ_v² M_v ∘ C)`` restricted to the supervised set ``S``."""
-        return (self.Mv * C)[np.ix_(self.S, self.S)]
+        """``G_S(C) = (σ_v² M_v ∘ C)`` restricted to the supervised set."""
+        return (self.Mv * C)[np.ix_(self.supervised, self.supervised)]
 
     def block_mask(self) -> np.ndarray:
         """(n, n) 0/1 mask of kernel entries within one coupled component."""
@@ -120,7 +128,7 @@ def invariant_components(prob: Problem, C0: np.ndarray) -> np.ndarray:
     T, P = prob.T, prob.P
     W = prob.MW[::P, ::P] != 0
     sup = np.zeros(T, dtype=bool)
-    sup[np.unique(prob.S // P)] = True
+    sup[np.unique(prob.supervised // P)] = True
     blocks = lambda M: np.abs(M).reshape(T, P, T, P).max(axis=(1, 3)) > 0  # noqa: E731
     adj = blocks(C0) | blocks(prob.K_in) | ((prob.Mv[::P, ::P] != 0) & sup[:, None] & sup[None, :])
     while True:
@@ -138,7 +146,7 @@ def make_problem(arch: Architecture, task: Task, prior: Prior, kappa: float) -> 
     """Assemble masks, input kernel and supervision; validates ``kappa`` and that the
     input kernel at ``t = 0`` is positive definite (otherwise ``K(C)`` is singular)."""
     check_compatible(arch, task)
-    kappa = _positive("kappa", kappa)
+    kappa = positive_real("kappa", kappa)
     T, P, D = task.T, task.P, task.D
     ones = np.ones((P, P))
     X = task.inputs.transpose(1, 0, 2).reshape(T * P, D)  # time-major rows
@@ -152,17 +160,17 @@ def make_problem(arch: Architecture, task: Task, prior: Prior, kappa: float) -> 
             f"(smallest eigenvalue {eig_min:.2e}); use distinct, linearly independent inputs with "
             "D >= P, or add a bias (sigma_b > 0)"
         )
-    S = task.supervised
+    supervised = task.supervised
     return Problem(
         T=T,
         P=P,
         MW=prior.g**2 * np.kron(arch.mask("W"), ones),
         Mv=prior.sigma_v**2 * np.kron(arch.mask("v"), ones),
         K_in=K_in,
-        S=S,
+        supervised=supervised,
         y=task.y_supervised,
         kappa=kappa,
-        components=_components(arch, np.abs(K_in).reshape(T, P, T, P).max(axis=(1, 3)), np.unique(S // P)),
+        components=_components(arch, np.abs(K_in).reshape(T, P, T, P).max(axis=(1, 3)), np.unique(supervised // P)),
     )
 
 
@@ -184,8 +192,8 @@ class DenseLayout:
         self.labels = np.repeat(np.asarray(labels), P)  # class of each flat index t*P + a
         self.mask = (self.labels[:, None] == self.labels[None, :]).astype(np.float64)
         self.K_in = prob.K_in
-        self.S = prob.S
-        self.Mv_S = prob.Mv[np.ix_(prob.S, prob.S)]
+        self.supervised = prob.supervised
+        self.Mv_S = prob.Mv[np.ix_(prob.supervised, prob.supervised)]
         self.y = prob.y[:, None]
         self.kappa = prob.kappa
 
@@ -231,12 +239,12 @@ class DenseLayout:
 
     def select(self, C):
         """``C_SS``."""
-        return C[np.ix_(self.S, self.S)]
+        return C[np.ix_(self.supervised, self.supervised)]
 
     def embed(self, M):
         """``[M]_S``: ``M`` on ``S x S``, zero elsewhere."""
         out = np.zeros((self.n, self.n))
-        out[np.ix_(self.S, self.S)] = M
+        out[np.ix_(self.supervised, self.supervised)] = M
         return out
 
 
@@ -254,12 +262,12 @@ class TimeLocalLayout:
         self.w = np.diagonal(prob.MW[::P, ::P]).copy()
         self.K_in = self.restrict(prob.K_in)
         supervised = np.zeros(prob.n)
-        supervised[prob.S] = 1.0
+        supervised[prob.supervised] = 1.0
         supervised = supervised.reshape(T, P)
         v = np.diagonal(prob.Mv[::P, ::P])
         self.Mv_S = v[:, None, None] * supervised[:, :, None] * supervised[:, None, :]
         y = np.zeros(prob.n)
-        y[prob.S] = prob.y
+        y[prob.supervised] = prob.y
         self.y = y.reshape(T, P, 1)
         self.kappa = prob.kappa
         # (I - 𝒮)⁻¹ as a (T, T) matrix over time: c_t = Σ_{s<=t} (Π_{s<r<=t} w_r) b_s
@@ -305,12 +313,3 @@ def layout(prob: Problem, C) -> DenseLayout | TimeLocalLayout:
     labels = invariant_components(prob, np.asarray(C))
     return TimeLocalLayout(prob) if len(np.unique(labels)) == prob.T else DenseLayout(prob, labels)
 
-
-def _positive(name: str, value) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: must be a real number > 0, got {value!r}") from None
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"{name}: must be finite and > 0, got {value}")
-    return value

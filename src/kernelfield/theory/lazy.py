@@ -6,14 +6,18 @@ preactivations ``h`` (for linear ``phi`` the two coincide)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from ..gaussian import DEFAULT_ORDER, expect_phiphi
-from ..nonlinearities import get_nonlinearity
+from ..model import Model, as_model
+from ..nonlinearities import Nonlinearity, get_nonlinearity
 from ..spec import Architecture, Prior, Task
 from .kernels import Problem, layout, make_problem
+from .predict import Prediction, predictive
 
-__all__ = ["prior_kernel", "lazy_kernel"]
+__all__ = ["prior_kernel", "lazy_kernel", "LazyKernel"]
 
 
 def lazy_kernel(prob: Problem, phi="linear", order: int = DEFAULT_ORDER) -> np.ndarray:
@@ -35,10 +39,57 @@ def lazy_kernel(prob: Problem, phi="linear", order: int = DEFAULT_ORDER) -> np.n
     return 0.5 * (C + C.T)
 
 
-def prior_kernel(arch: Architecture, task: Task, prior: Prior = Prior(), phi="linear") -> np.ndarray:
-    """Lazy (NNGP) kernel ``C`` of the features ``phi(h)``, shape ``(T*P, T*P)``, time-major,
-    for any sharing pattern and any registered ``phi``.
+def feature_mean_outer(variances: np.ndarray, nl: Nonlinearity, order: int = DEFAULT_ORDER) -> np.ndarray:
+    """``<φ(h_i)><φ(h_j)>`` for ``h_i ~ N(0, v_i)``: the feature kernel of independent
+    preactivations, i.e. the off-diagonal block of ``<φφᵀ>`` under ``N(0, diag(v, v))`` (the
+    nonlinearity's closed form where it has one, quadrature otherwise)."""
+    v = np.asarray(variances, dtype=np.float64)
+    n = len(v)
+    return np.asarray(expect_phiphi(np.diag(np.concatenate([v, v])), nl, order))[:n, n:]
 
-    The targets of ``task`` are not used.
+
+@dataclass(frozen=True, eq=False)
+class LazyKernel:
+    """The lazy (NNGP) kernel of ``model``: ``C`` the prior feature kernel ``(T*P, T*P)``
+    (time-major), ``mean_outer`` the product of the feature means ``<φ><φ>ᵀ`` (``None`` for
+    odd ``phi``), and the kernel-regression predictive of :func:`.predict.predictive` at ``C``.
+    Converts to its ``C`` where an array is expected (``np.asarray(lazy)``)."""
+
+    model: Model
+    C: np.ndarray
+    problem: Problem = field(repr=False)
+    mean_outer: np.ndarray | None = None
+
+    arch = property(lambda self: self.model.arch, doc="architecture (of ``model``)")
+    task = property(lambda self: self.model.task, doc="task (of ``model``)")
+    prior = property(lambda self: self.model.prior, doc="prior (of ``model``)")
+    phi = property(lambda self: self.model.phi, doc="nonlinearity name (of ``model``)")
+    kappa = property(lambda self: self.model.kappa, doc="likelihood variance (of ``model``)")
+
+    @property
+    def C_centred(self) -> np.ndarray:
+        """Kernel of the centred features ``C - <φ><φ>ᵀ`` (equal to ``C`` for odd ``phi``)."""
+        return self.C if self.mean_outer is None else self.C - self.mean_outer
+
+    def predict(self, N: int | None = None) -> Prediction:
+        """NNGP posterior predictive at every ``(a, t)``: kernel regression with ``C``."""
+        return predictive(self.problem, self.C, N=N)
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self.C, dtype=dtype)
+
+
+def prior_kernel(arch: Architecture | Model, task: Task | None = None, prior: Prior | None = None, phi=None,
+                 kappa: float | None = None) -> LazyKernel:
+    """Lazy (NNGP) kernel ``C`` of the features ``phi(h)``, shape ``(T*P, T*P)``, time-major,
+    for any sharing pattern and any registered ``phi``, as a :class:`LazyKernel` (its ``C``,
+    centred kernel and predictive). The model is a :class:`~kernelfield.Model` or its parts.
+
+    ``C`` does not depend on the targets of ``task`` or on ``kappa`` (only the predictive does).
     """
-    return lazy_kernel(make_problem(arch, task, prior, kappa=1.0), phi)
+    model = as_model(arch, task, prior, phi, kappa)
+    prob = make_problem(model.arch, model.task, model.prior, model.kappa)
+    nl = model.nonlinearity
+    C = lazy_kernel(prob, nl)
+    mean_outer = None if nl.odd else feature_mean_outer(np.diag(np.asarray(prob.K(C))), nl)
+    return LazyKernel(model, C, prob, mean_outer)

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-from .action import _logdet
+from .action import _logdet, data_fit
 
 __all__ = ["FactoredInnovation"]
 
@@ -94,7 +94,7 @@ class FactoredInnovation:
         self.n_terms = len(rows)
         self.first_lag = np.array(shift1, dtype=bool)
         self.readout = _psd_factors(lay.Mv_S)  # M_v on S = Σ μ e eᵀ
-        self.C_in_SS = C_in[np.ix_(lay.S, lay.S)]
+        self.C_in_SS = C_in[np.ix_(lay.supervised, lay.supervised)]
         self._last: _Evaluation | None = None
 
     def apply(self, V):
@@ -125,17 +125,19 @@ class FactoredInnovation:
         W = Zv - Zp @ _cho_solve(Lq, Zp.T @ Zv)  # (I + Z₊Z₊ᵀ)⁻¹ L₀⁻¹V
         Y = scipy.linalg.solve_triangular(self.L0, W, lower=True, trans="T", check_finite=False)  # K⁻¹V
         Lm = np.linalg.cholesky(np.eye(r) + Zv.T @ W)  # M = I + VᵀK⁻¹V
-        C_SS = self.C_in_SS + B[lay.S] @ B[lay.S].T
-        La = np.linalg.cholesky(lay.Mv_S * C_SS + lay.kappa * np.eye(len(lay.S)))
-        a = _cho_solve(La, lay.y)[:, 0]
+        C_SS = self.C_in_SS + B[lay.supervised] @ B[lay.supervised].T
+        fit = data_fit(lay.Mv_S * C_SS + lay.kappa * np.eye(len(lay.supervised)), lay.y)
+        if fit is None:
+            raise np.linalg.LinAlgError("G_S + κI is not positive definite")
+        a = fit.a[:, 0]
         gamma = 0.5 * (float(np.vdot(V, Y)) - _logdet(Lm))
         shift_terms = self._first_lag_adjoint(Y)
         read = np.zeros((self.n, self.readout.shape[1]))
-        read[lay.S] = self.readout * a[:, None]
+        read[lay.supervised] = self.readout * a[:, None]
         f = np.hstack([scipy.linalg.solve_triangular(Lm, Y.T, lower=True, check_finite=False).T, shift_terms, read])
         s = np.concatenate([np.full(r, 0.5), np.full(shift_terms.shape[1] + read.shape[1], -0.5)])
         grad = 2.0 * self.adjoint_sweep(f @ (s[:, None] * (f.T @ B)), r)
-        self._last = _Evaluation(V.copy(), B, f, s, gamma, 0.5 * float(lay.y[:, 0] @ a), grad)
+        self._last = _Evaluation(V.copy(), B, f, s, gamma, fit.energy, grad)
         return self._last
 
     def adjoint_sweep(self, GB, r: int):

@@ -68,6 +68,7 @@ from jax.scipy.linalg import cho_solve, solve_triangular
 from ..nonlinearities import Nonlinearity
 from ..progress import ProgressEvent, reporter
 from ..tilted import tilted_moments
+from .action import data_fit
 from .kernels import Problem, shift, shift_adjoint
 from .particle_control import (ControlState, Decision, ParticleSettings, WindowSummary, averaged_windows, block_traces,
                                control_step, init_control, relative_error)
@@ -112,7 +113,7 @@ class FlowArrays(NamedTuple):
 
     @classmethod
     def of(cls, prob: Problem, free: np.ndarray) -> "FlowArrays":
-        return cls(np.asarray(free), prob.MW, prob.Mv, prob.K_in, np.asarray(prob.S), prob.y, prob.kappa)
+        return cls(np.asarray(free), prob.MW, prob.Mv, prob.K_in, np.asarray(prob.supervised), prob.y, prob.kappa)
 
 
 class WindowMeans(NamedTuple):
@@ -144,7 +145,7 @@ def time_symmetric_mask(prob: Problem, nl: Nonlinearity) -> np.ndarray | None:
     t = np.repeat(np.arange(T), P)
     cross = t[:, None] != t[None, :]
     supervised = np.zeros(prob.n, dtype=bool)
-    supervised[prob.S] = True
+    supervised[prob.supervised] = True
     readout = prob.Mv * supervised[:, None] * supervised[None, :]
     if np.any(prob.K_in[cross] != 0) or np.any(readout[cross] != 0):
         return None
@@ -301,9 +302,9 @@ def _finish(arrays: FlowArrays, nl, C, C_err, Sigma, mean, H, settings, burned_i
     residual_error = float(max(np.sqrt(np.sum(C_err**2) + np.sum(check.phiphi_err**2)) / norm_C,
                                np.sqrt(np.sum(check.hh_err**2)) / norm_S))
     gamma = float(np.sum(Ct * C) - check.log_Z)
-    S_idx = arrays.supervised
-    A = (arrays.Mv * C)[np.ix_(S_idx, S_idx)] + arrays.kappa * np.eye(len(S_idx))
-    energy = float(0.5 * arrays.y @ np.linalg.solve(A, arrays.y))
+    fit = data_fit((arrays.Mv * C)[np.ix_(arrays.supervised, arrays.supervised)]
+                   + arrays.kappa * np.eye(len(arrays.supervised)), arrays.y)
+    energy = fit.energy if fit is not None else float("nan")
     return ParticleResult(C=C, C_err=C_err, Sigma=Sigma, phi_mean=mean, Ct=Ct, S=-gamma - energy, S_err=float(check.log_Z_err),
                           Gamma=gamma, E=energy, mc_error=relative_error(C_err, C), residual_forward=forward,
                           residual_backward=backward, residual_error=residual_error, burned_in=burned_in,

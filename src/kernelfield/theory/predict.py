@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..validation import positive_int
 from .kernels import Problem
 
 __all__ = ["Prediction", "predictive"]
@@ -27,12 +28,11 @@ class Prediction:
 
 def predictive(prob: Problem, C: np.ndarray, N: int | None = None) -> Prediction:
     """Predictive mean and variance at every ``(a, t)`` from kernel ``C``."""
-    if N is not None and (not isinstance(N, (int, np.integer)) or N < 1):
-        raise ValueError(f"N: width must be an integer >= 1, got {N!r}")
+    N = None if N is None else positive_int("N", N)
     G = prob.Mv * np.asarray(C)
-    S = prob.S
-    GS = G[np.ix_(S, S)] + prob.kappa * np.eye(len(S))
-    cross = G[:, S]
+    sup = prob.supervised
+    GS = G[np.ix_(sup, sup)] + prob.kappa * np.eye(len(sup))
+    cross = G[:, sup]
     mean = cross @ np.linalg.solve(GS, prob.y)
     var = np.diag(G) - np.einsum("ij,ji->i", cross, np.linalg.solve(GS, cross.T))
     var = np.maximum(var, 0.0) / (N or 1)

@@ -46,17 +46,20 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
+from typing import Callable, NamedTuple
 
 import numpy as np
 import scipy.linalg
 import scipy.optimize
 from threadpoolctl import threadpool_limits
 
-from ..compare import parity_flip
-from ..nonlinearities import get_nonlinearity
+from ..model import Model, as_model
+from ..observables import coherence_by_lag
 from ..spec import Architecture, Prior, Task
+from ..symmetry import parity_flip
+from ..validation import positive_int, positive_real
 from .action import (
     Derivatives,
     Point,
@@ -71,6 +74,7 @@ from .kernels import DenseLayout, Problem, TimeLocalLayout, layout, make_problem
 from .lazy import lazy_kernel
 from .lowrank import FactoredInnovation
 from .particles import ParticleSettings, maximise_particles, time_symmetric_mask
+from .predict import Prediction, predictive
 
 __all__ = ["solve", "predict", "Solution", "Branch", "ConvergenceWarning", "broken_start", "broken_factor"]
 
@@ -359,17 +363,20 @@ def _same_branch(b1: Branch, b2: Branch, T: int, P: int, rtol: float = 1e-3) -> 
 class Solution:
     """The dominant (largest-``S``) stationary point of the action and every branch found.
 
-    ``C`` and ``Ct`` are ``(T*P, T*P)`` with time-major index ``t*P + a``.
+    ``C`` and ``Ct`` are ``(T*P, T*P)`` with time-major index ``t*P + a``. ``arch``, ``task``,
+    ``prior``, ``phi`` and ``kappa`` are those of ``model``.
     """
 
-    arch: Architecture
-    task: Task
-    prior: Prior
-    phi: str
-    kappa: float
+    model: Model
     branches: tuple[Branch, ...]
     problem: Problem = field(repr=False)
     seconds: float = 0.0
+
+    arch = property(lambda self: self.model.arch, doc="architecture (of ``model``)")
+    task = property(lambda self: self.model.task, doc="task (of ``model``)")
+    prior = property(lambda self: self.model.prior, doc="prior (of ``model``)")
+    phi = property(lambda self: self.model.phi, doc="nonlinearity name (of ``model``)")
+    kappa = property(lambda self: self.model.kappa, doc="likelihood variance (of ``model``)")
 
     @property
     def best(self) -> Branch:
@@ -394,31 +401,32 @@ class Solution:
         m = self.best.phi_mean
         return self.C if m is None else self.C - np.outer(m, m)
 
-    def predict(self, N: int | None = None):
+    def predict(self, N: int | None = None) -> Prediction:
         """Posterior predictive at every ``(a, t)``; see :func:`kernelfield.theory.predict.predictive`."""
-        from .predict import predictive
-
         return predictive(self.problem, self.C, N=N)
 
     def coherence_by_lag(self):
         """Temporal coherence per lag; see :func:`kernelfield.observables.coherence_by_lag`."""
-        from ..observables import coherence_by_lag
-
         return coherence_by_lag(self)
 
-    def to_xarray(self):
-        """Labelled ``xarray.Dataset`` with provenance; see :func:`kernelfield.storage.solution_to_dataset`."""
-        from ..storage import solution_to_dataset
 
-        return solution_to_dataset(self)
+class _Plan(NamedTuple):
+    """What :func:`solve` runs: the assembled problem, the lazy kernel (prior start), one start of
+    the chosen solver as ``run(C0, init=label)``, the method and the iteration budget."""
+
+    problem: Problem
+    C_prior: np.ndarray
+    run: Callable[..., Branch]
+    method: str
+    max_iter: int
 
 
 def solve(
-    arch: Architecture,
-    task: Task,
-    prior: Prior = Prior(),
-    phi="linear",
-    kappa: float = 0.1,
+    arch: Architecture | Model,
+    task: Task | None = None,
+    prior: Prior | None = None,
+    phi=None,
+    kappa: float | None = None,
     init="auto",
     tol: float = 1e-6,
     max_iter: int | None = None,
@@ -430,6 +438,9 @@ def solve(
     progress: bool = False,
 ) -> Solution:
     """Trained kernels: the maximiser of ``S(C) = -Gamma(C) - E(C)``.
+
+    The model is a :class:`~kernelfield.Model` as first argument, or its parts ``arch, task``
+    and ``prior`` (default ``Prior()``), ``phi`` (default ``"linear"``), ``kappa`` (default 0.1).
 
     method: ``"exact"`` (linear ``phi`` only: closed-form ``Gamma``, Newton's method; see the
     module docstring), ``"particles"`` (any ``phi``: mean-field Langevin dynamics of
@@ -450,22 +461,43 @@ def solve(
     solution is converged when every branch is. A ``ConvergenceWarning`` (with the residual) is
     issued when the dominant branch or any other start did not converge.
     """
-    nl = get_nonlinearity(phi)
+    model = as_model(arch, task, prior, phi, kappa)
+    started = time.perf_counter()
+    plan = _plan(model, method, tol, max_iter, inner, num_particles, mc_tol, seed, progress)
+    branches = _distinct_branches(_run_starts(plan, init), plan.problem.T, plan.problem.P)
+    sol = Solution(model, branches, plan.problem, time.perf_counter() - started)
+    _warn_unconverged(sol, plan, tol)
+    return sol
+
+
+def _plan(model: Model, method: str, tol, max_iter, inner, num_particles, mc_tol, seed, progress) -> _Plan:
+    """Validate the solver settings, assemble the problem and its lazy kernel and choose the solver."""
+    nl = model.nonlinearity
     if method not in ("auto", "exact", "particles"):
         raise ValueError(f"method: must be 'auto', 'exact' or 'particles', got {method!r}")
     if method == "auto":
         method = "exact" if nl.name == "linear" else "particles"
     if method == "exact" and nl.name != "linear":
         raise ValueError(f"method: 'exact' needs phi = 'linear' (closed-form Gamma); use 'particles' for {nl.name!r}")
-    if not (isinstance(tol, (int, float)) and tol > 0):
-        raise ValueError(f"tol: must be a number > 0, got {tol!r}")
-    max_iter = 5000 if max_iter is None else max_iter
-    for name, value in (("max_iter", max_iter), ("inner", inner)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
-    started = time.perf_counter()
-    prob = make_problem(arch, task, prior, kappa)
+    tol = positive_real("tol", tol)
+    max_iter = positive_int("max_iter", 5000 if max_iter is None else max_iter)
+    inner = positive_int("inner", inner)
+    prob = make_problem(model.arch, model.task, model.prior, model.kappa)
     C_prior = lazy_kernel(prob, nl)
+    _check_prior_covariance(prob, C_prior)
+    if method == "exact":
+        run = partial(_maximise, prob, tol=tol, max_iter=max_iter, inner=inner)
+    else:
+        if num_particles is None:  # the finite-population bias is O(n/M)
+            num_particles = max(4096, 128 * prob.n)
+        settings = ParticleSettings(num_particles=num_particles, mc_tol=mc_tol, max_iter=max_iter, seed=seed,
+                                    progress=progress)
+        run = partial(_maximise_particles, prob, nl, settings=settings, tol=tol)
+    return _Plan(prob, C_prior, run, method, max_iter)
+
+
+def _check_prior_covariance(prob: Problem, C_prior: np.ndarray) -> None:
+    """``K(C)`` at the lazy kernel must be positive definite, or no kernel has a finite action."""
     try:
         np.linalg.cholesky(np.asarray(prob.K(C_prior)))
     except np.linalg.LinAlgError:
@@ -475,58 +507,61 @@ def solve(
             "at many steps through a shared U with D close to P); use more input dimensions (D well "
             "above P), fewer sequences, or add a bias (sigma_b > 0)"
         ) from None
-    if method == "exact":
-        run = partial(_maximise, prob, tol=tol, max_iter=max_iter, inner=inner)
-    else:
-        if num_particles is None:  # the finite-population bias is O(n/M)
-            num_particles = max(4096, 128 * prob.n)
-        settings = ParticleSettings(num_particles=num_particles, mc_tol=mc_tol, max_iter=max_iter, seed=seed,
-                                    progress=progress)
-        run = partial(_maximise_particles, prob, nl, settings=settings, tol=tol)
 
+
+def _run_starts(plan: _Plan, init) -> list[Branch]:
+    """Run the starts that ``init`` asks for (see :func:`solve`), in order."""
+    prob, run = plan.problem, plan.run
     if isinstance(init, str) and init in ("auto", "prior", "broken"):
-        first = run(C_prior, init="prior")
+        first = run(plan.C_prior, init="prior")
         found = [first] if init != "broken" else []
         if init in ("auto", "broken"):
-            factor = broken_factor(prob, first.C) if method == "exact" else None
+            factor = broken_factor(prob, first.C) if plan.method == "exact" else None
             found.append(run(broken_start(prob, first.C) if factor is None else factor, init="broken"))
-    elif isinstance(init, str):
+        return found
+    if isinstance(init, str):
         raise ValueError(f"init: must be 'auto', 'prior', 'broken' or an (n, n) array, got {init!r}")
-    else:
-        C0 = np.asarray(init, dtype=np.float64)
-        if C0.shape != (prob.n, prob.n) or not np.all(np.isfinite(C0)):
-            raise ValueError(f"init: expected a finite ({prob.n}, {prob.n}) kernel, got shape {C0.shape}")
-        try:
-            np.linalg.cholesky(0.5 * (C0 + C0.T))
-        except np.linalg.LinAlgError:
-            raise ValueError("init: kernel is not positive definite") from None
-        found = [run(C0, init="user")]
+    C0 = np.asarray(init, dtype=np.float64)
+    if C0.shape != (prob.n, prob.n) or not np.all(np.isfinite(C0)):
+        raise ValueError(f"init: expected a finite ({prob.n}, {prob.n}) kernel, got shape {C0.shape}")
+    try:
+        np.linalg.cholesky(0.5 * (C0 + C0.T))
+    except np.linalg.LinAlgError:
+        raise ValueError("init: kernel is not positive definite") from None
+    return [run(C0, init="user")]
 
+
+def _distinct_branches(found: list[Branch], T: int, P: int) -> tuple[Branch, ...]:
+    """The distinct branches (up to ``W -> -W``) by decreasing ``S``; a branch keeps the label of
+    the first start that found it."""
     branches: list[Branch] = []
-    for b in found:  # in start order, so a branch keeps the label of the first start that found it
-        if not any(_same_branch(b, other, prob.T, prob.P) for other in branches):
+    for b in found:
+        if not any(_same_branch(b, other, T, P) for other in branches):
             branches.append(b)
     branches.sort(key=lambda b: -b.S)
-    sol = Solution(arch, task, prior, nl.name, float(kappa), tuple(branches), prob, time.perf_counter() - started)
+    return tuple(branches)
+
+
+def _warn_unconverged(sol: Solution, plan: _Plan, tol: float) -> None:
+    """A :class:`ConvergenceWarning` when the dominant branch, or any other start, did not converge."""
     if not sol.best.converged:
         warnings.warn(
             f"solve: did not converge (residual {sol.residual:.2e} > tol {tol:.1e}) after "
-            f"{sol.best.iterations} {'Newton steps' if method == 'exact' else 'particle iterations'} "
-            f"(max_iter={max_iter}); check sol.converged / sol.residual",
+            f"{sol.best.iterations} {'Newton steps' if plan.method == 'exact' else 'particle iterations'} "
+            f"(max_iter={plan.max_iter}); check sol.converged / sol.residual",
             ConvergenceWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     elif not sol.converged:
         failed = ", ".join(f"the {b.init!r} start (residual {b.residual:.2e}, S {b.S:.4g}, {b.iterations} iterations)"
                            for b in sol.branches if not b.converged)
         warnings.warn(
-            f"solve: the dominant branch converged but {failed} did not (max_iter={max_iter}): that "
+            f"solve: the dominant branch converged but {failed} did not (max_iter={plan.max_iter}): that "
             "branch's action is unknown, so a branch with larger S may exist and sol.converged is "
             "False; raise max_iter or solve that start alone (init=...)",
             ConvergenceWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-    return sol
 
 
 def _maximise_particles(prob: Problem, nl, C0: np.ndarray, settings: ParticleSettings, tol: float,
@@ -551,8 +586,7 @@ def predict(sol: Solution, new_inputs, N: int | None = None, **solve_kwargs):
     appended to the task as unsupervised rows, the theory is solved again on the enlarged set
     (same architecture, prior, phi, kappa) and the prediction for the new rows is returned
     (a :class:`~kernelfield.Prediction` with arrays of shape ``(P_new, T)``)."""
-    task = sol.task.with_sequences(new_inputs)
-    enlarged = solve(sol.arch, task, prior=sol.prior, phi=sol.phi, kappa=sol.kappa, **solve_kwargs)
+    enlarged = solve(replace(sol.model, task=sol.task.with_sequences(new_inputs)), **solve_kwargs)
     full = enlarged.predict(N=N)
     P = sol.task.P
-    return type(full)(mean=full.mean[P:], var=full.var[P:], N=N)
+    return Prediction(mean=full.mean[P:], var=full.var[P:], N=N)

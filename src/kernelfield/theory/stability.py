@@ -26,9 +26,13 @@ import numpy as np
 import scipy.optimize
 import scipy.sparse.linalg
 
+from ..model import Model, as_model
+from ..nonlinearities import get_nonlinearity
 from ..spec import Architecture, Prior, Task
+from ..validation import positive_int
 from .action import action_terms
 from .kernels import Problem, make_problem
+from .solver import Solution, solve
 
 __all__ = [
     "Stability",
@@ -77,8 +81,6 @@ class Stability:
 def _require_linear(phi, what: str) -> None:
     """The Hessian below uses the closed-form (Wishart) action and the outlier the ``h``-``h``
     regression of linear networks; for other ``phi`` neither is implemented."""
-    from ..nonlinearities import get_nonlinearity
-
     if get_nonlinearity(phi).name != "linear":
         raise NotImplementedError(f"phi: {what} is implemented for linear networks only (closed-form action); "
                                   f"got {get_nonlinearity(phi).name!r}")
@@ -89,8 +91,8 @@ def _check_symmetric_exists(prob: Problem) -> None:
     T, P = prob.T, prob.P
     off = ~np.eye(T, dtype=bool)
     K_cross = np.abs(prob.K_in).reshape(T, P, T, P).max(axis=(1, 3))[off].max(initial=0.0)
-    sup_t = prob.S // P
-    v_cross = np.abs(prob.Mv[np.ix_(prob.S, prob.S)])[sup_t[:, None] != sup_t[None, :]].max(initial=0.0)
+    sup_t = prob.supervised // P
+    v_cross = np.abs(prob.Mv[np.ix_(prob.supervised, prob.supervised)])[sup_t[:, None] != sup_t[None, :]].max(initial=0.0)
     if K_cross > 0 or v_cross > 0:
         what = "inputs or biases shared between different steps" if K_cross > 0 else \
             "a readout shared between different supervised steps"
@@ -101,14 +103,18 @@ def _check_symmetric_exists(prob: Problem) -> None:
         )
 
 
-def symmetric_solution(arch: Architecture, task: Task, prior: Prior = Prior(), phi="linear",
-                       kappa: float = 0.1, **solve_kwargs):
+def symmetric_solution(arch: Architecture | Model, task: Task | None = None, prior: Prior | None = None, phi=None,
+                       kappa: float | None = None, **solve_kwargs) -> Solution:
     """The time-symmetric stationary point ``C_sym`` (cross-time blocks zero) of ``arch``'s action:
-    the DNN's solution on the same task (see module docstring). Returns a :class:`Solution`."""
-    from .solver import solve
+    the DNN's solution on the same task (see module docstring). The model is a
+    :class:`~kernelfield.Model` or its parts. Returns a :class:`Solution`."""
+    model = as_model(arch, task, prior, phi, kappa)
+    _check_symmetric_exists(_problem(model))
+    return solve(replace(model, arch=Architecture.dnn(model.arch.T)), init="prior", **solve_kwargs)
 
-    _check_symmetric_exists(make_problem(arch, task, prior, kappa))
-    return solve(Architecture.dnn(arch.T), task, prior=prior, phi=phi, kappa=kappa, init="prior", **solve_kwargs)
+
+def _problem(model: Model) -> Problem:
+    return make_problem(model.arch, model.task, model.prior, model.kappa)
 
 
 def _cross_time_index(T: int, P: int) -> tuple[np.ndarray, np.ndarray]:
@@ -140,7 +146,8 @@ def _hvp(v, x, *args, P: int):
 
 def stability(sol, k: int = 3, method: str = "auto") -> Stability:
     """Leading ``k`` eigenvalues of the Hessian of ``S`` restricted to cross-time directions at
-    the symmetric solution of ``sol``'s architecture and task (``sol`` a :class:`Solution`).
+    the symmetric solution of ``sol``'s model (``sol`` a :class:`~kernelfield.Model` or a result
+    carrying one, such as a :class:`Solution`).
 
     method: ``"dense"`` (the full Hessian by autodiff, then ``eigvalsh``), ``"lanczos"``
     (``scipy.sparse.linalg.eigsh`` on Hessian-vector products, for many directions) or
@@ -148,12 +155,10 @@ def stability(sol, k: int = 3, method: str = "auto") -> Stability:
     """
     if method not in ("auto", "dense", "lanczos"):
         raise ValueError(f"method: must be 'auto', 'dense' or 'lanczos', got {method!r}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k: must be an integer >= 1, got {k!r}")
-    _require_linear(sol.phi, "stability")
-    sym = symmetric_solution(sol.arch, sol.task, sol.prior, sol.phi, sol.kappa)
-    prob = make_problem(sol.arch, sol.task, sol.prior, sol.kappa)
-    return _stability(prob, sym.C, k, method)
+    k = positive_int("k", k)
+    model = sol if isinstance(sol, Model) else sol.model
+    _require_linear(model.phi, "stability")
+    return _stability(_problem(model), symmetric_solution(model).C, k, method)
 
 
 def _stability(prob: Problem, C_sym: np.ndarray, k: int, method: str) -> Stability:
@@ -161,7 +166,7 @@ def _stability(prob: Problem, C_sym: np.ndarray, k: int, method: str) -> Stabili
         raise ValueError("arch: stability needs T >= 2 (there are no cross-time directions at T = 1)")
     rows, cols = _cross_time_index(prob.T, prob.P)
     args = (jnp.asarray(rows), jnp.asarray(cols), jnp.asarray(C_sym), prob.MW, prob.Mv, prob.K_in,
-            jnp.asarray(prob.S), prob.y, prob.kappa)
+            jnp.asarray(prob.supervised), prob.y, prob.kappa)
     m = rows.size
     x0 = jnp.zeros(m)
     S0, g0 = _action_and_gradient(x0, *args, P=prob.P)
@@ -203,19 +208,25 @@ class CriticalPoint:
 
 def _controlled(arch, task, prior, kappa, control, value):
     """(task, prior, kappa) with the control parameter set to ``value``."""
+    controlled = _with_control(Model(arch, task, prior, "linear", kappa), control, value)
+    return controlled.task, controlled.prior, controlled.kappa
+
+
+def _with_control(model: Model, control: str, value: float) -> Model:
+    """``model`` with the control parameter set to ``value``."""
     if control == "target_scale":
-        return Task(task.inputs, task.targets * value), prior, kappa
+        return replace(model, task=Task(model.task.inputs, model.task.targets * value))
     if control == "kappa":
-        return task, prior, value
-    return task, replace(prior, g=value), kappa
+        return replace(model, kappa=value)
+    return replace(model, prior=replace(model.prior, g=value))
 
 
-def critical_signal(arch: Architecture, task: Task, prior: Prior = Prior(), phi="linear", kappa: float = 0.1,
-                    control: str = "target_scale", tol: float = 1e-4, bracket: tuple[float, float] | None = None,
+def critical_signal(arch: Architecture | Model, task: Task | None = None, prior: Prior | None = None, phi=None,
+                    kappa: float | None = None, control: str = "target_scale", tol: float = 1e-4, bracket: tuple[float, float] | None = None,
                     verify: bool = False, margin: float = 0.1) -> CriticalPoint:
     """The value of ``control`` at which the symmetric solution loses stability: the root of the
     leading cross-time Hessian eigenvalue ``λ_max(value)`` (:func:`stability`), found by Brent's
-    method to relative tolerance ``tol``.
+    method to relative tolerance ``tol``. The model is a :class:`~kernelfield.Model` or its parts.
 
     control: ``"target_scale"`` (multiplier of ``task.targets``; the signal grows with it),
     ``"kappa"`` (the likelihood variance; the signal grows as it decreases) or ``"g"`` (the
@@ -228,25 +239,25 @@ def critical_signal(arch: Architecture, task: Task, prior: Prior = Prior(), phi=
     side (see :class:`CriticalPoint`). Raises :class:`NoTransitionError`
     when no sign change is found.
     """
+    model = as_model(arch, task, prior, phi, kappa)
+    arch, prior, kappa = model.arch, model.prior, model.kappa
     if control not in CONTROLS:
         raise ValueError(f"control: must be one of {CONTROLS}, got {control!r}")
-    _require_linear(phi, "critical_signal")
+    _require_linear(model.phi, "critical_signal")
     if not (isinstance(tol, (int, float)) and 0 < tol < 1):
         raise ValueError(f"tol: must be a number in (0, 1), got {tol!r}")
     if not (isinstance(margin, (int, float)) and 0 < margin < 1):
         raise ValueError(f"margin: must be a number in (0, 1), got {margin!r}")
-    from .solver import solve
-
     evaluations = 0
 
     def leading(value: float) -> float:
         nonlocal evaluations
         evaluations += 1
-        t, p, kp = _controlled(arch, task, prior, kappa, control, value)
-        sym = solve(Architecture.dnn(arch.T), t, prior=p, phi=phi, kappa=kp, init="prior")
-        return _stability(make_problem(arch, t, p, kp), sym.C, 1, "auto").leading
+        controlled = _with_control(model, control, value)
+        sym = solve(replace(controlled, arch=Architecture.dnn(arch.T)), init="prior")
+        return _stability(_problem(controlled), sym.C, 1, "auto").leading
 
-    prob = make_problem(arch, task, prior, kappa)
+    prob = _problem(model)
     _check_symmetric_exists(prob)
     if np.array_equal(prob.components, np.arange(arch.T)):
         raise NoTransitionError(
@@ -267,7 +278,7 @@ def critical_signal(arch: Architecture, task: Task, prior: Prior = Prior(), phi=
     value = scipy.optimize.brentq(leading, lo, hi, xtol=tol * lo, rtol=tol)
     point = CriticalPoint(control, float(value), float(tol), (lo, hi), (f_lo, f_hi), evaluations)
     if verify:
-        point = replace(point, branches=_branch_check(arch, task, prior, phi, kappa, control, value, margin, solve))
+        point = replace(point, branches=_branch_check(model, control, value, margin))
     return point
 
 
@@ -302,15 +313,15 @@ def _find_bracket(f, start: float, stronger: float | None, factor: float = 2.0, 
         f"solution stays {state}; pass bracket=(lo, hi)")
 
 
-def _branch_check(arch, task, prior, phi, kappa, control, value, margin, solve) -> dict:
+def _branch_check(model: Model, control: str, value: float, margin: float) -> dict:
     """``S_broken - S_sym`` just below (``"lower"``) and above (``"higher"``) the critical value."""
     sides = {"lower": value * (1 - margin), "higher": value * (1 + margin)}
     out = {}
     for side, v in sides.items():
-        t, p, kp = _controlled(arch, task, prior, kappa, control, v)
-        sol = solve(arch, t, prior=p, phi=phi, kappa=kp, init="auto", tol=1e-7)
-        sym = symmetric_solution(arch, t, p, phi, kp, tol=1e-7)
-        broken = [b for b in sol.branches if _cross_time_norm(b.C, arch.T, t.P) > 1e-3]
+        controlled = _with_control(model, control, v)
+        sol = solve(controlled, init="auto", tol=1e-7)
+        sym = symmetric_solution(controlled, tol=1e-7)
+        broken = [b for b in sol.branches if _cross_time_norm(b.C, model.arch.T, model.task.P) > 1e-3]
         out[side] = {"value": float(v),
                      "gain": max(b.S for b in broken) - sym.S if broken else float("nan")}
     return out
