@@ -9,13 +9,6 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "kernelfield"
 
-# modules being restructured separately (issue 16: sweep/config/cli split, experiments, plots);
-# their edges are left out of the acyclicity check until that work lands
-OTHERS = {"kernelfield.sweep", "kernelfield.config", "kernelfield.cli", "kernelfield.report",
-          "kernelfield.plots", "kernelfield.plots_generalization", "kernelfield.experiments",
-          "kernelfield.experiments.phase", "kernelfield.experiments.generalization"}
-
-
 def _module_name(path: Path) -> str:
     parts = path.relative_to(SRC.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
@@ -93,8 +86,7 @@ def test_resolve_names_submodules_and_the_package():
 def test_no_import_cycle():
     graph = import_graph()
     # the package __init__ imports everything; an edge back to it from a module is a cycle
-    ours = {m: {e for e in edges if e not in OTHERS} for m, edges in graph.items() if m not in OTHERS}
-    assert find_cycle(ours) is None, f"import cycle: {' -> '.join(find_cycle(ours))}"
+    assert find_cycle(graph) is None, f"import cycle: {' -> '.join(find_cycle(graph))}"
 
 
 def test_theory_does_not_import_the_comparison_or_storage():
@@ -103,7 +95,7 @@ def test_theory_does_not_import_the_comparison_or_storage():
         assert not graph[module] & {"kernelfield.compare", "kernelfield.storage", "kernelfield"}, module
 
 
-@pytest.mark.parametrize("module", sorted(m for m in MODULES if m not in OTHERS and m != "kernelfield.theory.particles"))
+@pytest.mark.parametrize("module", sorted(MODULES))
 def test_no_function_local_imports(module):
     """Inside functions: no kernelfield import at all, and a third-party one only with a comment
     on its line saying why (an optional heavy dependency)."""

@@ -2,7 +2,6 @@
 (kernelfield.observables, THEORY.md §4), so ReLU's mean activity does not count as correlation
 across time."""
 
-import numpy as np
 import pytest
 
 import kernelfield as kf

@@ -18,7 +18,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import __version__, plots, plots_generalization, storage
+from ._version import __version__
+from . import plots, plots_generalization, storage
 from . import sweep as sweeps
 from .compare import compare as compare_theory_and_samples
 from .config import ConfigError, load_config, load_generalization_config

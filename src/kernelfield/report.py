@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from . import __version__, plots, storage
+from ._version import __version__
+from . import plots, storage
 from .sweep import load
 
 __all__ = ["write_report"]

@@ -7,7 +7,6 @@ and :func:`kernelfield.save` writes; theory and finite-width networks sit side b
 from __future__ import annotations
 
 import json
-import time
 import warnings
 from typing import Callable, Sequence
 
@@ -15,10 +14,10 @@ import numpy as np
 import xarray as xr
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from .. import __version__
 from ..observables import coherence_by_lag, mean_coherence, temporal_coherence
 from ..sampling import sample
 from ..spec import Architecture, Prior, Task
+from ..storage import provenance
 from ..theory.kernels import make_problem
 from ..theory.solver import solve
 from ..theory.stability import (
@@ -39,8 +38,7 @@ def _progress(enabled: bool) -> Progress:
 
 
 def _attrs(kind: str, **config) -> dict:
-    return {"kind": kind, "kernelfield_version": __version__, "config": json.dumps(config, default=str),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    return provenance(kind, json.dumps(config, default=str))
 
 
 def bifurcation(archs: Sequence[Architecture], task: Task, values: Sequence[float], control: str = "target_scale",

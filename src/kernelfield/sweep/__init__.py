@@ -65,6 +65,7 @@ from .store import JAX_CACHE, SweepInterrupted, SweepRun, load, read_index, run
 
 __all__ = [
     "Axis",
+    "Range",
     "Computation",
     "COMPUTATIONS",
     "PointContext",

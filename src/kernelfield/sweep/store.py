@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from .._version import __version__
 from .. import storage
 from ..progress import ProgressEvent, RichBars, reporter
 from .executors import default_workers, run_dask, run_here, run_local
@@ -55,15 +56,6 @@ class SweepRun:
 JAX_CACHE = ".jax_cache"
 
 
-def _version() -> str:
-    """``kernelfield.__version__``, imported here because ``kernelfield/__init__`` imports this
-    package before it defines ``__version__`` (an import cycle; issue 16 item 1 gives the version
-    one home, after which this becomes a module-level import)."""
-    from .. import __version__
-
-    return __version__
-
-
 def _point_path(store: Path, key: str) -> Path:
     return store / "points" / f"{key}.nc"
 
@@ -82,7 +74,7 @@ def _prepare_store(store: Path, sweep: Sweep) -> None:
         "kind": "kernelfield_sweep",
         "name": sweep.name,
         "config_hash": sweep.config_hash,
-        "kernelfield_version": _version(),
+        "kernelfield_version": __version__,
         "source": sweep.source,
         "compute": list(sweep.compute),
         "options": {c: o.model_dump(mode="json") for c, o in sweep.options.items()},
@@ -155,7 +147,7 @@ def run(sweep, store, *, scheduler: str | None = None, workers: int | None = Non
     jobs, done, failed_before = _jobs(sweep, store, retry_failed)
     run_id = uuid.uuid4().hex[:12]
     provenance = {"sweep_name": sweep.name, "sweep_config_hash": sweep.config_hash, "run_id": run_id,
-                  "kernelfield_version": _version()}
+                  "kernelfield_version": __version__}
     if workers == 0 or not jobs:
         results = run_here(jobs)
     elif scheduler is not None:
