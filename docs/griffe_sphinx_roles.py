@@ -2,7 +2,9 @@
 Sphinx roles (:func:`solve`, :class:`~kernelfield.Prediction`, :mod:`.particles`), which
 Markdown would show verbatim. Each role becomes inline code, linked to the object's entry
 when the name resolves in the docstring's scope and that entry is rendered (an optional
-autoref: an object without an entry stays plain code, with no warning)."""
+autoref: an object without an entry stays plain code, with no warning). The reST marker of a
+literal block, ``text::`` before an indented block, becomes ``text:`` as reST shows it (the
+indented block is a code block in Markdown too)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import re
 import griffe
 
 ROLE = re.compile(r":(?:func|class|mod|meth|attr|data|exc|obj):`([^`]+)`")
+LITERAL_MARKER = re.compile(r"(?<=\S)::$", re.MULTILINE)
 
 
 def resolve(obj: griffe.Object, target: str) -> str | None:
@@ -46,7 +49,7 @@ def rewrite(obj: griffe.Object, text: str) -> str:
             return code
         return f'<autoref identifier="{html.escape(path)}" optional>{code}</autoref>'
 
-    return ROLE.sub(replace, text)
+    return LITERAL_MARKER.sub(":", ROLE.sub(replace, text))
 
 
 def documented(obj: griffe.Object):
