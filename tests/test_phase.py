@@ -8,6 +8,7 @@ import kernelfield as kf
 from kernelfield import plots, storage
 from kernelfield.cli import app
 from kernelfield.experiments import phase
+from kernelfield.observables import mean_coherence
 from kernelfield.progress import RichBars
 from figure_checks import assert_png
 
@@ -56,6 +57,17 @@ def test_bifurcation_rejects_bad_values():
         phase.bifurcation([kf.Architecture.rnn(T)], task(), [0.5, -1.0], progress=False)
     with pytest.raises(ValueError, match="names must be distinct"):
         phase.bifurcation([kf.Architecture.rnn(T), kf.Architecture.rnn(T)], task(), [0.5], progress=False)
+
+
+def test_sampled_coherence_and_its_error_bar_come_from_the_centred_chain_kernels():
+    sampling = dict(num_samples=30, num_warmup=20, num_chains=3, seed=0)
+    ds = phase.bifurcation([kf.Architecture.rnn(T)], task(), [0.5, 1.0], widths=[8], sample_values=[1.0],
+                           sampling=sampling, progress=False)
+    s = kf.sample(kf.Architecture.rnn(T), task(), N=8, keep_weights=0, progress=False, **sampling)  # value 1.0
+    stderr = lambda kernels: np.std([mean_coherence(C, T, 3) for C in kernels], ddof=1) / np.sqrt(3)  # noqa: E731
+    assert ds["sampled_coherence"].item() == pytest.approx(kf.temporal_coherence(s), rel=1e-12)
+    assert ds["sampled_coherence_err"].item() == pytest.approx(stderr(s.C_centred_chains), rel=1e-12)
+    assert ds["sampled_coherence_err"].item() != pytest.approx(stderr(s.C_chains), rel=1e-6)
 
 
 def test_phase_diagram_critical_signal_over_T_and_g(tmp_path):

@@ -25,6 +25,7 @@ def _fake_samples(T=3, P=3, D=3, chains=2, N=8):
     return kf.Samples(
         model=kf.Model(kf.Architecture.dnn(T), endpoint_patterns(P, T, D, seed=1)), N=N, seed=3, num_samples=50, num_chains=chains, num_warmup=20, num_integration_steps=8, thin=1,
         C_chains=C_chains, C_mean=C_chains.mean(0), C_sem=C_chains.std(0), C_centred=0.9 * C_chains.mean(0),
+        C_centred_chains=0.9 * C_chains,
         f_mean=rng.normal(size=(P, T)), f_var=rng.random((P, T)),
         weights={"W": rng.normal(size=(4, T, N, N)), "U": rng.normal(size=(4, T, N, D)),
                  "b": rng.normal(size=(4, T, N)), "v": rng.normal(size=(4, T, N))},
@@ -116,6 +117,8 @@ def test_samples_round_trip(tmp_path):
     np.testing.assert_array_equal(r.C_mean, s.C_mean)
     np.testing.assert_array_equal(r.C_centred, s.C_centred)
     np.testing.assert_array_equal(r.C_chains, s.C_chains)
+    np.testing.assert_array_equal(r.C_centred_chains, s.C_centred_chains)
+    assert back["C_centred_chains"].dims == ("chain", "t", "a", "t2", "a2")
     np.testing.assert_array_equal(r.weights["v"], s.weights["v"])
     np.testing.assert_array_equal(r.step_size, s.step_size)
     assert r.arch == s.arch and r.prior == s.prior and r.N == 8 and r.kappa == 0.1

@@ -111,9 +111,8 @@ def _print_solution(sol) -> None:
     best = max(range(len(sol.branches)), key=lambda i: sol.branches[i].S)
     for i, b in enumerate(sol.branches):
         S = f"{b.S:.5g}" + (f" ± {b.S_err:.1g}" if b.S_err else "")
-        centred = b.C if b.phi_mean is None else b.C - np.outer(b.phi_mean, b.phi_mean)
         table.add_row(f"{i}{'*' if i == best else ''}", b.init, S, f"{b.Gamma:.5g}", f"{b.E:.5g}",
-                      f"{b.residual:.1e}", "yes" if b.converged else "no", f"{mean_coherence(centred, T, P):.3f}")
+                      f"{b.residual:.1e}", "yes" if b.converged else "no", f"{mean_coherence(b.C_centred, T, P):.3f}")
     console.print(table)
     console.print("* dominant branch (largest S); rho: mean temporal coherence over t != s >= 1")
 

@@ -53,6 +53,7 @@ class Samples:
     and the between-chain estimate ``std(aligned chain means) / sqrt(num_chains)``.
     C_centred: ``(n, n)`` posterior mean kernel of the centred features ``Φ - mean over neurons``
     (aligned like ``C_mean``), for the temporal coherence of non-odd ``phi`` such as ReLU (§4).
+    C_centred_chains: ``(num_chains, n, n)`` per-chain mean of the centred kernel (as ``C_chains``).
     f_mean, f_var: ``(P, T)`` posterior mean and variance of the outputs ``f_a(t)`` over all
     samples. weights: family -> ``(num_chains·keep_weights, groups, ...)`` weight samples in
     natural units (evenly spaced in each chain), for spectra (§4: the posterior mean of ``W`` is
@@ -75,6 +76,7 @@ class Samples:
     C_mean: np.ndarray
     C_sem: np.ndarray
     C_centred: np.ndarray
+    C_centred_chains: np.ndarray
     f_mean: np.ndarray
     f_var: np.ndarray
     weights: dict
@@ -354,7 +356,7 @@ def _assemble_samples(model: Model, s: _SamplerSettings, acc: _ChainSums, summar
     return Samples(
         model=model, N=s.N, seed=s.seed, num_samples=num_samples, num_chains=num_chains, num_warmup=s.num_warmup,
         num_integration_steps=s.num_integration_steps, thin=s.thin, C_chains=acc.C / num_samples, C_mean=C_mean,
-        C_sem=C_sem, C_centred=C_centred, f_mean=f_mean, f_var=f_var, weights=weights,
+        C_sem=C_sem, C_centred=C_centred, C_centred_chains=centred, f_mean=f_mean, f_var=f_var, weights=weights,
         acceptance_rate=float(acc.accept.mean() / num_samples), num_divergent=int(acc.divergent.sum()),
         ess=ess, step_size=np.asarray(step_size), seconds=seconds,
     )

@@ -21,8 +21,8 @@ particle solver's Monte Carlo estimates, ``branch_C_err``, ``branch_S_err``, ``b
 ``branch_phi_mean`` ``(branch, t, a)`` (NaN where not applicable).
 Attrs ``S``, ``converged``, ``residual``, ``seconds``.
 
-Samples (:func:`samples_to_dataset`): ``C`` (= ``C_mean``), ``C_sem``, ``C_chains``, ``C_centred``
-``(chain, t, a, t2, a2)``, ``f_mean``/``f_var`` ``(a, t)``, and the kept weight samples as
+Samples (:func:`samples_to_dataset`): ``C`` (= ``C_mean``), ``C_sem``, ``C_centred``, the per-chain
+``C_chains`` and ``C_centred_chains`` ``(chain, t, a, t2, a2)``, ``f_mean``/``f_var`` ``(a, t)``, and the kept weight samples as
 ``weights_<family>`` with dims ``(sample, <family>_group, <family>_axis0, ...)``.
 ``step_size`` is an attr when scalar, else a variable (dim ``chain`` for one per chain).
 Attrs ``N``, ``seed``, ``acceptance_rate``, ``ess``, ``seconds``, ``num_divergent``.
@@ -243,6 +243,8 @@ def samples_to_dataset(samples) -> xr.Dataset:
         "C_chains": (("chain",) + kdims, C_chains, {"description": "per-chain mean kernel"}),
         "C_centred": (kdims, _kernel(samples.C_centred, T, P),
                       {"description": "posterior mean kernel of the centred features (mean over neurons removed)"}),
+        "C_centred_chains": (("chain",) + kdims, _kernel(samples.C_centred_chains, T, P),
+                             {"description": "per-chain mean kernel of the centred features"}),
         "f_mean": (("a", "t"), np.asarray(samples.f_mean, dtype=np.float64), {"description": "posterior mean output"}),
         "f_var": (("a", "t"), np.asarray(samples.f_var, dtype=np.float64), {"description": "posterior output variance"}),
         **_task_vars(task),
@@ -368,7 +370,8 @@ def samples_from_dataset(ds: xr.Dataset):
         num_warmup=cfg.get("num_warmup"), num_integration_steps=cfg.get("num_integration_steps"),
         thin=cfg.get("thin"), num_divergent=int(ds.attrs.get("num_divergent", 0)),
         C_chains=kernel_matrix(ds["C_chains"].values), C_mean=kernel_matrix(ds["C"].values),
-        C_sem=kernel_matrix(ds["C_sem"].values), C_centred=kernel_matrix(ds["C_centred"].values), f_mean=np.asarray(ds["f_mean"].values),
+        C_sem=kernel_matrix(ds["C_sem"].values), C_centred=kernel_matrix(ds["C_centred"].values),
+        C_centred_chains=kernel_matrix(ds["C_centred_chains"].values), f_mean=np.asarray(ds["f_mean"].values),
         f_var=np.asarray(ds["f_var"].values), weights=weights,
         acceptance_rate=float(ds.attrs["acceptance_rate"]), ess=float(ds.attrs["ess"]), step_size=step,
         seconds=float(ds.attrs["seconds"]),

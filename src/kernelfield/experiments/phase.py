@@ -121,9 +121,9 @@ def bifurcation(archs: Sequence[Architecture], task: Task, values: Sequence[floa
 
 def _sampled_coherence(arch, task, prior, kappa, phi, N, sampling) -> tuple[float, float]:
     """Temporal coherence of sampled networks (centred kernel) and its standard error over chains
-    (of the per-chain kernels, which ``Samples`` keeps uncentred)."""
+    (of the coherence of each chain's centred kernel)."""
     s = sample(arch, task, N=N, prior=prior, phi=phi, kappa=kappa, keep_weights=0, progress=False, **sampling)
-    per_chain = [mean_coherence(C, task.T, task.P) for C in s.C_chains]
+    per_chain = [mean_coherence(C, task.T, task.P) for C in s.C_centred_chains]
     err = np.std(per_chain, ddof=1) / np.sqrt(len(per_chain)) if len(per_chain) > 1 else np.nan
     return temporal_coherence(s), float(err)
 

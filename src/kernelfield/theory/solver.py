@@ -113,6 +113,11 @@ class Branch:
     def residual(self) -> float:
         return max(self.residual_forward, self.residual_backward)
 
+    @property
+    def C_centred(self) -> np.ndarray:
+        """Kernel of the centred features ``C - <φ><φ>ᵀ`` (THEORY.md §4; equal to ``C`` for odd ``phi``)."""
+        return self.C if self.phi_mean is None else self.C - np.outer(self.phi_mean, self.phi_mean)
+
 
 def _newton_direction(lay, x: Point, d: Derivatives, g, max_cg: int, eta: float):
     """Truncated Newton direction: conjugate gradients on ``H p = -g`` preconditioned with
@@ -395,11 +400,7 @@ class Solution:
 
     residual = property(lambda self: self.best.residual, doc="max of the two stationarity residuals")
 
-    @property
-    def C_centred(self) -> np.ndarray:
-        """Kernel of the centred features ``C - <φ><φ>ᵀ`` (THEORY.md §4; equal to ``C`` for odd ``phi``)."""
-        m = self.best.phi_mean
-        return self.C if m is None else self.C - np.outer(m, m)
+    C_centred = property(lambda self: self.best.C_centred, doc="centred kernel ``C - <φ><φ>ᵀ`` (dominant branch)")
 
     def predict(self, N: int | None = None) -> Prediction:
         """Posterior predictive at every ``(a, t)``; see :func:`kernelfield.theory.predict.predictive`."""
