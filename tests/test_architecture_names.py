@@ -41,7 +41,7 @@ def test_share_shares_only_the_listed_families_and_orders_them():
     ("share_X", "", r"^unknown architecture 'share_X'; allowed: .*share_<families>"),
     (3, "architecture", r"^architecture: expected an architecture name, got 3"),
     ({"kind": "tied_every"}, "axes.architecture", r"^axes\.architecture\.k: required when kind = 'tied_every'"),
-    ({"kind": "tied_every", "k": 0}, "architecture", r"^architecture\.k: block length must be an integer >= 1"),
+    ({"kind": "tied_every", "k": 0}, "architecture", r"^architecture\.k: must be an integer >= 1, got 0"),
     ({"kind": "rnn", "k": 2}, "architecture", r"^architecture\.k: only used with kind = 'tied_every'"),
     ({"kind": "gru"}, "architecture", r"^architecture\.kind: unknown architecture 'gru'"),
     ({"k": 2}, "architecture", r"^architecture\.kind: required"),

@@ -2,9 +2,12 @@
 (kernelfield.observables, THEORY.md §4), so ReLU's mean activity does not count as correlation
 across time."""
 
+import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 import kernelfield as kf
+from kernelfield.cli import app
 from kernelfield.observables import mean_coherence
 from kernelfield.sweep import parse_config
 
@@ -45,3 +48,40 @@ def test_relu_dnn_lazy_coherence_is_centred(relu_point):
     C = kf.storage.kernel_matrix(ds["C_lazy"].values)
     T, P = sol.task.T, sol.task.P
     assert mean_coherence(C, T, P) > 0.2
+
+
+def test_branches_carry_their_centred_kernel(relu_point):
+    _, sol = relu_point
+    for b in sol.branches:
+        assert b.phi_mean is not None
+        np.testing.assert_allclose(b.C_centred, b.C - np.outer(b.phi_mean, b.phi_mean), rtol=0, atol=0)
+    np.testing.assert_array_equal(sol.C_centred, sol.best.C_centred)
+
+
+RELU_DNN_TOML = """
+[architecture]
+kind = "dnn"
+T = 3
+[task]
+generator = "endpoint_patterns"
+P = 2
+D = 2
+target_scale = 0.5
+seed = 0
+[theory]
+phi = "relu"
+kappa = 0.1
+mc_tol = 0.05
+"""
+
+
+def test_cli_branch_table_reports_the_centred_coherence(relu_point, tmp_path):
+    _, sol = relu_point
+    config = tmp_path / "relu.toml"
+    config.write_text(RELU_DNN_TOML)
+    result = CliRunner().invoke(app, ["solve", str(config), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    rows = [line.split("│") for line in result.output.splitlines() if line.startswith("│")]
+    rho = {row[2].strip(): row[-2].strip() for row in rows}  # init -> rho column
+    assert rho == {b.init: f"{mean_coherence(b.C_centred, 3, 2):.3f}" for b in sol.branches}
+    assert rho[sol.best.init] != f"{mean_coherence(sol.C, 3, 2):.3f}"  # not the raw kernel's

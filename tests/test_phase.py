@@ -8,6 +8,8 @@ import kernelfield as kf
 from kernelfield import plots, storage
 from kernelfield.cli import app
 from kernelfield.experiments import phase
+from kernelfield.observables import mean_coherence
+from kernelfield.progress import RichBars
 from figure_checks import assert_png
 
 T = 4
@@ -20,7 +22,10 @@ def task():
 
 def test_bifurcation_theory_curves(tmp_path):
     archs = [kf.Architecture.rnn(T), kf.Architecture.dnn(T), kf.Architecture.tied_every(T, 2)]
-    ds = phase.bifurcation(archs, task(), [0.2, 0.5, 1.0], progress=False)
+    events = []
+    ds = phase.bifurcation(archs, task(), [0.2, 0.5, 1.0], progress=events.append)
+    # one event per solved value and per critical search: 3 archs x (3 values + 1)
+    assert [(e.task, e.completed, e.total) for e in events] == [("bifurcation", k, 12) for k in range(1, 13)]
     coh = ds["coherence"]
     assert coh.sel(arch="dnn").max() == 0 and coh.sel(arch="rnn", value=0.2) < 1e-5
     assert coh.sel(arch="rnn", value=1.0) > coh.sel(arch="tied_every_2", value=1.0) > 0
@@ -54,12 +59,25 @@ def test_bifurcation_rejects_bad_values():
         phase.bifurcation([kf.Architecture.rnn(T), kf.Architecture.rnn(T)], task(), [0.5], progress=False)
 
 
+def test_sampled_coherence_and_its_error_bar_come_from_the_centred_chain_kernels():
+    sampling = dict(num_samples=30, num_warmup=20, num_chains=3, seed=0)
+    ds = phase.bifurcation([kf.Architecture.rnn(T)], task(), [0.5, 1.0], widths=[8], sample_values=[1.0],
+                           sampling=sampling, progress=False)
+    s = kf.sample(kf.Architecture.rnn(T), task(), N=8, keep_weights=0, progress=False, **sampling)  # value 1.0
+    stderr = lambda kernels: np.std([mean_coherence(C, T, 3) for C in kernels], ddof=1) / np.sqrt(3)  # noqa: E731
+    assert ds["sampled_coherence"].item() == pytest.approx(kf.temporal_coherence(s), rel=1e-12)
+    assert ds["sampled_coherence_err"].item() == pytest.approx(stderr(s.C_centred_chains), rel=1e-12)
+    assert ds["sampled_coherence_err"].item() != pytest.approx(stderr(s.C_chains), rel=1e-6)
+
+
 def test_phase_diagram_critical_signal_over_T_and_g(tmp_path):
     def build(T, g):
         return (kf.Architecture.rnn(int(T)), kf.tasks.endpoint_patterns(P=3, T=int(T), D=4, seed=0),
                 kf.Prior(g=g), 0.1)
 
-    ds = phase.phase_diagram(build, ("T", [3, 4]), ("g", [0.9, 1.0]), tol=1e-3, progress=False)
+    events = []
+    ds = phase.phase_diagram(build, ("T", [3, 4]), ("g", [0.9, 1.0]), tol=1e-3, progress=events.append)
+    assert [(e.task, e.completed, e.total) for e in events] == [("phase diagram", k, 4) for k in range(1, 5)]
     crit = ds["critical"].values
     assert np.all(ds["status"].values == "ok") and np.all(np.isfinite(crit))
     # the point (T=4, g=1) is the critical value found directly
@@ -73,9 +91,12 @@ def test_phase_diagram_critical_signal_over_T_and_g(tmp_path):
 
 
 def test_weight_spectrum_dataset_and_figure(tmp_path):
+    events = []
     ds = phase.weight_spectrum(kf.Architecture.rnn(T), task(), [0.2, 1.0], [16],
                                sampling=dict(num_samples=20, num_warmup=20, num_chains=2, keep_weights=2),
-                               progress=False)
+                               progress=events.append)
+    # per value: its solve, then the sampled width
+    assert [(e.task, e.completed, e.total) for e in events] == [("weight spectrum rnn", k, 4) for k in range(1, 5)]
     assert ds["eigenvalues_real"].shape == (2, 1, 4, 16)
     assert np.all(np.isfinite(ds["top_modulus"]))
     pred = np.abs(ds["predicted_real"] + 1j * ds["predicted_imag"]).max("mode").values
@@ -140,6 +161,27 @@ def test_cli_phase_diagram_and_spectrum(tmp_path):
     assert "predicted" in res.output
     assert_png(tmp_path / "sp" / "spectrum.png")
     assert storage.load(tmp_path / "sp" / "spectrum_dnn.nc").attrs["kind"] == "weight_spectrum"
+
+
+def test_cli_phase_diagram_draws_one_display_for_all_its_studies(tmp_path, monkeypatch):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(CONFIG.split("[spectrum]")[0].replace('["rnn", "dnn"]', '["rnn"]')
+                   .replace("[0.9, 1.0]", "[1.0]").replace("[0.1, 0.2]", "[0.1]"))
+    received = []
+
+    def spy(study):
+        def run(*args, progress, **kwargs):
+            received.append(progress)
+            return study(*args, progress=progress, **kwargs)
+        return run
+
+    monkeypatch.setattr(phase, "bifurcation", spy(phase.bifurcation))
+    monkeypatch.setattr(phase, "phase_diagram", spy(phase.phase_diagram))
+    res = runner.invoke(app, ["phase-diagram", str(cfg), "--out", str(tmp_path / "ph")])
+    assert res.exit_code == 0, res.output
+    bars, grid_bars = received
+    assert isinstance(bars, RichBars) and grid_bars is bars
+    assert "bifurcation" in res.output and "phase diagram" in res.output and "1/1" in res.output
 
 
 def test_cli_phase_config_errors(tmp_path):

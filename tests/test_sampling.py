@@ -6,8 +6,11 @@ import pytest
 
 from kernelfield import networks
 from kernelfield.nonlinearities import available
+from kernelfield.observables import mean_coherence
 from kernelfield.sampling import Samples, sample
 from kernelfield.spec import FAMILIES, Architecture, Prior, Task
+from kernelfield.symmetry import align_to_first, parity_flip
+from kernelfield.tasks import endpoint_patterns
 from kernelfield.theory.lazy import prior_kernel
 from kernelfield.theory.predict import Prediction
 
@@ -198,3 +201,18 @@ def test_validation(kwargs, match):
     args = dict(arch=Architecture.rnn(T), task=PRIOR_TASK) | kwargs
     with pytest.raises(ValueError, match=match):
         sample(**args)
+
+
+def test_relu_samples_keep_each_chains_centred_kernel():
+    """ReLU features have a positive mean over neurons, which the raw per-chain kernels count as
+    correlation across time; the per-chain centred kernels (the error bar of the sampled order
+    parameter) do not."""
+    task = endpoint_patterns(P=2, T=3, D=2, target_scale=0.5, seed=0)
+    s = sample(Architecture.dnn(3), task, N=32, phi="relu", num_samples=50, num_warmup=50, num_chains=3,
+               keep_weights=0, progress=False)
+    assert s.C_centred_chains.shape == s.C_chains.shape == (3, 6, 6)
+    _, flipped = align_to_first(s.C_chains, 3, 2)
+    aligned = np.where(flipped[:, None, None], parity_flip(s.C_centred_chains, 3, 2), s.C_centred_chains)
+    np.testing.assert_allclose(aligned.mean(axis=0), s.C_centred, rtol=1e-12, atol=1e-15)
+    for raw, centred in zip(s.C_chains, s.C_centred_chains):
+        assert mean_coherence(raw, 3, 2) > 0.25 and abs(mean_coherence(centred, 3, 2)) < 0.1

@@ -37,8 +37,10 @@ def test_architecture_group_errors(kwargs, field):
 def test_architecture_T_and_k_errors():
     with pytest.raises(ValueError, match="T"):
         kf.Architecture.rnn(0)
-    with pytest.raises(ValueError, match="k"):
-        kf.Architecture.tied_every(4, 0)
+    for k in (0, True, 2.0, "2"):
+        with pytest.raises(ValueError, match=r"^k: must be an integer >= 1, got "):
+            kf.Architecture.tied_every(4, k)
+    assert kf.Architecture.tied_every(4, np.int64(2)).name == "tied_every_2"
 
 
 @pytest.mark.parametrize("field, value", [("g", 0.0), ("sigma_u", -1.0), ("sigma_v", 0.0), ("sigma_b", -0.1), ("g", np.nan), ("g", "x")])

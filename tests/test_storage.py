@@ -25,6 +25,7 @@ def _fake_samples(T=3, P=3, D=3, chains=2, N=8):
     return kf.Samples(
         model=kf.Model(kf.Architecture.dnn(T), endpoint_patterns(P, T, D, seed=1)), N=N, seed=3, num_samples=50, num_chains=chains, num_warmup=20, num_integration_steps=8, thin=1,
         C_chains=C_chains, C_mean=C_chains.mean(0), C_sem=C_chains.std(0), C_centred=0.9 * C_chains.mean(0),
+        C_centred_chains=0.9 * C_chains,
         f_mean=rng.normal(size=(P, T)), f_var=rng.random((P, T)),
         weights={"W": rng.normal(size=(4, T, N, N)), "U": rng.normal(size=(4, T, N, D)),
                  "b": rng.normal(size=(4, T, N)), "v": rng.normal(size=(4, T, N))},
@@ -116,6 +117,8 @@ def test_samples_round_trip(tmp_path):
     np.testing.assert_array_equal(r.C_mean, s.C_mean)
     np.testing.assert_array_equal(r.C_centred, s.C_centred)
     np.testing.assert_array_equal(r.C_chains, s.C_chains)
+    np.testing.assert_array_equal(r.C_centred_chains, s.C_centred_chains)
+    assert back["C_centred_chains"].dims == ("chain", "t", "a", "t2", "a2")
     np.testing.assert_array_equal(r.weights["v"], s.weights["v"])
     np.testing.assert_array_equal(r.step_size, s.step_size)
     assert r.arch == s.arch and r.prior == s.prior and r.N == 8 and r.kappa == 0.1
@@ -180,3 +183,40 @@ def test_provenance_stamp_has_config_version_seed_and_time():
     assert stamp["kind"] == "study" and stamp["kernelfield_version"] == kf.__version__
     assert stamp["created"].endswith("+00:00")
     assert "seed" not in storage.provenance("study", "{}")
+
+
+def test_trained_round_trip(tmp_path):
+    run = kf.train(kf.Architecture.rnn(3), endpoint_patterns(P=2, T=3, D=2, seed=0), N=8, num_networks=2,
+                   num_steps=100, burn_in=20, step_size=0.05, seed=4, progress=False)
+    ds = kf.to_xarray(run)
+    assert ds.attrs["kind"] == "trained" and ds["C_networks"].dims == ("network", "t", "a", "t2", "a2")
+    assert ds["params_W"].dims[:2] == ("network", "W_group") and ds["loss"].dims == ("chunk", "network")
+    cfg = json.loads(ds.attrs["config"])
+    assert (cfg["N"], cfg["seed"], cfg["num_networks"], cfg["burn_in"]) == (8, 4, 2, 20)
+    back = storage.trained_from_dataset(storage.load(kf.save(run, tmp_path / "trained.nc")))
+    for name in ("C_mean", "C_sem", "C_centred", "C_networks", "f_networks", "f_mean", "f_sem", "f_var", "loss", "step"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(run, name), err_msg=name)
+    for fam in run.params:
+        np.testing.assert_array_equal(back.params[fam], run.params[fam])
+    assert (back.model.arch, back.prior, back.phi, back.kappa) == (run.arch, run.prior, run.phi, run.kappa)
+    np.testing.assert_array_equal(back.task.targets, run.task.targets)
+    assert (back.N, back.seed, back.num_steps, back.record_every, back.step_size, back.num_records) == (
+        run.N, run.seed, run.num_steps, run.record_every, run.step_size, run.num_records)
+    assert np.isnan(back.lambda_max)  # the step size was given
+    with pytest.raises(ValueError, match="not trained networks"):
+        storage.trained_from_dataset(storage.lazy_kernel_to_dataset(kf.prior_kernel(run.model)))
+
+
+@pytest.mark.parametrize("phi", ["relu", "erf"])
+def test_lazy_kernel_round_trip(tmp_path, phi):
+    lazy = kf.prior_kernel(kf.Architecture.dnn(3), endpoint_patterns(P=2, T=3, D=2, seed=0), kf.Prior(g=1.1),
+                           phi=phi, kappa=0.3)
+    ds = kf.to_xarray(lazy)
+    assert ds.attrs["kind"] == "lazy_kernel" and json.loads(ds.attrs["config"])["kappa"] == 0.3
+    np.testing.assert_array_equal(storage.kernel_matrix(ds["C_centred"].values), lazy.C_centred)
+    back = storage.lazy_kernel_from_dataset(storage.load(kf.save(lazy, tmp_path / "lazy.nc")))
+    np.testing.assert_array_equal(back.C, lazy.C)
+    np.testing.assert_array_equal(back.C_centred, lazy.C_centred)
+    assert (back.mean_outer is None) == (phi == "erf")  # odd phi: no feature mean
+    np.testing.assert_array_equal(back.predict().mean, lazy.predict().mean)
+    assert back.model.prior == lazy.prior and back.phi == phi

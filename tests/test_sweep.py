@@ -15,9 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from typer.testing import CliRunner
 
 import kernelfield as kf
+from figure_checks import assert_png
 from kernelfield import storage
 from kernelfield.cli import app
 from kernelfield.config import ConfigError
@@ -279,26 +282,67 @@ def test_interrupted_sweep_counts_finished_points_in_the_store(tmp_path):
     assert len(list((tmp_path / "points").glob("*.nc"))) == 2
 
 
-def test_report_writes_html_markdown_and_figures(endpoint_store, tmp_path):
+@pytest.fixture
+def saved_figures(monkeypatch):
+    """Every matplotlib Figure saved while the test runs, by the file name it was saved to."""
+    saved = {}
+    savefig = Figure.savefig
+
+    def record(fig, path, *args, **kwargs):
+        saved[Path(path).name] = fig
+        result = savefig(fig, path, *args, **kwargs)
+        if not hasattr(fig.canvas, "get_renderer"):  # a bare Figure: give it the canvas that drew the PNG
+            FigureCanvasAgg(fig)
+        return result
+
+    monkeypatch.setattr(Figure, "savefig", record)
+    return saved
+
+
+def test_report_writes_html_markdown_and_figures(endpoint_store, tmp_path, saved_figures):
     html = write_report([endpoint_store], tmp_path)
     text = html.read_text()
     figures = sorted(p.name for p in (tmp_path / "figures").iterdir())
     assert "endpoint_coherence.png" in figures and "endpoint_spectra.png" in figures
     assert sum(name.startswith("endpoint_kernels_") for name in figures) == 2  # one per architecture
+    assert set(saved_figures) == set(figures)
     for name in figures:
-        assert f'src="figures/{name}"' in text and (tmp_path / "figures" / name).read_bytes()[:4] == b"\x89PNG"
+        assert f'src="figures/{name}"' in text
+        width, height = assert_png(tmp_path / "figures" / name)
+        fig = saved_figures[name]
+        if name.startswith("endpoint_kernels_"):  # saved with a tight box: checked against it
+            assert_png(tmp_path / "figures" / name, fig)
+        else:  # saved whole at 120 dpi
+            assert (width, height) == tuple(np.round(fig.get_size_inches() * 120).astype(int))
+    # the coherence figure draws the stored coherence of each architecture and source against target_scale
+    ds = kf.sweep.load(endpoint_store)
+    (ax,) = saved_figures["endpoint_coherence.png"].axes
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert set(lines) == {f"architecture={a}, {src}" for a in ("rnn", "dnn") for src in ("theory", "lazy")}
+    for arch in ("rnn", "dnn"):
+        for source in ("theory", "lazy"):
+            line = lines[f"architecture={arch}, {source}"]
+            np.testing.assert_array_equal(line.get_xdata(), ds["target_scale"].values)
+            np.testing.assert_array_equal(line.get_ydata(), ds[f"coherence_{source}"].sel(architecture=arch).values)
+    assert ds["coherence_theory"].sel(architecture="rnn", target_scale=2.0) > 0.1  # the curves are not all zero
+    assert ax.get_ylabel().startswith("temporal coherence") and ax.get_xlabel() == "target_scale"
     assert text.count("<tr>") == 1 + 4  # header and one row per point
     md = (tmp_path / "report.md").read_text()
     assert "### Diagnostics" in md and "| rnn | 2 | ok |" in md
 
 
-def test_report_of_two_stores_with_a_phase_diagram(endpoint_store, tmp_path):
+def test_report_of_two_stores_with_a_phase_diagram(endpoint_store, tmp_path, saved_figures):
     grid = parse_config({"compute": ["solve", "coherence"], "base": BASE, "axes": {
         "task.target_scale": [0.5, 1.0, 2.0], "theory.kappa": [0.1, 0.2]}}, name="grid")
     kf.sweep.run(grid, tmp_path / "grid", workers=0, progress=False)
     text = write_report([endpoint_store, tmp_path / "grid"], tmp_path / "out").read_text()
     assert "Sweep endpoint" in text and "Sweep grid" in text
-    assert (tmp_path / "out" / "figures" / "grid_phase_diagram.png").read_bytes()[:4] == b"\x89PNG"
+    fig = saved_figures["grid_phase_diagram.png"]
+    assert_png(tmp_path / "out" / "figures" / "grid_phase_diagram.png", fig)
+    panel = fig.axes[0]  # then the colour bar
+    stored = kf.sweep.load(tmp_path / "grid")["coherence_theory"].transpose("kappa", "target_scale").values
+    np.testing.assert_array_equal(np.asarray(panel.collections[0].get_array()).reshape(stored.shape), stored)
+    assert (panel.get_xlabel(), panel.get_ylabel()) == ("target_scale", "kappa")
     assert "Phase diagram: coherence_theory over target_scale and kappa" in text
 
 

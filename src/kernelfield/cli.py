@@ -10,6 +10,7 @@ as one red line on stderr with exit code 2 (no traceback).
 from __future__ import annotations
 
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Optional
 
@@ -26,6 +27,7 @@ from .config import ConfigError, load_config, load_generalization_config
 from .experiments import phase as phase_studies
 from .experiments.generalization import learning_curves
 from .observables import mean_coherence
+from .progress import RichBars
 from .report import write_report
 from .sampling import sample as sample_posterior
 from .spec import Architecture
@@ -79,14 +81,20 @@ def _warn_lines(caught) -> None:
         err_console.print(f"warning: {w.message}", style="yellow", markup=False, highlight=False, soft_wrap=True)
 
 
+def _bars(enabled: bool):
+    """The progress display of one command: a :class:`RichBars` on the console that every run of
+    the command reports to (``progress=bars``), or ``False`` (silent) when ``enabled`` is off."""
+    return RichBars(console) if enabled else nullcontext(False)
+
+
 def _title(cfg) -> str:
     arch = cfg.build_architecture()
     return (f"{arch.name}, T={arch.T}, {cfg.task.generator} (P={cfg.build_task().P}), "
             f"phi={cfg.theory.phi}, kappa={cfg.theory.kappa:g}")
 
 
-def _do_solve(cfg, out: Path):
-    sol = solve_theory(**cfg.solve_kwargs(), progress=True)  # a ConvergenceWarning is printed by _run
+def _do_solve(cfg, out: Path, progress):
+    sol = solve_theory(**cfg.solve_kwargs(), progress=progress)  # a ConvergenceWarning is printed by _run
     storage.save(storage.solution_to_dataset(sol), out / "solution.nc")
     plots.plot_kernels(sol.C, None, sol.task.T, sol.task.P, out / "solution.png", title="theory: " + _title(cfg))
     return sol
@@ -103,14 +111,13 @@ def _print_solution(sol) -> None:
     best = max(range(len(sol.branches)), key=lambda i: sol.branches[i].S)
     for i, b in enumerate(sol.branches):
         S = f"{b.S:.5g}" + (f" ± {b.S_err:.1g}" if b.S_err else "")
-        centred = b.C if b.phi_mean is None else b.C - np.outer(b.phi_mean, b.phi_mean)
         table.add_row(f"{i}{'*' if i == best else ''}", b.init, S, f"{b.Gamma:.5g}", f"{b.E:.5g}",
-                      f"{b.residual:.1e}", "yes" if b.converged else "no", f"{mean_coherence(centred, T, P):.3f}")
+                      f"{b.residual:.1e}", "yes" if b.converged else "no", f"{mean_coherence(b.C_centred, T, P):.3f}")
     console.print(table)
     console.print("* dominant branch (largest S); rho: mean temporal coherence over t != s >= 1")
 
 
-def _do_sample(cfg, out: Path, progress: bool):
+def _do_sample(cfg, out: Path, progress):
     samples = sample_posterior(**cfg.sample_kwargs(), progress=progress)
     storage.save(storage.samples_to_dataset(samples), out / "samples.nc")
     T, P = samples.task.T, samples.task.P
@@ -152,7 +159,8 @@ def solve(
 
     def go():
         cfg = load_config(config)
-        sol = _do_solve(cfg, out)
+        with _bars(True) as bars:
+            sol = _do_solve(cfg, out, bars)
         _print_solution(sol)
         console.print(f"wrote {out / 'solution.nc'}, {out / 'solution.png'}")
 
@@ -172,7 +180,8 @@ def sample(
 
     def go():
         cfg = load_config(config)
-        s = _do_sample(cfg, out, progress)
+        with _bars(progress) as bars:
+            s = _do_sample(cfg, out, bars)
         _print_samples(s)
         console.print(f"wrote {out / 'samples.nc'}, {out / 'samples.png'}")
 
@@ -183,7 +192,7 @@ def sample(
 def compare(
     config: Path = typer.Argument(..., help=CONFIG_HELP, show_default=False),
     out: Path = typer.Option(Path("results"), "--out", "-o", help=OUT_HELP),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the sampler's progress bar."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ):
     """Solve the theory, sample the finite-width network and compare them block by block.
 
@@ -192,9 +201,10 @@ def compare(
 
     def go():
         cfg = load_config(config)
-        sol = _do_solve(cfg, out)
-        _print_solution(sol)
-        s = _do_sample(cfg, out, progress)
+        with _bars(progress) as bars:
+            sol = _do_solve(cfg, out, bars)
+            _print_solution(sol)
+            s = _do_sample(cfg, out, bars)
         _print_samples(s)
         cmp = compare_theory_and_samples(sol, s)
         ds = storage.comparison_to_dataset(
@@ -232,33 +242,34 @@ def phase_diagram(
 
     def go():
         cfg = load_config(config)
-        ph, base = cfg.phase, cfg.build_architecture()
-        sampling = cfg.sampling.model_dump(exclude={"N", "keep_weights"})
-        ds = phase_studies.bifurcation(ph.build_architectures(base.T), cfg.build_task(), ph.values, control=ph.control,
-                               prior=cfg.build_prior(), phi=cfg.theory.phi, kappa=cfg.theory.kappa, widths=ph.widths,
-                               sample_values=ph.sample_values, sampling=sampling, progress=progress)
-        storage.save(ds, out / "bifurcation.nc")
-        plots.plot_bifurcation(ds, out / "bifurcation.png", title=_title(cfg))
-        table = Table(title=f"critical {ph.control} (symmetric solution loses stability)", title_justify="left")
-        for col in ("architecture", f"critical {ph.control}", "beta (rho ~ dist^beta)", f"rho at {ph.values[-1]:g}"):
-            table.add_column(col, justify="right")
-        for arch in ds["arch"].values:
-            crit, beta = float(ds["critical"].sel(arch=arch)), float(ds["exponent"].sel(arch=arch))
-            table.add_row(str(arch), f"{crit:.4g}" if np.isfinite(crit) else "none (stable)",
-                          f"{beta:.3f}" if np.isfinite(beta) else "-",
-                          f"{float(ds['coherence'].sel(arch=arch)[-1]):.3f}")
-        console.print(table)
-        written = ["bifurcation.nc", "bifurcation.png"]
-        if ph.x is not None:
-            grid = phase_studies.phase_diagram(_phase_build(cfg), (ph.x.field, ph.x.values), (ph.y.field, ph.y.values),
-                                       control=ph.control, phi=cfg.theory.phi, tol=ph.tol, progress=progress)
-            storage.save(grid, out / "phase_diagram.nc")
-            plots.plot_phase_diagram(grid, out / "phase_diagram.png", title=f"critical {ph.control}: {base.name}")
-            failed = int((grid["status"] != "ok").sum())
-            console.print(f"phase diagram: {grid['critical'].size - failed} of {grid['critical'].size} grid points "
-                          f"with a transition" + (f"; see status in phase_diagram.nc for {failed} others" if failed else ""))
-            written += ["phase_diagram.nc", "phase_diagram.png"]
-        console.print(f"wrote {', '.join(written)} to {out}")
+        with _bars(progress) as bars:
+            ph, base = cfg.phase, cfg.build_architecture()
+            sampling = cfg.sampling.model_dump(exclude={"N", "keep_weights"})
+            ds = phase_studies.bifurcation(ph.build_architectures(base.T), cfg.build_task(), ph.values, control=ph.control,
+                                   prior=cfg.build_prior(), phi=cfg.theory.phi, kappa=cfg.theory.kappa, widths=ph.widths,
+                                   sample_values=ph.sample_values, sampling=sampling, progress=bars)
+            storage.save(ds, out / "bifurcation.nc")
+            plots.plot_bifurcation(ds, out / "bifurcation.png", title=_title(cfg))
+            table = Table(title=f"critical {ph.control} (symmetric solution loses stability)", title_justify="left")
+            for col in ("architecture", f"critical {ph.control}", "beta (rho ~ dist^beta)", f"rho at {ph.values[-1]:g}"):
+                table.add_column(col, justify="right")
+            for arch in ds["arch"].values:
+                crit, beta = float(ds["critical"].sel(arch=arch)), float(ds["exponent"].sel(arch=arch))
+                table.add_row(str(arch), f"{crit:.4g}" if np.isfinite(crit) else "none (stable)",
+                              f"{beta:.3f}" if np.isfinite(beta) else "-",
+                              f"{float(ds['coherence'].sel(arch=arch)[-1]):.3f}")
+            console.print(table)
+            written = ["bifurcation.nc", "bifurcation.png"]
+            if ph.x is not None:
+                grid = phase_studies.phase_diagram(_phase_build(cfg), (ph.x.field, ph.x.values), (ph.y.field, ph.y.values),
+                                           control=ph.control, phi=cfg.theory.phi, tol=ph.tol, progress=bars)
+                storage.save(grid, out / "phase_diagram.nc")
+                plots.plot_phase_diagram(grid, out / "phase_diagram.png", title=f"critical {ph.control}: {base.name}")
+                failed = int((grid["status"] != "ok").sum())
+                console.print(f"phase diagram: {grid['critical'].size - failed} of {grid['critical'].size} grid points "
+                              f"with a transition" + (f"; see status in phase_diagram.nc for {failed} others" if failed else ""))
+                written += ["phase_diagram.nc", "phase_diagram.png"]
+            console.print(f"wrote {', '.join(written)} to {out}")
 
     _run(go)
 
@@ -284,19 +295,20 @@ def spectrum(
         for col in ("architecture", sp.control, "predicted", *(f"N = {N}" for N in sp.widths)):
             table.add_column(col, justify="right")
         written = []
-        for arch in archs:
-            ds = phase_studies.weight_spectrum(arch, cfg.build_task(), sp.values, sp.widths, control=sp.control,
-                                       prior=cfg.build_prior(), phi=cfg.theory.phi, kappa=cfg.theory.kappa,
-                                       sampling=sampling, progress=progress)
-            stem = "spectrum" if arch is base else f"spectrum_{arch.name}"
-            storage.save(ds, out / f"{stem}.nc")
-            plots.plot_spectrum(ds, path=out / f"{stem}.png", title=f"{arch.name}: " + _title(cfg))
-            written += [f"{stem}.nc", f"{stem}.png"]
-            predicted = np.abs(ds["predicted_real"].values + 1j * ds["predicted_imag"].values).max(axis=1)
-            for i, v in enumerate(sp.values):
-                table.add_row(arch.name, f"{v:g}", f"{predicted[i]:.4f}", *(
-                    f"{ds['top_modulus'].values[i, w]:.4f} ± {ds['top_modulus_err'].values[i, w]:.4f}"
-                    for w in range(len(sp.widths))))
+        with _bars(progress) as bars:
+            for arch in archs:
+                ds = phase_studies.weight_spectrum(arch, cfg.build_task(), sp.values, sp.widths, control=sp.control,
+                                                   prior=cfg.build_prior(), phi=cfg.theory.phi,
+                                                   kappa=cfg.theory.kappa, sampling=sampling, progress=bars)
+                stem = "spectrum" if arch is base else f"spectrum_{arch.name}"
+                storage.save(ds, out / f"{stem}.nc")
+                plots.plot_spectrum(ds, path=out / f"{stem}.png", title=f"{arch.name}: " + _title(cfg))
+                written += [f"{stem}.nc", f"{stem}.png"]
+                predicted = np.abs(ds["predicted_real"].values + 1j * ds["predicted_imag"].values).max(axis=1)
+                for i, v in enumerate(sp.values):
+                    table.add_row(arch.name, f"{v:g}", f"{predicted[i]:.4f}", *(
+                        f"{ds['top_modulus'].values[i, w]:.4f} ± {ds['top_modulus_err'].values[i, w]:.4f}"
+                        for w in range(len(sp.widths))))
         console.print(table)
         console.print(f"bulk radius g = {cfg.prior.g:g}: an outlier is visible where predicted > g; "
                       f"wrote {', '.join(written)} to {out}")
@@ -332,8 +344,9 @@ def sweep(
                       f"({' x '.join(f'{a.name} {len(a.values)}' for a in sw.axes) or 'one point'}), "
                       f"compute {', '.join(sw.compute)}, on {where}")
         try:
-            result = sweeps.run(sw, store, scheduler=scheduler, workers=workers, retry_failed=retry_failed,
-                                   progress=progress, console=console)
+            with _bars(progress) as bars:
+                result = sweeps.run(sw, store, scheduler=scheduler, workers=workers, retry_failed=retry_failed,
+                                    progress=bars)
         except sweeps.SweepInterrupted as e:
             err_console.print(f"interrupted: {e.finished} of {e.total} points are finished in {store}; run the "
                               "same command again to compute the rest", style="yellow", markup=False, highlight=False)
@@ -412,7 +425,8 @@ def generalization(
 
     def go():
         cfg = load_generalization_config(config)
-        ds = learning_curves(**cfg.study_kwargs(), progress=progress)
+        with _bars(progress) as bars:
+            ds = learning_curves(**cfg.study_kwargs(), progress=bars)
         storage.save(ds, out / "generalization.nc")
         written = ["generalization.nc", "learning_curve.png", "step_error.png"]
         plots_generalization.plot_learning_curves(ds, out / "learning_curve.png")

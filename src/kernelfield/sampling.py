@@ -53,6 +53,7 @@ class Samples:
     and the between-chain estimate ``std(aligned chain means) / sqrt(num_chains)``.
     C_centred: ``(n, n)`` posterior mean kernel of the centred features ``Φ - mean over neurons``
     (aligned like ``C_mean``), for the temporal coherence of non-odd ``phi`` such as ReLU (§4).
+    C_centred_chains: ``(num_chains, n, n)`` per-chain mean of the centred kernel (as ``C_chains``).
     f_mean, f_var: ``(P, T)`` posterior mean and variance of the outputs ``f_a(t)`` over all
     samples. weights: family -> ``(num_chains·keep_weights, groups, ...)`` weight samples in
     natural units (evenly spaced in each chain), for spectra (§4: the posterior mean of ``W`` is
@@ -75,6 +76,7 @@ class Samples:
     C_mean: np.ndarray
     C_sem: np.ndarray
     C_centred: np.ndarray
+    C_centred_chains: np.ndarray
     f_mean: np.ndarray
     f_var: np.ndarray
     weights: dict
@@ -136,6 +138,28 @@ def _warmup(
     return jax.vmap(one_chain)(jax.random.split(key, num_chains))
 
 
+class _ChainSums(NamedTuple):
+    """Per-chain sums over the kept samples (leading axis: chain): kernel ``C``, its square
+    ``C2``, centred kernel, outputs ``f`` and their square, acceptance rates, divergent
+    transitions, and the weight buffer (family -> ``(chain, keep, ...)``, standardised)."""
+
+    C: jax.Array
+    C2: jax.Array
+    C_centred: jax.Array
+    f: jax.Array
+    f2: jax.Array
+    accept: jax.Array
+    divergent: jax.Array
+    weights: dict
+
+
+class _SamplerCarry(NamedTuple):
+    """The carry of the sampling scan: every chain's HMC state and the running sums."""
+
+    states: blackjax.mcmc.hmc.HMCState
+    sums: _ChainSums
+
+
 @partial(
     jax.jit,
     static_argnames=("density", "num_integration_steps", "thin", "length", "num_samples", "stride", "keep"),
@@ -149,7 +173,7 @@ def _sample_chunk(
     logdensity = partial(density.logdensity, inputs=inputs, targets=targets, kappa=kappa)
     kernel = blackjax.hmc.build_kernel()
     arch, prior = density.arch, density.prior
-    num_chains, N, D = carry[0].position["U"].shape[:1] + carry[0].position["U"].shape[-2:]
+    num_chains, N, D = carry.states.position["U"].shape[:1] + carry.states.position["U"].shape[-2:]
     T = arch.T
     P = inputs.shape[0]
 
@@ -175,25 +199,25 @@ def _sample_chunk(
 
     def one_sample(carry, xs):
         i, key = xs
-        states, acc = carry
+        states, acc = carry.states, carry.sums
         keys = jax.random.split(key, num_chains)
         states, (C, C_centred, f, rate, divergent), summary = jax.vmap(chain_sample)(keys, states, step_size, inverse_mass_matrix)
         w = (i < num_samples).astype(C.dtype)
         slot = jnp.minimum(i // stride, keep - 1)  # shared by all chains: an in-place slice update
         store = (i < num_samples) & (i % stride == stride - 1) & (i // stride < keep)
-        acc = {
-            "C": acc["C"] + w * C,
-            "C2": acc["C2"] + w * C**2,
-            "C_centred": acc["C_centred"] + w * C_centred,
-            "f": acc["f"] + w * f,
-            "f2": acc["f2"] + w * f**2,
-            "accept": acc["accept"] + w * rate,
-            "divergent": acc["divergent"] + w * divergent,
-            "weights": jax.tree.map(
-                lambda buf, z: buf.at[:, slot].set(jnp.where(store, z, buf[:, slot])), acc["weights"], states.position
+        acc = _ChainSums(
+            C=acc.C + w * C,
+            C2=acc.C2 + w * C**2,
+            C_centred=acc.C_centred + w * C_centred,
+            f=acc.f + w * f,
+            f2=acc.f2 + w * f**2,
+            accept=acc.accept + w * rate,
+            divergent=acc.divergent + w * divergent,
+            weights=jax.tree.map(
+                lambda buf, z: buf.at[:, slot].set(jnp.where(store, z, buf[:, slot])), acc.weights, states.position
             ),
-        }
-        return (states, acc), summary
+        )
+        return _SamplerCarry(states, acc), summary
 
     carry, summaries = jax.lax.scan(one_sample, carry, (start + jnp.arange(length), jax.random.split(key, length)))
     return carry, jnp.swapaxes(summaries, 0, 1)
@@ -289,50 +313,50 @@ def _run_chains(model: Model, s: _SamplerSettings, report: ProgressCallback):
     jax.block_until_ready(step_size)
     report(ProgressEvent(f"warm-up  {label}", 1, 1))
     zeros = lambda *shape: np.zeros((s.num_chains, *shape))  # noqa: E731
-    acc = {
-        "C": zeros(n, n), "C2": zeros(n, n), "C_centred": zeros(n, n), "f": zeros(P, T), "f2": zeros(P, T),
-        "accept": zeros(), "divergent": zeros(),
-        "weights": jax.tree.map(lambda z: np.zeros((s.num_chains, max(s.keep_weights, 1), *z.shape[1:])),
-                                states.position),
-    }
+    acc = _ChainSums(
+        C=zeros(n, n), C2=zeros(n, n), C_centred=zeros(n, n), f=zeros(P, T), f2=zeros(P, T),
+        accept=zeros(), divergent=zeros(),
+        weights=jax.tree.map(lambda z: np.zeros((s.num_chains, max(s.keep_weights, 1), *z.shape[1:])),
+                             states.position),
+    )
     chunk = partial(
         _sample_chunk, density=density, num_integration_steps=s.num_integration_steps, thin=s.thin, length=s.length,
         num_samples=s.num_samples, stride=s.stride, keep=max(s.keep_weights, 1),
     )
-    carry, summaries = (states, acc), []
+    carry, summaries = _SamplerCarry(states, acc), []
     for c, key in enumerate(jax.random.split(key_sample, s.num_chunks)):
         carry, summary = chunk(carry, key, c * s.length, step_size, inverse_mass_matrix, inputs, targets, kappa)
         summaries.append(np.asarray(summary))
         report(ProgressEvent(f"sampling {label}", min((c + 1) * s.length, s.num_samples), s.num_samples))
     summaries = np.concatenate(summaries, axis=1)[:, :s.num_samples]
-    return jax.tree.map(np.asarray, carry[1]), summaries, step_size
+    return jax.tree.map(np.asarray, carry.sums), summaries, step_size
 
 
-def _assemble_samples(model: Model, s: _SamplerSettings, acc: dict, summaries: np.ndarray, step_size,
+def _assemble_samples(model: Model, s: _SamplerSettings, acc: _ChainSums, summaries: np.ndarray, step_size,
                       seconds: float) -> Samples:
     """Chain-aligned means, standard errors and kept weights (see :class:`Samples`)."""
     task, num_chains, num_samples = model.task, s.num_chains, s.num_samples
     T, P = task.T, task.P
     ess = float(np.min(_effective_sample_size(summaries)))
-    aligned, flipped = align_to_first(acc["C"] / num_samples, T, P)
+    aligned, flipped = align_to_first(acc.C / num_samples, T, P)
     C_mean = aligned.mean(axis=0)
-    centred = acc["C_centred"] / num_samples
+    centred = acc.C_centred / num_samples
     C_centred = np.where(flipped[:, None, None], parity_flip(centred, T, P), centred).mean(axis=0)
-    C_var = np.maximum(acc["C2"].sum(axis=0) / (num_chains * num_samples) - C_mean**2, 0.0)
+    C_var = np.maximum(acc.C2.sum(axis=0) / (num_chains * num_samples) - C_mean**2, 0.0)
     C_sem = np.sqrt(C_var / max(ess, 1.0))
     if num_chains >= 2:
         C_sem = np.maximum(C_sem, aligned.std(axis=0, ddof=1) / np.sqrt(num_chains))
-    f_chains = acc["f"] / num_samples
+    f_chains = acc.f / num_samples
     f_mean = np.where(flipped[:, None, None], f_chains * output_parity(task), f_chains).mean(axis=0)
-    f_var = np.maximum(acc["f2"].sum(axis=0) / (num_chains * num_samples) - f_mean**2, 0.0)
-    natural = networks.scale(acc["weights"], model.prior, s.N, task.D)
+    f_var = np.maximum(acc.f2.sum(axis=0) / (num_chains * num_samples) - f_mean**2, 0.0)
+    natural = networks.scale(acc.weights, model.prior, s.N, task.D)
     k = s.keep_weights
     weights = {fam: np.asarray(natural[fam][:, :k]).reshape(num_chains * k, *natural[fam].shape[2:])
                for fam in FAMILIES}
     return Samples(
         model=model, N=s.N, seed=s.seed, num_samples=num_samples, num_chains=num_chains, num_warmup=s.num_warmup,
-        num_integration_steps=s.num_integration_steps, thin=s.thin, C_chains=acc["C"] / num_samples, C_mean=C_mean,
-        C_sem=C_sem, C_centred=C_centred, f_mean=f_mean, f_var=f_var, weights=weights,
-        acceptance_rate=float(acc["accept"].mean() / num_samples), num_divergent=int(acc["divergent"].sum()),
+        num_integration_steps=s.num_integration_steps, thin=s.thin, C_chains=acc.C / num_samples, C_mean=C_mean,
+        C_sem=C_sem, C_centred=C_centred, C_centred_chains=centred, f_mean=f_mean, f_var=f_var, weights=weights,
+        acceptance_rate=float(acc.accept.mean() / num_samples), num_divergent=int(acc.divergent.sum()),
         ess=ess, step_size=np.asarray(step_size), seconds=seconds,
     )

@@ -69,8 +69,7 @@ class Architecture:
 
         ``k = 1`` is the DNN; ``k >= T`` ties all recurrent matrices.
         """
-        if not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k: block length must be an integer >= 1, got {k!r}")
+        k = positive_int("k", k)
         steps = list(range(T))
         W = [max(t - 1, 0) // k for t in steps]  # W_t for t >= 1 maps step t-1 -> t
         return cls(T, W, steps, steps, steps, name=f"tied_every_{k}")
@@ -125,9 +124,7 @@ class Architecture:
             if k is None:
                 raise ValueError(f"{prefix}k: required when kind = 'tied_every' (block length of tied W, "
                                  "an integer >= 1)")
-            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-                raise ValueError(f"{prefix}k: block length must be an integer >= 1, got {k!r}")
-            return cls.tied_every(T, int(k))
+            return cls.tied_every(T, positive_int(f"{prefix}k", k))
         if k is not None:
             raise ValueError(f"{prefix}k: only used with kind = 'tied_every', not with kind = {kind!r}")
         return cls.from_name(kind, T, field=f"{prefix}kind")

@@ -21,11 +21,20 @@ particle solver's Monte Carlo estimates, ``branch_C_err``, ``branch_S_err``, ``b
 ``branch_phi_mean`` ``(branch, t, a)`` (NaN where not applicable).
 Attrs ``S``, ``converged``, ``residual``, ``seconds``.
 
-Samples (:func:`samples_to_dataset`): ``C`` (= ``C_mean``), ``C_sem``, ``C_chains``, ``C_centred``
-``(chain, t, a, t2, a2)``, ``f_mean``/``f_var`` ``(a, t)``, and the kept weight samples as
+Samples (:func:`samples_to_dataset`): ``C`` (= ``C_mean``), ``C_sem``, ``C_centred``, the per-chain
+``C_chains`` and ``C_centred_chains`` ``(chain, t, a, t2, a2)``, ``f_mean``/``f_var`` ``(a, t)``, and the kept weight samples as
 ``weights_<family>`` with dims ``(sample, <family>_group, <family>_axis0, ...)``.
 ``step_size`` is an attr when scalar, else a variable (dim ``chain`` for one per chain).
 Attrs ``N``, ``seed``, ``acceptance_rate``, ``ess``, ``seconds``, ``num_divergent``.
+
+Trained networks (:func:`trained_to_dataset`): ``C`` (= ``C_mean``), ``C_sem``, ``C_centred``, the
+per-network ``C_networks`` ``(network, t, a, t2, a2)`` and ``f_networks`` ``(network, a, t)``,
+``f_mean``/``f_sem``/``f_var`` ``(a, t)``, ``loss`` ``(chunk, network)`` at ``step`` ``(chunk,)`` and
+the final standardised weights ``params_<family>`` ``(network, <family>_group, ...)``; attrs
+``N``, ``seed``, ``step_size``, ``lambda_max``, ``num_records``, ``seconds`` (settings in ``config``).
+
+Lazy kernels (:func:`lazy_kernel_to_dataset`): ``C``, ``C_centred`` and ``mean_outer`` (``<φ><φ>ᵀ``,
+NaN for odd ``phi``).
 
 Comparisons (:func:`comparison_to_dataset`): ``C_theory``, ``C_sampled``, ``C_sem``,
 ``block_error``/``block_error_bar`` ``(t, t2)``; attrs ``error``, ``error_bar``,
@@ -36,7 +45,8 @@ types do not serialise themselves). :func:`save` writes a dataset or a result at
 (netCDF-4 via h5netcdf), as do :func:`save_text` and :func:`save_json`; :func:`load` reads fully
 into memory and closes the file. :func:`solution_from_dataset` rebuilds a full
 :class:`~kernelfield.Solution` (``predict()`` works); :func:`samples_from_dataset` a
-:class:`~kernelfield.Samples`.
+:class:`~kernelfield.Samples`, :func:`trained_from_dataset` a :class:`~kernelfield.Trained` and
+:func:`lazy_kernel_from_dataset` a :class:`~kernelfield.LazyKernel`.
 """
 
 from __future__ import annotations
@@ -56,7 +66,9 @@ from .model import Model
 from .sampling import Samples
 from .spec import Architecture, Prior, Task
 from .theory.kernels import make_problem
+from .theory.lazy import LazyKernel
 from .theory.solver import Branch, Solution
+from .training import Trained
 
 __all__ = [
     "to_xarray",
@@ -64,8 +76,12 @@ __all__ = [
     "solution_to_dataset",
     "samples_to_dataset",
     "comparison_to_dataset",
+    "trained_to_dataset",
+    "lazy_kernel_to_dataset",
     "solution_from_dataset",
     "samples_from_dataset",
+    "trained_from_dataset",
+    "lazy_kernel_from_dataset",
     "spec_from_dataset",
     "model_from_dataset",
     "kernel_matrix",
@@ -160,15 +176,15 @@ def model_config(model: Model, **extra) -> str:
 
 def to_xarray(result) -> xr.Dataset:
     """Labelled dataset with provenance of a :class:`~kernelfield.Solution`,
-    :class:`~kernelfield.Samples` or :class:`~kernelfield.Comparison`."""
-    if isinstance(result, Solution):
-        return solution_to_dataset(result)
-    if isinstance(result, Samples):
-        return samples_to_dataset(result)
-    if isinstance(result, Comparison):
-        return comparison_to_dataset(result)
+    :class:`~kernelfield.Samples`, :class:`~kernelfield.Trained`, :class:`~kernelfield.LazyKernel`
+    or :class:`~kernelfield.Comparison`."""
+    for kind, convert in ((Solution, solution_to_dataset), (Samples, samples_to_dataset),
+                          (Trained, trained_to_dataset), (LazyKernel, lazy_kernel_to_dataset),
+                          (Comparison, comparison_to_dataset)):
+        if isinstance(result, kind):
+            return convert(result)
     raise TypeError(f"result: cannot convert a {type(result).__name__} to a dataset; "
-                    "expected a Solution, Samples or Comparison")
+                    "expected a Solution, Samples, Trained, LazyKernel or Comparison")
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,16 +259,15 @@ def samples_to_dataset(samples) -> xr.Dataset:
         "C_chains": (("chain",) + kdims, C_chains, {"description": "per-chain mean kernel"}),
         "C_centred": (kdims, _kernel(samples.C_centred, T, P),
                       {"description": "posterior mean kernel of the centred features (mean over neurons removed)"}),
+        "C_centred_chains": (("chain",) + kdims, _kernel(samples.C_centred_chains, T, P),
+                             {"description": "per-chain mean kernel of the centred features"}),
         "f_mean": (("a", "t"), np.asarray(samples.f_mean, dtype=np.float64), {"description": "posterior mean output"}),
         "f_var": (("a", "t"), np.asarray(samples.f_var, dtype=np.float64), {"description": "posterior output variance"}),
         **_task_vars(task),
     }
     coords = _coords(T, P, D)
     coords["chain"] = np.arange(C_chains.shape[0])
-    for fam, arr in samples.weights.items():
-        arr = np.asarray(arr)
-        dims = ("sample", f"{fam}_group") + tuple(f"{fam}_axis{k}" for k in range(arr.ndim - 2))
-        data_vars[f"weights_{fam}"] = (dims[: arr.ndim], arr, {"description": f"kept posterior samples of {fam}"})
+    data_vars.update(_family_vars("weights_", "sample", samples.weights, "kept posterior samples of"))
 
     settings = {k: getattr(samples, k) for k in _SAMPLER_SETTINGS}
     config = model_config(samples.model, N=int(samples.N), seed=int(samples.seed), **settings)
@@ -269,6 +284,67 @@ def samples_to_dataset(samples) -> xr.Dataset:
         data_vars["step_size"] = (tuple(f"step_size_axis{k}" for k in range(step.ndim)), step)
     attrs["num_divergent"] = int(samples.num_divergent)
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def _family_vars(prefix: str, lead: str, arrays: dict, description: str) -> dict:
+    """``<prefix><family>`` variables with dims ``(lead, <family>_group, <family>_axis0, ...)``."""
+    out = {}
+    for fam, arr in arrays.items():
+        arr = np.asarray(arr)
+        dims = (lead, f"{fam}_group") + tuple(f"{fam}_axis{k}" for k in range(arr.ndim - 2))
+        out[f"{prefix}{fam}"] = (dims[: arr.ndim], arr, {"description": f"{description} {fam}"})
+    return out
+
+
+_TRAINING_SETTINGS = ("num_networks", "num_steps", "burn_in", "record_every")
+
+
+def trained_to_dataset(trained) -> xr.Dataset:
+    """Dataset of a :class:`~kernelfield.Trained` (see the module docstring for the layout)."""
+    task = trained.task
+    T, P, D = task.T, task.P, task.D
+    kdims = KERNEL_DIMS
+    data_vars = {
+        "C": (kdims, _kernel(trained.C_mean, T, P), {"description": "mean kernel of the trained networks"}),
+        "C_sem": (kdims, _kernel(trained.C_sem, T, P), {"description": "standard error of C (between networks)"}),
+        "C_centred": (kdims, _kernel(trained.C_centred, T, P),
+                      {"description": "mean kernel of the centred features (mean over neurons removed)"}),
+        "C_networks": (("network",) + kdims, _kernel(trained.C_networks, T, P),
+                       {"description": "time-averaged kernel of each network"}),
+        "f_networks": (("network", "a", "t"), np.asarray(trained.f_networks, dtype=np.float64),
+                       {"description": "time-averaged output of each network"}),
+        "f_mean": (("a", "t"), np.asarray(trained.f_mean, dtype=np.float64), {"description": "posterior mean output"}),
+        "f_sem": (("a", "t"), np.asarray(trained.f_sem, dtype=np.float64), {"description": "standard error of f_mean"}),
+        "f_var": (("a", "t"), np.asarray(trained.f_var, dtype=np.float64), {"description": "posterior output variance"}),
+        "loss": (("chunk", "network"), np.asarray(trained.loss, dtype=np.float64),
+                 {"description": "training MSE on the supervised set after each chunk"}),
+        "step": (("chunk",), np.asarray(trained.step), {"description": "step count at the end of each chunk"}),
+        **_family_vars("params_", "network", trained.params, "final standardised weights of"),
+        **_task_vars(task),
+    }
+    coords = _coords(T, P, D)
+    coords["network"] = np.arange(trained.num_networks)
+    settings = {k: int(getattr(trained, k)) for k in _TRAINING_SETTINGS}
+    config = model_config(trained.model, N=int(trained.N), seed=int(trained.seed), **settings)
+    attrs = provenance("trained", config, seed=trained.seed)
+    attrs.update(N=int(trained.N), step_size=float(trained.step_size), lambda_max=float(trained.lambda_max),
+                 num_records=int(trained.num_records), seconds=float(trained.seconds))
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def lazy_kernel_to_dataset(lazy) -> xr.Dataset:
+    """Dataset of a :class:`~kernelfield.LazyKernel` (see the module docstring for the layout)."""
+    task = lazy.task
+    T, P, D = task.T, task.P, task.D
+    data_vars = {
+        "C": (KERNEL_DIMS, _kernel(lazy.C, T, P), {"description": "lazy (NNGP) prior feature kernel"}),
+        "C_centred": (KERNEL_DIMS, _kernel(lazy.C_centred, T, P),
+                      {"description": "lazy kernel of the centred features C - <phi><phi>^T"}),
+        "mean_outer": (KERNEL_DIMS, _kernel(_or_nan(lazy.mean_outer, (T * P, T * P)), T, P),
+                       {"description": "<phi><phi>^T (NaN: zero for odd phi)"}),
+        **_task_vars(task),
+    }
+    return xr.Dataset(data_vars, coords=_coords(T, P, D), attrs=provenance("lazy_kernel", model_config(lazy.model)))
 
 
 def comparison_to_dataset(cmp, config: dict | str | None = None) -> xr.Dataset:
@@ -358,9 +434,7 @@ def samples_from_dataset(ds: xr.Dataset):
     if ds.attrs.get("kind", "samples") != "samples":
         raise ValueError(f"ds: holds a {ds.attrs.get('kind')!r} dataset, not samples")
     cfg = json.loads(ds.attrs["config"])
-    weights = {
-        name[len("weights_"):]: np.asarray(ds[name].values) for name in ds.data_vars if name.startswith("weights_")
-    }
+    weights = _families(ds, "weights_")
     step = ds.attrs["step_size"] if "step_size" in ds.attrs else np.asarray(ds["step_size"].values)
     return Samples(
         model=model_from_dataset(ds), N=int(ds.attrs["N"]), seed=int(ds.attrs["seed"]),
@@ -368,11 +442,44 @@ def samples_from_dataset(ds: xr.Dataset):
         num_warmup=cfg.get("num_warmup"), num_integration_steps=cfg.get("num_integration_steps"),
         thin=cfg.get("thin"), num_divergent=int(ds.attrs.get("num_divergent", 0)),
         C_chains=kernel_matrix(ds["C_chains"].values), C_mean=kernel_matrix(ds["C"].values),
-        C_sem=kernel_matrix(ds["C_sem"].values), C_centred=kernel_matrix(ds["C_centred"].values), f_mean=np.asarray(ds["f_mean"].values),
+        C_sem=kernel_matrix(ds["C_sem"].values), C_centred=kernel_matrix(ds["C_centred"].values),
+        C_centred_chains=kernel_matrix(ds["C_centred_chains"].values), f_mean=np.asarray(ds["f_mean"].values),
         f_var=np.asarray(ds["f_var"].values), weights=weights,
         acceptance_rate=float(ds.attrs["acceptance_rate"]), ess=float(ds.attrs["ess"]), step_size=step,
         seconds=float(ds.attrs["seconds"]),
     )
+
+
+def _families(ds: xr.Dataset, prefix: str) -> dict:
+    return {name[len(prefix):]: np.asarray(ds[name].values) for name in ds.data_vars if name.startswith(prefix)}
+
+
+def trained_from_dataset(ds: xr.Dataset):
+    """Rebuild the :class:`~kernelfield.Trained` stored by :func:`trained_to_dataset`."""
+    if ds.attrs.get("kind") != "trained":
+        raise ValueError(f"ds: holds a {ds.attrs.get('kind')!r} dataset, not trained networks")
+    cfg = json.loads(ds.attrs["config"])
+    values = lambda name: np.asarray(ds[name].values)  # noqa: E731
+    return Trained(
+        model=model_from_dataset(ds), N=int(ds.attrs["N"]), seed=int(ds.attrs["seed"]),
+        **{k: int(cfg[k]) for k in _TRAINING_SETTINGS}, step_size=float(ds.attrs["step_size"]),
+        lambda_max=float(ds.attrs["lambda_max"]), f_networks=values("f_networks"), f_mean=values("f_mean"),
+        f_sem=values("f_sem"), f_var=values("f_var"), C_networks=kernel_matrix(values("C_networks")),
+        C_centred=kernel_matrix(values("C_centred")), C_mean=kernel_matrix(values("C")),
+        C_sem=kernel_matrix(values("C_sem")), loss=values("loss"), step=values("step"),
+        params=_families(ds, "params_"), num_records=int(ds.attrs["num_records"]), seconds=float(ds.attrs["seconds"]),
+    )
+
+
+def lazy_kernel_from_dataset(ds: xr.Dataset):
+    """Rebuild the :class:`~kernelfield.LazyKernel` stored by :func:`lazy_kernel_to_dataset`
+    (its ``problem`` re-assembled, so ``predict()`` works)."""
+    if ds.attrs.get("kind") != "lazy_kernel":
+        raise ValueError(f"ds: holds a {ds.attrs.get('kind')!r} dataset, not a lazy kernel")
+    model = model_from_dataset(ds)
+    mean_outer = kernel_matrix(ds["mean_outer"].values)
+    problem = make_problem(model.arch, model.task, model.prior, model.kappa)
+    return LazyKernel(model, kernel_matrix(ds["C"].values), problem, None if np.all(np.isnan(mean_outer)) else mean_outer)
 
 
 # --------------------------------------------------------------------------------------------

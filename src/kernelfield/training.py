@@ -180,6 +180,26 @@ def _curvature(z, inputs, targets, kappa, dynamics: _Dynamics):
     return N / kappa * jnp.linalg.eigvalsh(rows @ rows.T)[-1]
 
 
+class _RecordSums(NamedTuple):
+    """Per-network sums over the recorded steps: outputs ``f`` and their square, kernel ``C``,
+    its square ``C2``, the centred kernel, and the number of records ``count``."""
+
+    f: jax.Array
+    f2: jax.Array
+    C: jax.Array
+    C2: jax.Array
+    C_centred: jax.Array
+    count: jax.Array
+
+
+class _LangevinCarry(NamedTuple):
+    """The carry of the Langevin scan: standardised weights, optimiser state, record sums."""
+
+    z: dict
+    opt_state: optax.OptState
+    sums: _RecordSums
+
+
 @partial(jax.jit, static_argnames=("dynamics", "length", "record_every", "step_size"))
 def _chunk(carry, start, burn_in, inputs, targets, kappa, dynamics: _Dynamics, length: int, record_every: int,
            step_size: float):
@@ -202,22 +222,21 @@ def _chunk(carry, start, burn_in, inputs, targets, kappa, dynamics: _Dynamics, l
                 f = networks.readout(params, dynamics.arch, phi_h)
                 C = networks.empirical_kernel(phi_h)
                 C_centred = networks.empirical_kernel(phi_h - jnp.mean(phi_h, axis=-1, keepdims=True))
-                return {"f": acc["f"] + f, "f2": acc["f2"] + f**2, "C": acc["C"] + C, "C2": acc["C2"] + C**2,
-                        "C_centred": acc["C_centred"] + C_centred, "count": acc["count"] + 1}
+                return _RecordSums(f=acc.f + f, f2=acc.f2 + f**2, C=acc.C + C, C2=acc.C2 + C**2,
+                                   C_centred=acc.C_centred + C_centred, count=acc.count + 1)
 
             acc = jax.lax.cond(record, add, lambda acc: acc, acc)
-            return (z, opt_state, acc), None
+            return _LangevinCarry(z, opt_state, acc), None
 
-        (z, opt_state, acc), _ = jax.lax.scan(step, (z, opt_state, acc), start + jnp.arange(length))
+        (z, opt_state, acc), _ = jax.lax.scan(step, _LangevinCarry(z, opt_state, acc), start + jnp.arange(length))
         _, f = dynamics.data_term(z, inputs, targets, kappa)
         supervised = ~jnp.isnan(targets)
         mse = jnp.sum(jnp.where(supervised, f - jnp.where(supervised, targets, 0.0), 0.0) ** 2) / jnp.sum(supervised)
         return z, opt_state, acc, mse
 
     opt = langevin_optimizer(step_size, jax.random.PRNGKey(0))  # the key part of the state is carried
-    z, opt_state, acc = carry
-    z, opt_state, acc, mse = jax.vmap(one_network)(z, opt_state, acc)
-    return (z, opt_state, acc), mse
+    z, opt_state, acc, mse = jax.vmap(one_network)(carry.z, carry.opt_state, carry.sums)
+    return _LangevinCarry(z, opt_state, acc), mse
 
 
 class _TrainingSettings(NamedTuple):
@@ -319,9 +338,9 @@ def _run_langevin(model: Model, s: _TrainingSettings, report: ProgressCallback):
         jax.random.split(key_noise, s.num_networks), z
     )
     zeros = lambda *shape: jnp.zeros((s.num_networks, *shape))  # noqa: E731
-    acc = {"f": zeros(P, T), "f2": zeros(P, T), "C": zeros(n, n), "C2": zeros(n, n), "C_centred": zeros(n, n),
-           "count": jnp.zeros(s.num_networks, dtype=jnp.int32)}
-    carry = (z, opt_states, acc)
+    acc = _RecordSums(f=zeros(P, T), f2=zeros(P, T), C=zeros(n, n), C2=zeros(n, n), C_centred=zeros(n, n),
+                      count=jnp.zeros(s.num_networks, dtype=jnp.int32))
+    carry = _LangevinCarry(z, opt_states, acc)
     run = partial(_chunk, dynamics=dynamics, length=s.length, record_every=s.record_every, step_size=step_size)
     label = f"Langevin N={s.N} {model.arch.name} ×{s.num_networks}"
     losses, steps = [], []
@@ -340,23 +359,22 @@ def _run_langevin(model: Model, s: _TrainingSettings, report: ProgressCallback):
     return carry, step_size, lambda_max, losses, steps
 
 
-def _assemble_trained(model: Model, s: _TrainingSettings, carry, step_size: float, lambda_max: float, losses: list,
-                      steps: list, seconds: float) -> Trained:
+def _assemble_trained(model: Model, s: _TrainingSettings, carry: _LangevinCarry, step_size: float,
+                      lambda_max: float, losses: list, steps: list, seconds: float) -> Trained:
     """Time averages per network, their network-aligned means and standard errors (see :class:`Trained`)."""
-    z, _, acc = carry
-    acc = jax.tree.map(np.asarray, acc)
-    count = acc["count"].astype(np.float64)
+    z, acc = carry.z, jax.tree.map(np.asarray, carry.sums)
+    count = acc.count.astype(np.float64)
     if np.any(count < 1):
         raise ValueError("record_every: no step was recorded after burn_in; lower burn_in or record_every")
-    f_networks = acc["f"] / count[:, None, None]
-    C_networks = acc["C"] / count[:, None, None]
+    f_networks = acc.f / count[:, None, None]
+    C_networks = acc.C / count[:, None, None]
     T, P = model.task.T, model.task.P
     aligned, flipped = align_to_first(C_networks, T, P)
-    centred = acc["C_centred"] / count[:, None, None]
+    centred = acc.C_centred / count[:, None, None]
     C_centred = np.where(flipped[:, None, None], parity_flip(centred, T, P), centred).mean(axis=0)
     sem = lambda x: (x.std(axis=0, ddof=1) / np.sqrt(len(x)) if len(x) > 1 else np.full(x.shape[1:], np.nan))  # noqa: E731
     f_mean = f_networks.mean(axis=0)
-    f_var = np.maximum(acc["f2"].sum(axis=0) / count.sum() - f_mean**2, 0.0)
+    f_var = np.maximum(acc.f2.sum(axis=0) / count.sum() - f_mean**2, 0.0)
     # the last chunk may overrun num_steps by < length steps: those steps are simulated too and
     # their records (if past burn_in) counted; the reported num_steps is what ran
     return Trained(

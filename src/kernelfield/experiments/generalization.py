@@ -60,9 +60,7 @@ from ..schedules import Schedule, all_steps
 from ..spec import Architecture, Prior, Task
 from ..storage import provenance
 from ..tasks import TASKS, LabelledTask
-from ..theory.kernels import make_problem
 from ..theory.lazy import prior_kernel
-from ..theory.predict import predictive
 from ..theory.solver import solve
 from ..training import train
 
@@ -478,7 +476,7 @@ def _run(method, arch, train_task, test_inputs, prior, phi, kappa, solve_kwargs,
         return (mean, (float(status["converged"]), status["residual"])), None
     if method == "lazy":
         def lazy_rows(task):
-            return predictive(make_problem(arch, task, prior, kappa), prior_kernel(arch, task, prior, phi)).mean
+            return prior_kernel(arch, task, prior, phi, kappa).predict().mean
 
         return _in_batches(lazy_rows, train_task, test_inputs, batch), None
     task = train_task.with_sequences(test_inputs)  # networks: no kernel, so no batching needed

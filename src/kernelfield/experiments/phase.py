@@ -12,9 +12,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 import xarray as xr
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..observables import coherence_by_lag, mean_coherence, temporal_coherence
+from ..progress import ProgressArg, ProgressEvent, reporter
 from ..sampling import sample
 from ..spec import Architecture, Prior, Task
 from ..storage import provenance
@@ -32,11 +32,6 @@ from ..theory.stability import (
 __all__ = ["bifurcation", "order_parameter_exponent", "phase_diagram", "weight_spectrum"]
 
 
-def _progress(enabled: bool) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), disable=not enabled, transient=False)
-
-
 def _attrs(kind: str, **config) -> dict:
     return provenance(kind, json.dumps(config, default=str))
 
@@ -44,7 +39,7 @@ def _attrs(kind: str, **config) -> dict:
 def bifurcation(archs: Sequence[Architecture], task: Task, values: Sequence[float], control: str = "target_scale",
                 prior: Prior = Prior(), phi="linear", kappa: float = 0.1, widths: Sequence[int] = (),
                 sample_values: Sequence[float] | None = None, sampling: dict | None = None,
-                progress: bool = True) -> xr.Dataset:
+                progress: ProgressArg = True) -> xr.Dataset:
     """Order parameter against a control parameter for several sharing patterns.
 
     Theory at every value of ``values`` (``control`` as in :func:`kernelfield.critical_signal`):
@@ -56,7 +51,9 @@ def bifurcation(archs: Sequence[Architecture], task: Task, values: Sequence[floa
     transition) and ``exponent``: the fitted ``beta`` in ``rho ~ (value - critical)^beta`` just
     past the transition (:func:`order_parameter_exponent`). Finite-width networks at each width in
     ``widths`` and each value in ``sample_values`` (default: every third value): ``sampled_coherence``
-    (centred kernel) and ``sampled_coherence_err`` (standard error over chains).
+    (centred kernel) and ``sampled_coherence_err`` (standard error over chains). progress: ``True``
+    (rich bars), ``False`` or a callable receiving :class:`~kernelfield.progress.ProgressEvent` s
+    (task ``"bifurcation"``, one unit per solved value, critical search and sampled point).
     """
     values = np.asarray(values, dtype=float)
     names = [a.name for a in archs]
@@ -74,8 +71,8 @@ def bifurcation(archs: Sequence[Architecture], task: Task, values: Sequence[floa
     sampled = np.full((len(archs), len(widths), sample_values.size), np.nan)
     sampled_err = np.full_like(sampled, np.nan)
     total = len(archs) * (values.size + 1 + len(widths) * sample_values.size)
-    with _progress(progress) as bar:
-        job = bar.add_task("bifurcation", total=total)
+    done = 0
+    with reporter(progress) as report:
         for i, arch in enumerate(archs):
             for j, v in enumerate(values):
                 t, p, kp = _controlled(arch, task, prior, kappa, control, v)
@@ -86,18 +83,21 @@ def bifurcation(archs: Sequence[Architecture], task: Task, values: Sequence[floa
                 out["S_gain"][i, j] = sol.S - sym.S
                 out["leading_eigenvalue"][i, j] = _stability(make_problem(arch, t, p, kp), sym.C, 1, "auto").leading
                 out["outlier"][i, j] = float(np.abs(outlier_eigenvalues(sol)[0]))
-                bar.advance(job)
+                done += 1
+                report(ProgressEvent("bifurcation", done, total))
             try:
                 critical[i] = critical_signal(arch, task, prior, phi, kappa, control=control).value
                 exponent[i] = order_parameter_exponent(arch, task, critical[i], control, prior, phi, kappa)
             except NoTransitionError:
                 pass
-            bar.advance(job)
+            done += 1
+            report(ProgressEvent("bifurcation", done, total))
             for w, N in enumerate(widths):
                 for j, v in enumerate(sample_values):
                     sampled[i, w, j], sampled_err[i, w, j] = _sampled_coherence(
                         arch, *_controlled(arch, task, prior, kappa, control, v), phi, N, sampling)
-                    bar.advance(job)
+                    done += 1
+                    report(ProgressEvent("bifurcation", done, total))
     data = {
         "coherence": (("arch", "value"), out["coherence"], {"description": "mean temporal coherence (theory)"}),
         "coherence_lag": (("arch", "value", "lag"), lags, {"description": "temporal coherence per lag (theory)"}),
@@ -121,9 +121,9 @@ def bifurcation(archs: Sequence[Architecture], task: Task, values: Sequence[floa
 
 def _sampled_coherence(arch, task, prior, kappa, phi, N, sampling) -> tuple[float, float]:
     """Temporal coherence of sampled networks (centred kernel) and its standard error over chains
-    (of the per-chain kernels, which ``Samples`` keeps uncentred)."""
+    (of the coherence of each chain's centred kernel)."""
     s = sample(arch, task, N=N, prior=prior, phi=phi, kappa=kappa, keep_weights=0, progress=False, **sampling)
-    per_chain = [mean_coherence(C, task.T, task.P) for C in s.C_chains]
+    per_chain = [mean_coherence(C, task.T, task.P) for C in s.C_centred_chains]
     err = np.std(per_chain, ddof=1) / np.sqrt(len(per_chain)) if len(per_chain) > 1 else np.nan
     return temporal_coherence(s), float(err)
 
@@ -147,20 +147,21 @@ def order_parameter_exponent(arch: Architecture, task: Task, critical: float, co
 
 def phase_diagram(build: Callable[..., tuple[Architecture, Task, Prior, float]], x: tuple[str, Sequence],
                   y: tuple[str, Sequence], control: str = "target_scale", phi="linear", tol: float = 1e-3,
-                  progress: bool = True) -> xr.Dataset:
+                  progress: ProgressArg = True) -> xr.Dataset:
     """Critical value of ``control`` over a 2-D grid.
 
     build: ``build(**{x_name: xv, y_name: yv}) -> (arch, task, prior, kappa)``, e.g. from a config
     with two fields overridden. Returns ``critical`` on dims ``(x_name, y_name)`` (``nan`` where
     the symmetric solution never loses stability in the searched range) with the search status.
+    progress: ``True``, ``False`` or a callable receiving :class:`~kernelfield.progress.ProgressEvent` s
+    (task ``"phase diagram"``, one unit per grid point).
     """
     (x_name, x_values), (y_name, y_values) = x, y
     if x_name == y_name:
         raise ValueError(f"y: the two axes must differ, both are {x_name!r}")
     critical = np.full((len(x_values), len(y_values)), np.nan)
     status = np.full(critical.shape, "", dtype=object)
-    with _progress(progress) as bar:
-        job = bar.add_task("phase diagram", total=critical.size)
+    with reporter(progress) as report:
         for i, xv in enumerate(x_values):
             for j, yv in enumerate(y_values):
                 arch, task, prior, kappa = build(**{x_name: xv, y_name: yv})
@@ -171,7 +172,7 @@ def phase_diagram(build: Callable[..., tuple[Architecture, Task, Prior, float]],
                     status[i, j] = "ok"
                 except (NoTransitionError, UserWarning) as e:
                     status[i, j] = f"{type(e).__name__}: {e}"
-                bar.advance(job)
+                report(ProgressEvent("phase diagram", i * len(y_values) + j + 1, critical.size))
     coords = {x_name: np.asarray(x_values), y_name: np.asarray(y_values)}
     data = {"critical": ((x_name, y_name), critical, {"description": f"critical {control}"}),
             "status": ((x_name, y_name), status.astype(str))}
@@ -181,14 +182,16 @@ def phase_diagram(build: Callable[..., tuple[Architecture, Task, Prior, float]],
 
 def weight_spectrum(arch: Architecture, task: Task, values: Sequence[float], widths: Sequence[int],
                     control: str = "target_scale", prior: Prior = Prior(), phi="linear", kappa: float = 0.1,
-                    sampling: dict | None = None, progress: bool = True) -> xr.Dataset:
+                    sampling: dict | None = None, progress: ProgressArg = True) -> xr.Dataset:
     """Predicted outlier eigenvalues of the recurrent matrix (of the last step's ``W`` group)
     against eigenvalues of sampled width-``N`` matrices, at each control value.
 
     Returns ``predicted_real/_imag`` (dims ``value, mode``), ``eigenvalues_real/_imag`` of the kept
     weight samples (dims ``value, N, draw, index``, padded with ``nan`` to the largest ``N``),
     ``top_modulus`` (mean over draws of the largest ``|lambda|`` of each sample) with its
-    standard error ``top_modulus_err``, and the bulk ``radius`` ``g``.
+    standard error ``top_modulus_err``, and the bulk ``radius`` ``g``. progress: ``True``, ``False`` or
+    a callable receiving :class:`~kernelfield.progress.ProgressEvent` s (task ``"weight spectrum
+    <arch>"``, one unit per solve and per sampled width).
     """
     sampling = dict(num_samples=400, num_warmup=300, num_chains=4, keep_weights=10, seed=0) | dict(sampling or {})
     values = np.asarray(values, dtype=float)
@@ -200,19 +203,19 @@ def weight_spectrum(arch: Architecture, task: Task, values: Sequence[float], wid
     predicted, spectra = [], np.full((values.size, len(widths), draws, max(widths, default=0)), np.nan + 0j)
     top = np.full((values.size, len(widths)), np.nan)
     top_err = np.full_like(top, np.nan)
-    with _progress(progress) as bar:
-        job = bar.add_task("weight spectrum", total=values.size * (1 + len(widths)))
+    total = values.size * (1 + len(widths))
+    with reporter(progress) as report:
         for i, v in enumerate(values):
             t, p, kp = _controlled(arch, task, prior, kappa, control, v)
             predicted.append(outlier_eigenvalues(solve(arch, t, prior=p, phi=phi, kappa=kp)))
-            bar.advance(job)
+            report(ProgressEvent(f"weight spectrum {arch.name}", i * (1 + len(widths)) + 1, total))
             for w, N in enumerate(widths):
                 s = sample(arch, t, N=N, prior=p, phi=phi, kappa=kp, progress=False, **sampling)
                 ev = np.linalg.eigvals(s.weights["W"][:, slot])
                 spectra[i, w, :, :N] = ev
                 m = np.abs(ev).max(axis=1)
                 top[i, w], top_err[i, w] = m.mean(), m.std(ddof=1) / np.sqrt(m.size) if m.size > 1 else np.nan
-                bar.advance(job)
+                report(ProgressEvent(f"weight spectrum {arch.name}", i * (1 + len(widths)) + w + 2, total))
     predicted = np.asarray(predicted)
     radius = values if control == "g" else np.full(values.size, prior.g)
     data = {

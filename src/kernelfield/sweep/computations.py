@@ -22,19 +22,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from .. import storage
 from ..compare import compare
 from ..config import Config
-from ..gaussian import expect_phiphi
-from ..nonlinearities import get_nonlinearity
 from ..observables import mean_coherence
 from ..sampling import sample
 from ..tasks import TASKS
-from ..theory.kernels import Problem, make_problem
 from ..theory.lazy import prior_kernel
-from ..theory.predict import predictive
 from ..theory.solver import solve
 from ..theory.stability import outlier_eigenvalues, stability
 
-__all__ = ["COMPUTATIONS", "Computation", "PointContext", "PredictiveErrorOptions", "compute_point", "lazy_centred",
-           "now", "register_computation"]
+__all__ = ["COMPUTATIONS", "Computation", "PointContext", "PredictiveErrorOptions", "compute_point", "now",
+           "register_computation"]
 
 
 class PointContext:
@@ -133,24 +129,10 @@ def _solve(point: PointContext, options) -> dict:
 def _lazy(point: PointContext, options) -> dict:
     """Lazy (NNGP) prior kernel C_lazy (kf.prior_kernel) and its predictive mean, any phi."""
     cfg = point.config
-    prob = make_problem(point.arch, point.task, point.prior, cfg.theory.kappa)
-    C = prior_kernel(point.arch, point.task, point.prior, cfg.theory.phi)
-    point.add_kernel("lazy", C, lazy_centred(prob, C, cfg.theory.phi))
-    point.add_prediction("lazy", predictive(prob, C).mean)
+    lazy = prior_kernel(point.arch, point.task, point.prior, cfg.theory.phi, cfg.theory.kappa)
+    point.add_kernel("lazy", lazy.C, lazy.C_centred)
+    point.add_prediction("lazy", lazy.predict().mean)
     return {}
-
-
-def lazy_centred(prob: Problem, C: np.ndarray, phi) -> np.ndarray:
-    """Lazy kernel of the centred features, ``C - m mᵀ`` with ``m_i = <φ(h_i)>`` over the prior
-    preactivations ``h ~ N(0, K(C))`` (THEORY.md §4); ``C`` itself for odd ``phi`` (``m = 0``).
-
-    ``m_i m_j = E[φ(h) φ(h')]`` for independent ``h ~ N(0, K_ii)``, ``h' ~ N(0, K_jj)``: the
-    feature kernel (closed form where ``phi`` has one) of the covariance ``diag(v) ⊕ diag(v)``,
-    ``v = diag K(C)``, in its off-diagonal block."""
-    if get_nonlinearity(phi).odd:
-        return C
-    independent = np.diag(np.tile(np.diagonal(prob.K(C)), 2))
-    return C - np.asarray(expect_phiphi(independent, phi))[:prob.n, prob.n:]
 
 
 @register_computation("sample")

@@ -48,7 +48,7 @@ import time
 import warnings
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import scipy.linalg
@@ -76,7 +76,7 @@ from .lowrank import FactoredInnovation
 from .particles import ParticleSettings, maximise_particles, time_symmetric_mask
 from .predict import Prediction, predictive
 
-__all__ = ["solve", "predict", "Solution", "Branch", "ConvergenceWarning", "broken_start", "broken_factor"]
+__all__ = ["solve", "predict", "assemble", "Solution", "Branch", "ConvergenceWarning", "broken_start", "broken_factor"]
 
 
 class ConvergenceWarning(UserWarning):
@@ -112,6 +112,11 @@ class Branch:
     @property
     def residual(self) -> float:
         return max(self.residual_forward, self.residual_backward)
+
+    @property
+    def C_centred(self) -> np.ndarray:
+        """Kernel of the centred features ``C - <φ><φ>ᵀ`` (THEORY.md §4; equal to ``C`` for odd ``phi``)."""
+        return self.C if self.phi_mean is None else self.C - np.outer(self.phi_mean, self.phi_mean)
 
 
 def _newton_direction(lay, x: Point, d: Derivatives, g, max_cg: int, eta: float):
@@ -395,11 +400,7 @@ class Solution:
 
     residual = property(lambda self: self.best.residual, doc="max of the two stationarity residuals")
 
-    @property
-    def C_centred(self) -> np.ndarray:
-        """Kernel of the centred features ``C - <φ><φ>ᵀ`` (THEORY.md §4; equal to ``C`` for odd ``phi``)."""
-        m = self.best.phi_mean
-        return self.C if m is None else self.C - np.outer(m, m)
+    C_centred = property(lambda self: self.best.C_centred, doc="centred kernel ``C - <φ><φ>ᵀ`` (dominant branch)")
 
     def predict(self, N: int | None = None) -> Prediction:
         """Posterior predictive at every ``(a, t)``; see :func:`kernelfield.theory.predict.predictive`."""
@@ -464,10 +465,9 @@ def solve(
     model = as_model(arch, task, prior, phi, kappa)
     started = time.perf_counter()
     plan = _plan(model, method, tol, max_iter, inner, num_particles, mc_tol, seed, progress)
-    branches = _distinct_branches(_run_starts(plan, init), plan.problem.T, plan.problem.P)
-    sol = Solution(model, branches, plan.problem, time.perf_counter() - started)
-    _warn_unconverged(sol, plan, tol)
-    return sol
+    found = _run_starts(plan, init)
+    return assemble(model, found, plan.problem, tol=tol, method=plan.method, max_iter=plan.max_iter,
+                    seconds=time.perf_counter() - started)
 
 
 def _plan(model: Model, method: str, tol, max_iter, inner, num_particles, mc_tol, seed, progress) -> _Plan:
@@ -531,36 +531,40 @@ def _run_starts(plan: _Plan, init) -> list[Branch]:
     return [run(C0, init="user")]
 
 
-def _distinct_branches(found: list[Branch], T: int, P: int) -> tuple[Branch, ...]:
-    """The distinct branches (up to ``W -> -W``) by decreasing ``S``; a branch keeps the label of
-    the first start that found it."""
+def assemble(model: Model, found: Sequence[Branch], problem: Problem, *, tol: float, method: str, max_iter: int,
+             seconds: float = 0.0) -> Solution:
+    """The :class:`Solution` from the branches the starts of :func:`solve` found (``method``
+    ``"exact"`` or ``"particles"``, with ``tol`` and ``max_iter``): the distinct ones (up to
+    ``W -> -W``; a branch keeps the label of the first start that found it) by decreasing ``S``,
+    with a :class:`ConvergenceWarning` when a start did not converge."""
     branches: list[Branch] = []
     for b in found:
-        if not any(_same_branch(b, other, T, P) for other in branches):
+        if not any(_same_branch(b, other, problem.T, problem.P) for other in branches):
             branches.append(b)
-    branches.sort(key=lambda b: -b.S)
-    return tuple(branches)
+    sol = Solution(model, tuple(sorted(branches, key=lambda b: -b.S)), problem, seconds)
+    _warn_unconverged(sol, method, max_iter, tol)
+    return sol
 
 
-def _warn_unconverged(sol: Solution, plan: _Plan, tol: float) -> None:
+def _warn_unconverged(sol: Solution, method: str, max_iter: int, tol: float) -> None:
     """A :class:`ConvergenceWarning` when the dominant branch, or any other start, did not converge."""
     if not sol.best.converged:
         warnings.warn(
             f"solve: did not converge (residual {sol.residual:.2e} > tol {tol:.1e}) after "
-            f"{sol.best.iterations} {'Newton steps' if plan.method == 'exact' else 'particle iterations'} "
-            f"(max_iter={plan.max_iter}); check sol.converged / sol.residual",
+            f"{sol.best.iterations} {'Newton steps' if method == 'exact' else 'particle iterations'} "
+            f"(max_iter={max_iter}); check sol.converged / sol.residual",
             ConvergenceWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
     elif not sol.converged:
         failed = ", ".join(f"the {b.init!r} start (residual {b.residual:.2e}, S {b.S:.4g}, {b.iterations} iterations)"
                            for b in sol.branches if not b.converged)
         warnings.warn(
-            f"solve: the dominant branch converged but {failed} did not (max_iter={plan.max_iter}): that "
+            f"solve: the dominant branch converged but {failed} did not (max_iter={max_iter}): that "
             "branch's action is unknown, so a branch with larger S may exist and sol.converged is "
             "False; raise max_iter or solve that start alone (init=...)",
             ConvergenceWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
 
 
