@@ -1,4 +1,4 @@
-"""Cost and Monte Carlo error of the tilted expectations (kernelfield.tilted, THEORY.md §3).
+"""Cost and Monte Carlo error of the tilted expectations (kernelfield.finite.tilted, THEORY.md §3).
 
 For n in ``--sizes`` (random K with eigenvalues O(1), random symmetric Ct scaled so that
 2·||Ct||·||K|| = ``--tilt``) and phi in ``--phis`` this measures the warm time (second call, the
@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 import kernelfield as kf  # noqa: F401  (enables float64)
-from kernelfield.tilted import tilted_moments
+from kernelfield.finite.tilted import tilted_moments
 
 
 def problem(n: int, tilt: float, seed: int = 0):

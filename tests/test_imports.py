@@ -79,7 +79,7 @@ def test_cycle_finder_finds_a_cycle_and_accepts_a_chain():
 def test_resolve_names_submodules_and_the_package():
     graph = import_graph()
     assert "kernelfield.theory.solver" in graph["kernelfield.theory.stability"]
-    assert "kernelfield.symmetry" in graph["kernelfield.sampling"]
+    assert "kernelfield.symmetry" in graph["kernelfield.finite.sampling"]
     assert "kernelfield.theory.lazy" in graph["kernelfield"]
 
 

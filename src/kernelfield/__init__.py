@@ -12,8 +12,8 @@ from .model import Model  # noqa: E402
 from .theory.lazy import LazyKernel, prior_kernel  # noqa: E402
 from .theory.predict import Prediction  # noqa: E402
 from .theory.solver import Branch, ConvergenceWarning, Solution, predict, solve  # noqa: E402
-from .sampling import Samples, sample  # noqa: E402
-from .training import Trained, train  # noqa: E402
+from .finite.sampling import Samples, sample  # noqa: E402
+from .finite.training import Trained, train  # noqa: E402
 from .compare import Comparison, compare  # noqa: E402
 from .storage import load, save, to_xarray  # noqa: E402
 from .observables import coherence_by_lag, temporal_coherence  # noqa: E402

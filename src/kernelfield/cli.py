@@ -29,7 +29,7 @@ from .experiments.generalization import learning_curves
 from .observables import mean_coherence
 from .progress import RichBars
 from .report import write_report
-from .sampling import sample as sample_posterior
+from .finite.sampling import sample as sample_posterior
 from .spec import Architecture
 from .theory.solver import solve as solve_theory
 

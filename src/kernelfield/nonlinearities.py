@@ -1,6 +1,6 @@
 """Registry of single-neuron nonlinearities ``phi``.
 
-Every nonlinearity can be used by the finite-width networks (:mod:`kernelfield.networks`), the
+Every nonlinearity can be used by the finite-width networks (:mod:`kernelfield.finite.networks`), the
 lazy kernel and the feature-learning solver (linear exactly, any other by particles).
 New nonlinearities plug in with :func:`register`. Gaussian expectations
 (:mod:`kernelfield.gaussian`) use the optional closed forms ``expect_phiphi`` / ``expect_dphi``

@@ -63,12 +63,12 @@ import xarray as xr
 from ._version import __version__
 from .compare import Comparison
 from .model import Model
-from .sampling import Samples
+from .finite.sampling import Samples
 from .spec import Architecture, Prior, Task
 from .theory.kernels import make_problem
 from .theory.lazy import LazyKernel
 from .theory.solver import Branch, Solution
-from .training import Trained
+from .finite.training import Trained
 
 __all__ = [
     "to_xarray",
@@ -248,7 +248,7 @@ _SAMPLER_SETTINGS = ("num_samples", "num_warmup", "num_chains", "num_integration
 
 
 def samples_to_dataset(samples) -> xr.Dataset:
-    """Dataset of :class:`~kernelfield.sampling.Samples` (see the module docstring for the layout)."""
+    """Dataset of :class:`~kernelfield.finite.sampling.Samples` (see the module docstring for the layout)."""
     task = samples.task
     T, P, D = task.T, task.P, task.D
     kdims = KERNEL_DIMS

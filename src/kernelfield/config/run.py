@@ -312,7 +312,7 @@ class Config(Section):
         return parse_config(data, source="override " + ", ".join(f"{k}={v}" for k, v in fields.items()))
 
     def sample_kwargs(self) -> dict:
-        """Keyword arguments for :func:`kernelfield.sampling.sample`."""
+        """Keyword arguments for :func:`kernelfield.finite.sampling.sample`."""
         return dict(arch=self.build_architecture(), task=self.build_task(), prior=self.build_prior(),
                     phi=self.theory.phi, kappa=self.theory.kappa, **self.sampling.model_dump())
 

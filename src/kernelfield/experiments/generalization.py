@@ -11,7 +11,7 @@ measures this, for every architecture, supervision schedule and number of traini
 * ``lazy`` — the same predictor with the prior (NNGP) kernel (:func:`kernelfield.prior_kernel`);
 * ``sampled`` — width-``N`` networks sampled from the posterior (:func:`kernelfield.sample`);
 * ``langevin`` — width-``N`` networks trained by Langevin gradient descent
-  (:func:`kernelfield.training.train`).
+  (:func:`kernelfield.finite.training.train`).
 
 Protocol. For repeat ``r`` a pool of ``max(P) + P_test`` sequences is drawn (generator seed
 ``seed + r``, or a seeded shuffle of a pool you supply). The last ``P_test`` sequences are the
@@ -55,14 +55,14 @@ import xarray as xr
 
 from ..nonlinearities import get_nonlinearity
 from ..progress import ProgressArg, ProgressCallback, ProgressEvent, reporter
-from ..sampling import sample
+from ..finite.sampling import sample
 from ..schedules import Schedule, all_steps
 from ..spec import Architecture, Prior, Task
 from ..storage import provenance
 from ..tasks import TASKS, LabelledTask
 from ..theory.lazy import prior_kernel
 from ..theory.solver import solve
-from ..training import train
+from ..finite.training import train
 
 __all__ = ["architecture", "learning_curves", "METHODS", "evaluate"]
 
@@ -194,7 +194,7 @@ def learning_curves(
     more :class:`~kernelfield.schedules.Schedule` (default: every step the task defines),
     applied on top of the generator's own targets. methods: any of :data:`METHODS`; ``sampled``
     uses ``sampling`` (keyword arguments of :func:`kernelfield.sample`) and ``langevin`` uses
-    ``langevin`` (of :func:`kernelfield.training.train`), each optionally with ``"P"``: the subset
+    ``langevin`` (of :func:`kernelfield.finite.training.train`), each optionally with ``"P"``: the subset
     of ``P`` at which to run the networks (they are slow). solve_kwargs: extra arguments of
     :func:`kernelfield.solve` (``tol``, ``init``, ...). progress: ``True`` (a rich progress bar),
     ``False`` or a callable receiving :class:`~kernelfield.progress.ProgressEvent` s (task

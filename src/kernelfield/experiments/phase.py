@@ -15,7 +15,7 @@ import xarray as xr
 
 from ..observables import coherence_by_lag, mean_coherence, temporal_coherence
 from ..progress import ProgressArg, ProgressEvent, reporter
-from ..sampling import sample
+from ..finite.sampling import sample
 from ..spec import Architecture, Prior, Task
 from ..storage import provenance
 from ..theory.kernels import make_problem

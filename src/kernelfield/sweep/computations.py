@@ -23,7 +23,7 @@ from .. import storage
 from ..compare import compare
 from ..config import Config
 from ..observables import mean_coherence
-from ..sampling import sample
+from ..finite.sampling import sample
 from ..tasks import TASKS
 from ..theory.lazy import prior_kernel
 from ..theory.solver import solve

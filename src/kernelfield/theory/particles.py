@@ -34,7 +34,7 @@ RNN's broken branch at n = 128 relaxes over ~10⁵ iterations); then window mean
 until the largest entrywise standard error of ``C`` (batch means, relative to
 ``sqrt(C_ii C_jj)``) is below ``mc_tol`` and neither a Geweke test nor the trend test finds a
 drift over the averaging window. The result is checked by an independent sampler
-(:func:`kernelfield.tilted.tilted_moments`, ChEES-HMC chains at the final fields): the
+(:func:`kernelfield.finite.tilted.tilted_moments`, ChEES-HMC chains at the final fields): the
 forward residual compares ``C`` with ``<φφᵀ>_q``, the backward one ``<hhᵀ>`` with the
 ``Σ`` that built ``Ct``, and ``log Z`` by thermodynamic integration gives
 ``Gamma = tr(Ct C) - log Z(Ct; K(C))``, the inner objective at the backward field (exact to
@@ -67,7 +67,7 @@ from jax.scipy.linalg import cho_solve, solve_triangular
 
 from ..nonlinearities import Nonlinearity
 from ..progress import ProgressEvent, reporter
-from ..tilted import tilted_moments
+from ..finite.tilted import tilted_moments
 from .action import data_fit
 from .kernels import Problem, shift, shift_adjoint
 from .particle_control import (ControlState, Decision, ParticleSettings, WindowSummary, averaged_windows, block_traces,

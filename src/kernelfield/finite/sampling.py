@@ -1,7 +1,7 @@
 """Finite-width ground truth (THEORY.md §5): HMC samples of the posterior of §2 at width ``N``.
 
 The sampler is BlackJAX's HMC on the standardised weights ``z`` (all entries ``N(0, 1)`` under
-the prior, :mod:`kernelfield.networks`), so one step size fits every family. Each chain starts
+the prior, :mod:`kernelfield.finite.networks`), so one step size fits every family. Each chain starts
 from its own prior draw and runs its **own** Stan-style warm-up (:func:`blackjax.window_adaptation`:
 dual-averaging step size and diagonal inverse mass matrix), vmapped over chains; independent
 warm-ups keep chains that settle in different modes (e.g. the two signs of the ``W -> -W``
@@ -26,13 +26,13 @@ from blackjax.adaptation.base import get_filter_adapt_info_fn
 from blackjax.diagnostics import effective_sample_size
 
 from . import networks
-from .model import Model, as_model
-from .nonlinearities import Nonlinearity
-from .progress import ProgressArg, ProgressCallback, ProgressEvent, reporter
-from .spec import FAMILIES, Architecture, Prior, Task
-from .symmetry import align_to_first, output_parity, parity_flip
-from .theory.predict import Prediction
-from .validation import integer, nonnegative_int, positive_int
+from ..model import Model, as_model
+from ..nonlinearities import Nonlinearity
+from ..progress import ProgressArg, ProgressCallback, ProgressEvent, reporter
+from ..spec import FAMILIES, Architecture, Prior, Task
+from ..symmetry import align_to_first, output_parity, parity_flip
+from ..theory.predict import Prediction
+from ..validation import integer, nonnegative_int, positive_int
 
 __all__ = ["sample", "Samples"]
 

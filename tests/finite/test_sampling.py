@@ -4,10 +4,10 @@ import jax
 import numpy as np
 import pytest
 
-from kernelfield import networks
+from kernelfield.finite import networks
 from kernelfield.nonlinearities import available
 from kernelfield.observables import mean_coherence
-from kernelfield.sampling import Samples, sample
+from kernelfield.finite.sampling import Samples, sample
 from kernelfield.spec import FAMILIES, Architecture, Prior, Task
 from kernelfield.symmetry import align_to_first, parity_flip
 from kernelfield.tasks import endpoint_patterns

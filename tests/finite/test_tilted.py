@@ -10,7 +10,7 @@ import pytest
 
 import kernelfield as kf
 from kernelfield.gaussian import expect_phiphi
-from kernelfield.tilted import tilted_moments
+from kernelfield.finite.tilted import tilted_moments
 
 Z_MAX = 4.5
 

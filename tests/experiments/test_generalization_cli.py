@@ -18,7 +18,7 @@ from kernelfield.config import ConfigError, load_generalization_config, parse_ge
 from kernelfield.experiments.generalization import learning_curves
 from figure_checks import assert_png
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples" / "generalization").glob("*.toml"))
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples" / "generalization").glob("*.toml"))
 runner = CliRunner()
 
 LAZY = """

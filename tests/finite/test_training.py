@@ -1,4 +1,4 @@
-"""Langevin training (kernelfield.training): the optimiser is the unadjusted Langevin algorithm,
+"""Langevin training (kernelfield.finite.training): the optimiser is the unadjusted Langevin algorithm,
 and the trainer's bookkeeping (shapes, seeds, validation)."""
 
 import jax
@@ -8,7 +8,7 @@ import optax
 import pytest
 
 import kernelfield as kf
-from kernelfield.training import langevin_optimizer
+from kernelfield.finite.training import langevin_optimizer
 
 
 def test_optimizer_samples_the_gaussian_posterior():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import kernelfield as kf
-from kernelfield import networks
+from kernelfield.finite import networks
 from kernelfield.theory.kernels import make_problem
 
 T, P, D = 3, 3, 4

@@ -26,8 +26,8 @@ import numpy as np
 import optax
 from blackjax.diagnostics import effective_sample_size
 
-from .nonlinearities import get_nonlinearity
-from .validation import integer
+from ..nonlinearities import get_nonlinearity
+from ..validation import integer
 
 __all__ = ["TiltedMoments", "tilted_moments"]
 

@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .nonlinearities import Nonlinearity, get_nonlinearity
-from .spec import FAMILIES, Architecture, Prior
+from ..nonlinearities import Nonlinearity, get_nonlinearity
+from ..spec import FAMILIES, Architecture, Prior
 
 __all__ = [
     "group_index",

@@ -8,7 +8,7 @@ import pytest
 import kernelfield as kf
 from kernelfield.config import ConfigError, load_config, parse_config
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 EXAMPLE_CONFIGS = sorted(EXAMPLES.glob("*.toml"))
 
 

@@ -1,13 +1,13 @@
 """Langevin training: gradient descent with weight decay and gradient noise at the same
 temperature, whose stationary distribution is the posterior of THEORY.md §2.
 
-The network is the width-``N`` network of :mod:`kernelfield.networks` in the muP conventions
+The network is the width-``N`` network of :mod:`kernelfield.finite.networks` in the muP conventions
 (readout ``v·phi(h)/N``), trained on the *standardised* weights ``z`` (every entry ``N(0, 1)``
 under the prior, natural units ``W = g/√N z_W`` etc.). The posterior is
 
     p(z | data) ∝ exp(-U(z)),   U(z) = |z|²/2 + (N / 2κ) Σ_{(a,t) ∈ S} (f_a(t) - y_a(t))²
 
-(:func:`kernelfield.networks.log_posterior` is ``-U``): the squared loss at temperature
+(:func:`kernelfield.finite.networks.log_posterior` is ``-U``): the squared loss at temperature
 ``κ/N`` with weight decay equal to the prior precision (in ``z`` coordinates a decay of 1).
 The update is the unadjusted Langevin algorithm (Euler–Maruyama) with step size ``η``:
 
@@ -46,13 +46,13 @@ import numpy as np
 import optax
 
 from . import networks
-from .model import Model, as_model
-from .nonlinearities import Nonlinearity
-from .progress import ProgressArg, ProgressCallback, ProgressEvent, reporter
-from .spec import Architecture, Prior, Task
-from .symmetry import align_to_first, parity_flip
-from .theory.predict import Prediction
-from .validation import nonnegative_int, positive_int, real_in
+from ..model import Model, as_model
+from ..nonlinearities import Nonlinearity
+from ..progress import ProgressArg, ProgressCallback, ProgressEvent, reporter
+from ..spec import Architecture, Prior, Task
+from ..symmetry import align_to_first, parity_flip
+from ..theory.predict import Prediction
+from ..validation import nonnegative_int, positive_int, real_in
 
 __all__ = ["train", "Trained", "langevin_optimizer", "gaussian_noise"]
 
