@@ -15,8 +15,7 @@ a lower bound on ``S`` (the Gaussians are a subset of all laws), equal to it for
 
 Coordinates, as the exact solver's: the innovation ``D = Sigma - K(G_φ(Sigma))``. Block
 ``(t, s)`` of ``K`` needs ``C`` at ``(t-1, s-1)``, i.e. ``Sigma`` at earlier times only, so
-``Sigma(D)`` is ``T - 1`` forward iterations of ``Sigma <- K(G_φ(Sigma)) + D`` from
-``K_in + D`` (exact, as :func:`.lazy.lazy_kernel`), and ``D = 0`` is the prior (lazy)
+``Sigma(D)`` follows from one causal sweep over time, and ``D = 0`` is the prior (lazy)
 preactivation kernel. ``D`` is restricted to the blocks reachable from the start
 (:func:`.kernels.invariant_components`), so a DNN's ``Sigma`` stays time-block diagonal.
 
@@ -32,7 +31,7 @@ solver's two residuals).
 
 from __future__ import annotations
 
-from functools import partial
+from functools import lru_cache, partial
 from typing import NamedTuple
 
 import jax
@@ -40,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import cho_solve, solve_triangular
 
-from ..gaussian import DEFAULT_ORDER, expect_phiphi, gauss_hermite
+from ..gaussian import DEFAULT_ORDER, gauss_hermite
 from ..nonlinearities import Nonlinearity
 from .branch import Branch
 from .kernels import Problem, invariant_components, sym
@@ -56,7 +55,7 @@ def check_gaussian_map(nl: Nonlinearity, order: int = DEFAULT_ORDER) -> None:
     Gauss–Hermite quadrature of ``phi``) is jax-differentiable and finite at a test covariance."""
     K = jnp.array([[1.0, 0.3], [0.3, 0.8]])
     try:
-        value, tangent = jax.jvp(lambda X: expect_phiphi(X, nl, order), (K,), (jnp.eye(2),))
+        value, tangent = jax.jvp(lambda X: _gaussian_map(nl, order, X), (K,), (jnp.ones((2, 2)),))
         ok = bool(np.all(np.isfinite(np.asarray(value))) and np.all(np.isfinite(np.asarray(tangent))))
     except Exception:  # any failure to trace or differentiate phi means: no Gaussian map
         ok = False
@@ -65,15 +64,67 @@ def check_gaussian_map(nl: Nonlinearity, order: int = DEFAULT_ORDER) -> None:
                          "(a jax-traceable phi or a closed-form expect_phiphi); use method='particles'")
 
 
+@lru_cache(maxsize=None)
+def _closed_form_diagonal(nl: Nonlinearity) -> bool:
+    """Whether ``phi``'s closed form is differentiable at perfect correlation (erf, linear; not
+    ReLU's arc-cosine kernel, whose square root has an infinite derivative there)."""
+    if nl.expect_phiphi is None:
+        return False
+    v = jnp.ones(())
+    tangent = jax.jvp(lambda x: nl.expect_phiphi(x, x, x), (v,), (v,))[1]
+    return bool(np.isfinite(np.asarray(tangent)))
+
+
+def _second_moment(fn, d, order: int):
+    """``E[φ(h)²]``, ``h ~ N(0, d)``, by 1-D Gauss–Hermite quadrature (exact for ReLU and linear)."""
+    x, w = gauss_hermite(order)
+    return fn(jnp.sqrt(jnp.maximum(d, 0.0))[:, None] * x) ** 2 @ w
+
+
+def _pair_quadrature(fn, d, off, order: int):
+    """``E[φ(h_i)φ(h_j)]`` off the diagonal by 2-D Gauss–Hermite quadrature (as
+    :func:`kernelfield.gaussian.quadrature_2d`), the covariance of each pair being
+    ``[[d_i, off_ij], [off_ij, d_j]]``; the scan over nodes is rematerialised in the gradient."""
+    x, w = (jnp.asarray(a) for a in gauss_hermite(order))
+    L11 = jnp.sqrt(jnp.maximum(d, 0.0))[:, None]
+    L21 = off / L11
+    L22 = jnp.sqrt(jnp.maximum(d[None, :] - L21**2, 0.0))
+
+    @jax.checkpoint
+    def outer(acc, xw):
+        xk, wk = xw
+        h2 = (L21 * xk)[..., None] + L22[..., None] * x
+        return acc + wk * fn(L11 * xk) * (fn(h2) @ w), None
+
+    return jax.lax.scan(outer, jnp.zeros_like(off), (x, w))[0]
+
+
 def _gaussian_map(nl: Nonlinearity, order: int, Sigma):
-    return expect_phiphi(Sigma, nl, order)
+    """``G_φ(Sigma) = <φφᵀ>_{N(0, Sigma)}`` with derivatives finite on the diagonal: off the
+    diagonal the closed form or 2-D quadrature of each pair (evaluated at zero correlation on
+    the diagonal, where it is discarded), on it the closed form where that is differentiable
+    there, 1-D quadrature of ``φ²`` otherwise."""
+    d = jnp.diagonal(Sigma)
+    eye = jnp.eye(Sigma.shape[0])
+    off = Sigma * (1.0 - eye)
+    if nl.expect_phiphi is not None:
+        E = nl.expect_phiphi(d[:, None], d[None, :], off)
+    else:
+        E = _pair_quadrature(nl.fn, d, off, order)
+    diagonal = nl.expect_phiphi(d, d, d) if _closed_form_diagonal(nl) else _second_moment(nl.fn, d, order)
+    E = E * (1.0 - eye) + jnp.diag(diagonal)
+    return 0.5 * (E + E.T)
 
 
 def _preactivation_kernel(prob: Problem, nl: Nonlinearity, order: int, D):
-    """``Sigma(D)``: ``T - 1`` forward iterations of ``Sigma <- K(G_φ(Sigma)) + D`` from ``K_in + D``."""
+    """``Sigma(D)``, one causal sweep: ``Sigma = K(C) + D`` where step ``t`` needs ``C`` only on
+    the steps before ``t``, the leading ``tP × tP`` block of ``G_φ(Sigma)``, final once the steps
+    before ``t`` are (only final, hence valid, entries enter ``G_φ``)."""
+    P, n = prob.P, prob.n
     Sigma = prob.K_in + D
-    for _ in range(prob.T - 1):
-        Sigma = prob.K(_gaussian_map(nl, order, Sigma)) + D
+    for t in range(1, prob.T):
+        C = jnp.zeros((n, n)).at[: t * P, : t * P].set(_gaussian_map(nl, order, Sigma[: t * P, : t * P]))
+        Sigma = prob.K(C) + D
     return 0.5 * (Sigma + Sigma.T)
 
 
