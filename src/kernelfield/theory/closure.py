@@ -45,7 +45,8 @@ from .branch import Branch
 from .kernels import Problem, invariant_components, sym
 from .lazy import feature_mean_outer
 
-__all__ = ["check_gaussian_map", "closure_action", "ClosurePoint", "closure_point", "maximise_closure", "closure_branch"]
+__all__ = ["check_gaussian_map", "closure_action", "ClosurePoint", "closure_point", "maximise_closure", "closure_branch",
+           "ClosureObjective", "free_mask"]
 
 NOTE = "Gaussian closure: approximation, S is a lower bound"
 
@@ -70,9 +71,10 @@ def _closed_form_diagonal(nl: Nonlinearity) -> bool:
     ReLU's arc-cosine kernel, whose square root has an infinite derivative there)."""
     if nl.expect_phiphi is None:
         return False
-    v = jnp.ones(())
-    tangent = jax.jvp(lambda x: nl.expect_phiphi(x, x, x), (v,), (v,))[1]
-    return bool(np.isfinite(np.asarray(tangent)))
+    with jax.ensure_compile_time_eval():  # decided while tracing: concrete values
+        v = jnp.ones(())
+        tangent = jax.jvp(lambda x: nl.expect_phiphi(x, x, x), (v,), (v,))[1]
+        return bool(np.isfinite(np.asarray(tangent)))
 
 
 def _second_moment(fn, d, order: int):
@@ -217,8 +219,15 @@ def _residuals(point: ClosurePoint, mask: np.ndarray) -> tuple[float, float]:
     return float(np.linalg.norm(Sigma - Linv.T @ Linv) / norm), backward
 
 
-class _Objective:
-    """``F``, its gradient and Hessian-vector products in the innovation on the free blocks."""
+def free_mask(prob: Problem, Sigma0) -> np.ndarray:
+    """0/1 ``(n, n)`` mask of the blocks reachable from ``Sigma0`` (:func:`.kernels.invariant_components`)."""
+    labels = np.repeat(invariant_components(prob, np.asarray(Sigma0)), prob.P)
+    return (labels[:, None] == labels[None, :]).astype(np.float64)
+
+
+class ClosureObjective:
+    """``F(D) = -S_G`` (NaN where undefined), its gradient and Hessian-vector products in the
+    innovation ``D`` on the free blocks ``mask`` (a symmetric 0/1 ``(n, n)`` mask)."""
 
     def __init__(self, prob: Problem, nl: Nonlinearity, mask: np.ndarray, order: int):
         self.prob, self.nl, self.mask, self.order = prob, nl, mask, order
@@ -238,7 +247,7 @@ class _Objective:
         return closure_point(self.prob, self.mask, D, nl=self.nl, order=self.order)
 
 
-def _newton_direction(f: _Objective, D, K, g, max_cg: int, eta: float):
+def _newton_direction(f: ClosureObjective, D, K, g, max_cg: int, eta: float):
     """Truncated Newton direction: conjugate gradients on ``H p = -g`` preconditioned with
     ``R ↦ K R K``, stopped once the preconditioned residual fell by ``eta``, after ``max_cg``
     iterations, or at negative curvature (then the last iterate, or the preconditioned gradient
@@ -265,7 +274,7 @@ def _newton_direction(f: _Objective, D, K, g, max_cg: int, eta: float):
     return p
 
 
-def _line_search(f: _Objective, D, F: float, g, p):
+def _line_search(f: ClosureObjective, D, F: float, g, p):
     """Backtracking from the full step until Armijo's condition holds where ``F`` is defined
     (``Sigma``, ``K``, ``G_S + κI`` positive definite); ``None`` if no step length is accepted."""
     slope = float(np.vdot(g, p))
@@ -298,10 +307,9 @@ def maximise_closure(prob: Problem, nl: Nonlinearity, Sigma0, tol: float, max_it
     solved to the relative accuracy ``min(0.1, √residual)``; stopped once both residuals are below
     ``tol`` or when the line search finds no decrease."""
     Sigma0 = sym(np.asarray(Sigma0, dtype=np.float64))
-    labels = np.repeat(invariant_components(prob, Sigma0), prob.P)
-    mask = (labels[:, None] == labels[None, :]).astype(np.float64)
+    mask = free_mask(prob, Sigma0)
     Sigma0 = Sigma0 * mask
-    f = _Objective(prob, nl, mask, order)
+    f = ClosureObjective(prob, nl, mask, order)
     D = sym((Sigma0 - np.asarray(prob.K(_gaussian_map(nl, order, Sigma0)))) * mask)
     F, g = f.value_and_gradient(D)
     if not np.isfinite(F):

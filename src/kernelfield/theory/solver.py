@@ -454,6 +454,8 @@ def _plan(model: Model, method: str, tol, max_iter, inner, num_particles, mc_tol
         method = "exact" if nl.name == "linear" else "particles"
     if method == "exact" and nl.name != "linear":
         raise ValueError(f"method: 'exact' needs phi = 'linear' (closed-form Gamma); use 'particles' for {nl.name!r}")
+    if method == "gaussian":
+        check_gaussian_map(nl)
     tol = positive_real("tol", tol)
     max_iter = positive_int("max_iter", 5000 if max_iter is None else max_iter)
     inner = positive_int("inner", inner)
@@ -463,7 +465,6 @@ def _plan(model: Model, method: str, tol, max_iter, inner, num_particles, mc_tol
     if method == "exact":
         run = partial(_maximise, prob, tol=tol, max_iter=max_iter, inner=inner)
     elif method == "gaussian":
-        check_gaussian_map(nl)
         run = partial(closure_branch, prob, nl, tol=tol, max_iter=max_iter, inner=inner)
         C_prior = np.asarray(prob.K(C_prior))  # the closure starts from Sigma = K(C_lazy)
     else:
