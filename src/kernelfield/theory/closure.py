@@ -120,13 +120,19 @@ def _gaussian_map(nl: Nonlinearity, order: int, Sigma):
 
 def _preactivation_kernel(prob: Problem, nl: Nonlinearity, order: int, D):
     """``Sigma(D)``, one causal sweep: ``Sigma = K(C) + D`` where step ``t`` needs ``C`` only on
-    the steps before ``t``, the leading ``tP × tP`` block of ``G_φ(Sigma)``, final once the steps
-    before ``t`` are (only final, hence valid, entries enter ``G_φ``)."""
-    P, n = prob.P, prob.n
-    Sigma = prob.K_in + D
-    for t in range(1, prob.T):
-        C = jnp.zeros((n, n)).at[: t * P, : t * P].set(_gaussian_map(nl, order, Sigma[: t * P, : t * P]))
-        Sigma = prob.K(C) + D
+    the entries of ``Sigma`` whose later time is before ``t``, final by then. Entries not yet
+    final are replaced by the identity before ``G_φ`` (so only valid covariances, with finite
+    derivatives, enter it) and their features by 0; a scan over ``t``."""
+    time_of = np.arange(prob.n) // prob.P
+    later = np.maximum(time_of[:, None], time_of[None, :])
+    eye = jnp.eye(prob.n)
+
+    def step(Sigma, t):
+        final = later < t
+        C = jnp.where(final, _gaussian_map(nl, order, jnp.where(final, Sigma, eye)), 0.0)
+        return prob.K(C) + D, None
+
+    Sigma, _ = jax.lax.scan(step, prob.K_in + D, jnp.arange(1, prob.T))
     return 0.5 * (Sigma + Sigma.T)
 
 
