@@ -37,7 +37,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.linalg import cho_solve, solve_triangular
+from jax.scipy.linalg import solve_triangular
 
 from ..gaussian import DEFAULT_ORDER, gauss_hermite
 from ..nonlinearities import Nonlinearity
