@@ -19,7 +19,9 @@ and per branch (dim ``branch``, sorted by decreasing ``S``): ``branch_C``, ``bra
 ``branch_residual_forward``, ``branch_residual_backward``, ``branch_iterations`` and, for the
 particle solver's Monte Carlo estimates, ``branch_C_err``, ``branch_S_err``, ``branch_mc_error``,
 ``branch_phi_mean`` ``(branch, t, a)`` (NaN where not applicable).
-Attrs ``S``, ``converged``, ``residual``, ``seconds``.
+Attrs ``S``, ``converged``, ``residual``, ``seconds``, ``method`` (the solver; for the Gaussian
+closure also ``note``: "Gaussian closure: approximation, S is a lower bound"; ``Sigma`` is not
+stored).
 
 Samples (:func:`samples_to_dataset`): ``C`` (= ``C_mean``), ``C_sem``, ``C_centred``, the per-chain
 ``C_chains`` and ``C_centred_chains`` ``(chain, t, a, t2, a2)``, ``f_mean``/``f_var`` ``(a, t)``, and the kept weight samples as
@@ -66,6 +68,7 @@ from .model import Model
 from .finite.sampling import Samples
 from .spec import Architecture, Prior, Task
 from .theory.kernels import make_problem
+from .theory.closure import NOTE as CLOSURE_NOTE
 from .theory.lazy import LazyKernel
 from .theory.solver import Branch, Solution
 from .finite.training import Trained
@@ -240,7 +243,10 @@ def solution_to_dataset(sol) -> xr.Dataset:
         residual=float(sol.residual),
         seconds=float(sol.seconds),
         best_branch=int(np.argmax([b.S for b in branches])),
+        method=str(sol.method),
     )
+    if sol.method == "gaussian":
+        attrs["note"] = CLOSURE_NOTE
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
@@ -414,7 +420,8 @@ def solution_from_dataset(ds: xr.Dataset):
         for i in range(ds.sizes["branch"])
     )
     problem = make_problem(model.arch, model.task, model.prior, model.kappa)
-    return Solution(model, branches, problem, float(ds.attrs.get("seconds", 0.0)))
+    method = ds.attrs.get("method", "exact" if model.phi == "linear" else "particles")  # files before the closure
+    return Solution(model, branches, problem, float(ds.attrs.get("seconds", 0.0)), str(method))
 
 
 def _monte_carlo_fields(ds: xr.Dataset, i: int) -> dict:

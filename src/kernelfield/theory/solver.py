@@ -71,52 +71,14 @@ from .action import (
     low_rank_objective,
 )
 from .kernels import DenseLayout, Problem, TimeLocalLayout, layout, make_problem, sym
+from .branch import Branch, ConvergenceWarning
+from .closure import check_gaussian_map, closure_branch
 from .lazy import lazy_kernel
 from .lowrank import FactoredInnovation
 from .particles import ParticleSettings, maximise_particles, time_symmetric_mask
 from .predict import Prediction, predictive
 
 __all__ = ["solve", "predict", "assemble", "Solution", "Branch", "ConvergenceWarning", "broken_start", "broken_factor"]
-
-
-class ConvergenceWarning(UserWarning):
-    """A start of the solver (the dominant branch's or another) stopped before both stationarity
-    residuals fell below ``tol``."""
-
-
-@dataclass(frozen=True)
-class Branch:
-    """One stationary point of ``S``: kernel, conjugate kernel, action and diagnostics.
-
-    Monte Carlo solutions (nonlinear ``phi``) also carry ``C_err`` (standard errors of ``C``),
-    ``S_err`` and ``mc_error`` (largest entrywise standard error relative to
-    ``sqrt(C_ii C_jj)``) and ``phi_mean`` (``<φ>`` per ``(t, a)``, ``None`` where it vanishes by
-    symmetry); for the exact linear solver these are ``None``/0. ``iterations``: Newton steps
-    (plus the L-BFGS steps of the low-rank stage on a dense broken start) or particle iterations."""
-
-    C: np.ndarray
-    Ct: np.ndarray
-    S: float
-    Gamma: float
-    E: float
-    init: str
-    converged: bool
-    residual_forward: float
-    residual_backward: float
-    iterations: int
-    C_err: np.ndarray | None = None
-    S_err: float = 0.0
-    mc_error: float = 0.0
-    phi_mean: np.ndarray | None = None
-
-    @property
-    def residual(self) -> float:
-        return max(self.residual_forward, self.residual_backward)
-
-    @property
-    def C_centred(self) -> np.ndarray:
-        """Kernel of the centred features ``C - <φ><φ>ᵀ`` (THEORY.md §4; equal to ``C`` for odd ``phi``)."""
-        return self.C if self.phi_mean is None else self.C - np.outer(self.phi_mean, self.phi_mean)
 
 
 def _newton_direction(lay, x: Point, d: Derivatives, g, max_cg: int, eta: float):
@@ -369,13 +331,16 @@ class Solution:
     """The dominant (largest-``S``) stationary point of the action and every branch found.
 
     ``C`` and ``Ct`` are ``(T*P, T*P)`` with time-major index ``t*P + a``. ``arch``, ``task``,
-    ``prior``, ``phi`` and ``kappa`` are those of ``model``.
+    ``prior``, ``phi`` and ``kappa`` are those of ``model``. ``method``: the solver that produced
+    it; ``"gaussian"`` is the Gaussian closure (:mod:`.closure`; an approximation for nonlinear
+    ``phi``: ``S`` is a lower bound on the exact action), which also gives ``Sigma``.
     """
 
     model: Model
     branches: tuple[Branch, ...]
     problem: Problem = field(repr=False)
     seconds: float = 0.0
+    method: str = "exact"
 
     arch = property(lambda self: self.model.arch, doc="architecture (of ``model``)")
     task = property(lambda self: self.model.task, doc="task (of ``model``)")
@@ -390,6 +355,7 @@ class Solution:
     C = property(lambda self: self.best.C, doc="trained kernel (dominant branch)")
     Ct = property(lambda self: self.best.Ct, doc="conjugate kernel from the backward equation")
     S = property(lambda self: self.best.S, doc="action of the dominant branch")
+    Sigma = property(lambda self: self.best.Sigma, doc="preactivation covariance (dominant branch; closure only)")
 
     @property
     def converged(self) -> bool:
@@ -412,11 +378,12 @@ class Solution:
 
 
 class _Plan(NamedTuple):
-    """What :func:`solve` runs: the assembled problem, the lazy kernel (prior start), one start of
-    the chosen solver as ``run(C0, init=label)``, the method and the iteration budget."""
+    """What :func:`solve` runs: the assembled problem, the prior start (the lazy kernel; for the
+    closure its preactivation kernel), one start of the chosen solver as ``run(start, init=label)``,
+    the method and the iteration budget."""
 
     problem: Problem
-    C_prior: np.ndarray
+    start: np.ndarray
     run: Callable[..., Branch]
     method: str
     max_iter: int
@@ -446,7 +413,9 @@ def solve(
     method: ``"exact"`` (linear ``phi`` only: closed-form ``Gamma``, Newton's method; see the
     module docstring), ``"particles"`` (any ``phi``: mean-field Langevin dynamics of
     ``num_particles`` trajectories, default ``max(4096, 128·n)``, with Monte Carlo error bars,
-    :mod:`.particles`) or ``"auto"``
+    :mod:`.particles`), ``"gaussian"`` (the Gaussian closure, :mod:`.closure`: Newton's method
+    over Gaussian single-neuron laws ``N(0, Sigma)``; exact for linear ``phi``, otherwise an
+    approximation whose ``S`` is a lower bound) or ``"auto"``
     (exact for linear, particles otherwise). max_iter: Newton steps (default 5000) or particle
     iterations (default 5000) per start; inner: conjugate-gradient iterations (Hessian-vector
     products) per Newton step at most; mc_tol: the particle solver averages until the largest
@@ -457,7 +426,8 @@ def solve(
     (:func:`broken_start`; for the exact solver on a dense layout its innovation form
     :func:`broken_factor`) and keeps every distinct branch; ``"prior"`` or ``"broken"`` uses one
     start; an ``(n, n)`` array is used as the start. The returned solution is the branch with the
-    largest ``S``. A branch is converged when both stationarity residuals are below ``tol`` (for
+    largest ``S``. For ``"gaussian"`` the starts and an array ``init`` are preactivation
+    covariances ``Sigma``. A branch is converged when both stationarity residuals are below ``tol`` (for
     the particle solver: below ``tol`` or within 3 Monte Carlo standard errors of zero); the
     solution is converged when every branch is. A ``ConvergenceWarning`` (with the residual) is
     issued when the dominant branch or any other start did not converge.
@@ -473,12 +443,14 @@ def solve(
 def _plan(model: Model, method: str, tol, max_iter, inner, num_particles, mc_tol, seed, progress) -> _Plan:
     """Validate the solver settings, assemble the problem and its lazy kernel and choose the solver."""
     nl = model.nonlinearity
-    if method not in ("auto", "exact", "particles"):
-        raise ValueError(f"method: must be 'auto', 'exact' or 'particles', got {method!r}")
+    if method not in ("auto", "exact", "particles", "gaussian"):
+        raise ValueError(f"method: must be 'auto', 'exact', 'particles' or 'gaussian', got {method!r}")
     if method == "auto":
         method = "exact" if nl.name == "linear" else "particles"
     if method == "exact" and nl.name != "linear":
         raise ValueError(f"method: 'exact' needs phi = 'linear' (closed-form Gamma); use 'particles' for {nl.name!r}")
+    if method == "gaussian":
+        check_gaussian_map(nl)
     tol = positive_real("tol", tol)
     max_iter = positive_int("max_iter", 5000 if max_iter is None else max_iter)
     inner = positive_int("inner", inner)
@@ -487,6 +459,9 @@ def _plan(model: Model, method: str, tol, max_iter, inner, num_particles, mc_tol
     _check_prior_covariance(prob, C_prior)
     if method == "exact":
         run = partial(_maximise, prob, tol=tol, max_iter=max_iter, inner=inner)
+    elif method == "gaussian":
+        run = partial(closure_branch, prob, nl, tol=tol, max_iter=max_iter, inner=inner)
+        C_prior = np.asarray(prob.K(C_prior))  # the closure starts from Sigma = K(C_lazy)
     else:
         if num_particles is None:  # the finite-population bias is O(n/M)
             num_particles = max(4096, 128 * prob.n)
@@ -513,11 +488,12 @@ def _run_starts(plan: _Plan, init) -> list[Branch]:
     """Run the starts that ``init`` asks for (see :func:`solve`), in order."""
     prob, run = plan.problem, plan.run
     if isinstance(init, str) and init in ("auto", "prior", "broken"):
-        first = run(plan.C_prior, init="prior")
+        first = run(plan.start, init="prior")
         found = [first] if init != "broken" else []
         if init in ("auto", "broken"):
             factor = broken_factor(prob, first.C) if plan.method == "exact" else None
-            found.append(run(broken_start(prob, first.C) if factor is None else factor, init="broken"))
+            symmetric = first.Sigma if plan.method == "gaussian" else first.C
+            found.append(run(broken_start(prob, symmetric) if factor is None else factor, init="broken"))
         return found
     if isinstance(init, str):
         raise ValueError(f"init: must be 'auto', 'prior', 'broken' or an (n, n) array, got {init!r}")
@@ -534,14 +510,14 @@ def _run_starts(plan: _Plan, init) -> list[Branch]:
 def assemble(model: Model, found: Sequence[Branch], problem: Problem, *, tol: float, method: str, max_iter: int,
              seconds: float = 0.0) -> Solution:
     """The :class:`Solution` from the branches the starts of :func:`solve` found (``method``
-    ``"exact"`` or ``"particles"``, with ``tol`` and ``max_iter``): the distinct ones (up to
+    ``"exact"``, ``"particles"`` or ``"gaussian"``, with ``tol`` and ``max_iter``): the distinct ones (up to
     ``W -> -W``; a branch keeps the label of the first start that found it) by decreasing ``S``,
     with a :class:`ConvergenceWarning` when a start did not converge."""
     branches: list[Branch] = []
     for b in found:
         if not any(_same_branch(b, other, problem.T, problem.P) for other in branches):
             branches.append(b)
-    sol = Solution(model, tuple(sorted(branches, key=lambda b: -b.S)), problem, seconds)
+    sol = Solution(model, tuple(sorted(branches, key=lambda b: -b.S)), problem, seconds, method)
     _warn_unconverged(sol, method, max_iter, tol)
     return sol
 
@@ -551,7 +527,7 @@ def _warn_unconverged(sol: Solution, method: str, max_iter: int, tol: float) -> 
     if not sol.best.converged:
         warnings.warn(
             f"solve: did not converge (residual {sol.residual:.2e} > tol {tol:.1e}) after "
-            f"{sol.best.iterations} {'Newton steps' if method == 'exact' else 'particle iterations'} "
+            f"{sol.best.iterations} {'particle iterations' if method == 'particles' else 'Newton steps'} "
             f"(max_iter={max_iter}); check sol.converged / sol.residual",
             ConvergenceWarning,
             stacklevel=4,

@@ -1,0 +1,363 @@
+"""The Gaussian closure (THEORY.md §3): an approximation of the trained kernels for any ``phi``
+with a Gaussian map, exact for linear ``phi``.
+
+The single-neuron trajectory law is restricted to centred Gaussians ``N(0, Sigma)``, so the
+feature kernel is ``C = G_φ(Sigma) = <φφᵀ>_{N(0, Sigma)}`` (the entrywise NNGP map,
+:func:`kernelfield.gaussian.expect_phiphi`) and the action becomes
+
+    S_G(Sigma) = -½[tr(K⁻¹Sigma) - log det(K⁻¹Sigma) - n] - E(C),   K = K(C),
+    E(C) = ½ yᵀ(G_S(C) + κI)⁻¹y,
+
+a lower bound on ``S`` (the Gaussians are a subset of all laws), equal to it for linear ``phi``
+(``G_φ = id``). Stationarity is ``Sigma⁻¹ = K⁻¹ - 2 ∂/∂Sigma tr(Ct G_φ(Sigma))`` (Price's theorem:
+``= K⁻¹ - <∇∇ᵀ(φᵀCtφ)>_{N(0, Sigma)}``) with the backward field
+``Ct = ½ 𝒮ᵀ(K⁻¹ Sigma K⁻¹ - K⁻¹) + ½ M_v ∘ [a aᵀ]_S``, ``a = (G_S + κI)⁻¹y``.
+
+Coordinates, as the exact solver's: the innovation ``D = Sigma - K(G_φ(Sigma))``. Block
+``(t, s)`` of ``K`` needs ``C`` at ``(t-1, s-1)``, i.e. ``Sigma`` at earlier times only, so
+``Sigma(D)`` follows from one causal sweep over time, and ``D = 0`` is the prior (lazy)
+preactivation kernel. ``D`` is restricted to the blocks reachable from the start
+(:func:`.kernels.invariant_components`), so a DNN's ``Sigma`` stays time-block diagonal.
+
+Optimiser: Newton's method on ``F = -S_G`` with the gradient and Hessian-vector products by JAX
+autodiff (dense ``(n, n)``, float64, jit), conjugate gradients preconditioned with
+``R ↦ K R K`` (the inverse Hessian of the KL term at ``D = 0``), and a backtracking Armijo line
+search on ``F`` that rejects every step where ``Sigma``, ``K`` or ``G_S + κI`` is not positive
+definite (``F`` is NaN there). Converged when both stationarity residuals are below ``tol``:
+backward ``2||Sigma (∂F/∂Sigma) Sigma|| / ||Sigma||`` and forward
+``||Sigma - (K⁻¹ - 2 ∂_Sigma tr(Ct G_φ))⁻¹|| / ||Sigma||`` (for linear ``phi`` the exact
+solver's two residuals).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache, partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.linalg import solve_triangular
+
+from ..gaussian import DEFAULT_ORDER, gauss_hermite
+from ..nonlinearities import Nonlinearity
+from .branch import Branch
+from .kernels import Problem, invariant_components, sym
+from .lazy import feature_mean_outer
+
+__all__ = ["check_gaussian_map", "closure_action", "ClosurePoint", "closure_point", "maximise_closure", "closure_branch",
+           "ClosureObjective", "free_mask"]
+
+NOTE = "Gaussian closure: approximation, S is a lower bound"
+
+
+def check_gaussian_map(nl: Nonlinearity, order: int = DEFAULT_ORDER) -> None:
+    """Raise a ``ValueError`` naming ``method`` and ``phi`` unless ``G_φ`` (closed form or
+    Gauss–Hermite quadrature of ``phi``) is jax-differentiable and finite at a test covariance."""
+    K = jnp.array([[1.0, 0.3], [0.3, 0.8]])
+    try:
+        value, tangent = jax.jvp(lambda X: _gaussian_map(nl, order, X), (K,), (jnp.ones((2, 2)),))
+        ok = bool(np.all(np.isfinite(np.asarray(value))) and np.all(np.isfinite(np.asarray(tangent))))
+    except Exception:  # any failure to trace or differentiate phi means: no Gaussian map
+        ok = False
+    if not ok:
+        raise ValueError(f"method: 'gaussian' needs a differentiable Gaussian map of phi = {nl.name!r} "
+                         "(a jax-traceable phi or a closed-form expect_phiphi); use method='particles'")
+
+
+@lru_cache(maxsize=None)
+def _closed_form_diagonal(nl: Nonlinearity) -> bool:
+    """Whether ``phi``'s closed form is differentiable at perfect correlation (erf, linear; not
+    ReLU's arc-cosine kernel, whose square root has an infinite derivative there)."""
+    if nl.expect_phiphi is None:
+        return False
+    with jax.ensure_compile_time_eval():  # decided while tracing: concrete values
+        v = jnp.ones(())
+        tangent = jax.jvp(lambda x: nl.expect_phiphi(x, x, x), (v,), (v,))[1]
+        return bool(np.isfinite(np.asarray(tangent)))
+
+
+def _second_moment(fn, d, order: int):
+    """``E[φ(h)²]``, ``h ~ N(0, d)``, by 1-D Gauss–Hermite quadrature (exact for ReLU and linear)."""
+    x, w = gauss_hermite(order)
+    return fn(jnp.sqrt(jnp.maximum(d, 0.0))[:, None] * x) ** 2 @ w
+
+
+def _pair_quadrature(fn, d, off, order: int):
+    """``E[φ(h_i)φ(h_j)]`` off the diagonal by 2-D Gauss–Hermite quadrature (as
+    :func:`kernelfield.gaussian.quadrature_2d`), the covariance of each pair being
+    ``[[d_i, off_ij], [off_ij, d_j]]``; the scan over nodes is rematerialised in the gradient."""
+    x, w = (jnp.asarray(a) for a in gauss_hermite(order))
+    L11 = jnp.sqrt(jnp.maximum(d, 0.0))[:, None]
+    L21 = off / L11
+    L22 = jnp.sqrt(jnp.maximum(d[None, :] - L21**2, 0.0))
+
+    @jax.checkpoint
+    def outer(acc, xw):
+        xk, wk = xw
+        h2 = (L21 * xk)[..., None] + L22[..., None] * x
+        return acc + wk * fn(L11 * xk) * (fn(h2) @ w), None
+
+    return jax.lax.scan(outer, jnp.zeros_like(off), (x, w))[0]
+
+
+def _gaussian_map(nl: Nonlinearity, order: int, Sigma):
+    """``G_φ(Sigma) = <φφᵀ>_{N(0, Sigma)}`` with derivatives finite on the diagonal: off the
+    diagonal the closed form or 2-D quadrature of each pair (evaluated at zero correlation on
+    the diagonal, where it is discarded), on it the closed form where that is differentiable
+    there, 1-D quadrature of ``φ²`` otherwise."""
+    d = jnp.diagonal(Sigma)
+    eye = jnp.eye(Sigma.shape[0])
+    off = Sigma * (1.0 - eye)
+    if nl.expect_phiphi is not None:
+        E = nl.expect_phiphi(d[:, None], d[None, :], off)
+    else:
+        E = _pair_quadrature(nl.fn, d, off, order)
+    diagonal = nl.expect_phiphi(d, d, d) if _closed_form_diagonal(nl) else _second_moment(nl.fn, d, order)
+    E = E * (1.0 - eye) + jnp.diag(diagonal)
+    return 0.5 * (E + E.T)
+
+
+def _preactivation_kernel(prob: Problem, nl: Nonlinearity, order: int, D):
+    """``Sigma(D)``, one causal sweep: ``Sigma = K(C) + D`` where step ``t`` needs ``C`` only on
+    the entries of ``Sigma`` whose later time is before ``t``, final by then. Entries not yet
+    final are replaced by the identity before ``G_φ`` (so only valid covariances, with finite
+    derivatives, enter it) and their features by 0; a scan over ``t``."""
+    time_of = np.arange(prob.n) // prob.P
+    later = np.maximum(time_of[:, None], time_of[None, :])
+    eye = jnp.eye(prob.n)
+
+    def step(Sigma, t):
+        final = later < t
+        C = jnp.where(final, _gaussian_map(nl, order, jnp.where(final, Sigma, eye)), 0.0)
+        return prob.K(C) + D, None
+
+    Sigma, _ = jax.lax.scan(step, prob.K_in + D, jnp.arange(1, prob.T))
+    return 0.5 * (Sigma + Sigma.T)
+
+
+def _logdet(L):
+    return 2.0 * jnp.sum(jnp.log(jnp.diag(L)))
+
+
+def closure_action(prob: Problem, Sigma, C):
+    """``(Gamma_G, E)`` at the preactivation kernel ``Sigma`` and feature kernel ``C`` (taken as
+    independent arguments): ``Gamma_G = ½[tr(K⁻¹Sigma) - log det Sigma + log det K - n]`` with
+    ``K = K(C)`` and ``E = ½ yᵀ(G_S(C) + κI)⁻¹y``; NaN where a factorisation fails."""
+    K = prob.K(C)
+    Lk = jnp.linalg.cholesky(K)
+    Ls = jnp.linalg.cholesky(Sigma)
+    Z = solve_triangular(Lk, Ls, lower=True)
+    gamma = 0.5 * (jnp.sum(Z**2) - _logdet(Ls) + _logdet(Lk) - prob.n)
+    S_idx = jnp.asarray(prob.supervised)
+    A = (prob.Mv * C)[S_idx][:, S_idx] + prob.kappa * jnp.eye(S_idx.shape[0])
+    La = jnp.linalg.cholesky(A)
+    a = solve_triangular(La, prob.y, lower=True)
+    return gamma, 0.5 * jnp.sum(a**2)
+
+
+def _objective(prob: Problem, mask, D, nl: Nonlinearity, order: int):
+    """``F(D) = -S_G = Gamma_G + E`` on the free blocks ``mask`` of the innovation."""
+    Sigma = _preactivation_kernel(prob, nl, order, 0.5 * (D + D.T) * mask)
+    gamma, energy = closure_action(prob, Sigma, _gaussian_map(nl, order, Sigma))
+    return gamma + energy
+
+
+@partial(jax.jit, static_argnames=("nl", "order"))
+def _value(prob, mask, D, nl, order):
+    return _objective(prob, mask, D, nl, order)
+
+
+@partial(jax.jit, static_argnames=("nl", "order"))
+def _value_and_gradient(prob, mask, D, nl, order):
+    return jax.value_and_grad(_objective, argnums=2)(prob, mask, D, nl, order)
+
+
+@partial(jax.jit, static_argnames=("nl", "order"))
+def _hessian_vector(prob, mask, D, V, nl, order):
+    """``∂²F/∂D² · V`` (forward-over-reverse autodiff)."""
+    gradient = jax.grad(_objective, argnums=2)
+    return jax.jvp(lambda X: gradient(prob, mask, X, nl, order), (D,), (V,))[1]
+
+
+class ClosurePoint(NamedTuple):
+    """The closure at an innovation: ``Sigma``, ``C = G_φ(Sigma)``, ``K = K(C)``, the backward
+    field ``Ct``, its pull-back ``Ct_Sigma = ∂/∂Sigma tr(Ct G_φ(Sigma))`` (``Ct`` for linear
+    ``phi``), ``Gamma_G`` and ``E``."""
+
+    Sigma: jax.Array
+    C: jax.Array
+    K: jax.Array
+    Ct: jax.Array
+    Ct_Sigma: jax.Array
+    gamma: jax.Array
+    energy: jax.Array
+
+
+@partial(jax.jit, static_argnames=("nl", "order"))
+def closure_point(prob: Problem, mask, D, nl: Nonlinearity, order: int = DEFAULT_ORDER) -> ClosurePoint:
+    """Everything the residuals need at the innovation ``D``: ``Ct = -∂F/∂C`` at fixed ``Sigma``
+    (the backward equation) and ``Ct_Sigma`` its vector-Jacobian product through ``G_φ``."""
+    Sigma = _preactivation_kernel(prob, nl, order, 0.5 * (D + D.T) * mask)
+    C, pull_back = jax.vjp(partial(_gaussian_map, nl, order), Sigma)
+    (gamma, energy), parts_vjp = jax.vjp(lambda X: closure_action(prob, Sigma, X), C)
+    Ct = -parts_vjp((jnp.ones(()), jnp.ones(())))[0]
+    Ct = 0.5 * (Ct + Ct.T)
+    Ct_Sigma = pull_back(Ct)[0]
+    return ClosurePoint(Sigma, C, prob.K(C), Ct, 0.5 * (Ct_Sigma + Ct_Sigma.T), gamma, energy)
+
+
+def _residuals(point: ClosurePoint, mask: np.ndarray) -> tuple[float, float]:
+    """Forward ``||Sigma - (K⁻¹ - 2Ct_Sigma)⁻¹|| / ||Sigma||`` (``inf`` if not positive definite)
+    and backward ``2||Sigma G Sigma|| / ||Sigma||``, ``G = ½(K⁻¹ - Sigma⁻¹) - Ct_Sigma`` on the
+    free blocks."""
+    Sigma, K, Ct_Sigma = (np.asarray(x) for x in (point.Sigma, point.K, point.Ct_Sigma))
+    Kinv, Sinv = np.linalg.inv(K), np.linalg.inv(Sigma)
+    Kinv, Sinv = sym(Kinv), sym(Sinv)
+    G = (0.5 * (Kinv - Sinv) - Ct_Sigma) * mask
+    norm = np.linalg.norm(Sigma)
+    backward = float(2.0 * np.linalg.norm(Sigma @ G @ Sigma) / norm)
+    try:
+        L = np.linalg.cholesky(Kinv - 2.0 * Ct_Sigma * mask)
+    except np.linalg.LinAlgError:
+        return np.inf, backward
+    Linv = np.linalg.inv(L)
+    return float(np.linalg.norm(Sigma - Linv.T @ Linv) / norm), backward
+
+
+def free_mask(prob: Problem, Sigma0) -> np.ndarray:
+    """0/1 ``(n, n)`` mask of the blocks reachable from ``Sigma0`` (:func:`.kernels.invariant_components`)."""
+    labels = np.repeat(invariant_components(prob, np.asarray(Sigma0)), prob.P)
+    return (labels[:, None] == labels[None, :]).astype(np.float64)
+
+
+class ClosureObjective:
+    """``F(D) = -S_G`` (NaN where undefined), its gradient and Hessian-vector products in the
+    innovation ``D`` on the free blocks ``mask`` (a symmetric 0/1 ``(n, n)`` mask)."""
+
+    def __init__(self, prob: Problem, nl: Nonlinearity, mask: np.ndarray, order: int):
+        self.prob, self.nl, self.mask, self.order = prob, nl, mask, order
+
+    def value(self, D) -> float:
+        F = float(_value(self.prob, self.mask, D, nl=self.nl, order=self.order))
+        return F if np.isfinite(F) else np.nan
+
+    def value_and_gradient(self, D):
+        F, g = _value_and_gradient(self.prob, self.mask, D, nl=self.nl, order=self.order)
+        return float(F), np.asarray(g)
+
+    def hessian_vector(self, D, V):
+        return np.asarray(_hessian_vector(self.prob, self.mask, D, V, nl=self.nl, order=self.order))
+
+    def point(self, D) -> ClosurePoint:
+        return closure_point(self.prob, self.mask, D, nl=self.nl, order=self.order)
+
+
+def _newton_direction(f: ClosureObjective, D, K, g, max_cg: int, eta: float):
+    """Truncated Newton direction: conjugate gradients on ``H p = -g`` preconditioned with
+    ``R ↦ K R K``, stopped once the preconditioned residual fell by ``eta``, after ``max_cg``
+    iterations, or at negative curvature (then the last iterate, or the preconditioned gradient
+    step if there is none)."""
+    p = np.zeros_like(g)
+    r = -g
+    z = K @ r @ K
+    step = z
+    rz = rz0 = float(np.vdot(r, z))
+    for i in range(max_cg):
+        Hs = f.hessian_vector(D, step)
+        curvature = float(np.vdot(step, Hs))
+        if curvature <= 0.0:
+            return p if i else z
+        alpha = rz / curvature
+        p = p + alpha * step
+        r = r - alpha * Hs
+        z = K @ r @ K
+        rz_new = float(np.vdot(r, z))
+        if rz_new <= eta**2 * rz0:
+            break
+        step = z + (rz_new / rz) * step
+        rz = rz_new
+    return p
+
+
+def _line_search(f: ClosureObjective, D, F: float, g, p):
+    """Backtracking from the full step until Armijo's condition holds where ``F`` is defined
+    (``Sigma``, ``K``, ``G_S + κI`` positive definite); ``None`` if no step length is accepted."""
+    slope = float(np.vdot(g, p))
+    t = 1.0
+    for _ in range(50):
+        trial = D + t * p
+        F_trial = f.value(trial)
+        if np.isfinite(F_trial) and F_trial <= F + 1e-4 * t * slope:
+            return trial, F_trial
+        t *= 0.5
+    return None
+
+
+class ClosureResult(NamedTuple):
+    """One start of the closure: the point reached, its residuals, convergence, Newton steps and
+    ``<φ>`` per index (``None`` for odd ``phi``)."""
+
+    point: ClosurePoint
+    residual_forward: float
+    residual_backward: float
+    converged: bool
+    iterations: int
+    phi_mean: np.ndarray | None
+
+
+def maximise_closure(prob: Problem, nl: Nonlinearity, Sigma0, tol: float, max_iter: int, inner: int,
+                     order: int = DEFAULT_ORDER) -> ClosureResult:
+    """Newton's method on ``F = -S_G`` from the preactivation kernel ``Sigma0`` (module
+    docstring), at most ``max_iter`` steps of at most ``inner`` CG iterations, the Newton system
+    solved to the relative accuracy ``min(0.1, √residual)``; stopped once both residuals are below
+    ``tol`` or when the line search finds no decrease."""
+    Sigma0 = sym(np.asarray(Sigma0, dtype=np.float64))
+    mask = free_mask(prob, Sigma0)
+    Sigma0 = Sigma0 * mask
+    f = ClosureObjective(prob, nl, mask, order)
+    D = sym((Sigma0 - np.asarray(prob.K(_gaussian_map(nl, order, Sigma0)))) * mask)
+    F, g = f.value_and_gradient(D)
+    if not np.isfinite(F):
+        raise ValueError("init: Sigma or K(G_phi(Sigma)) is not positive definite at the initial kernel")
+    iterations, stalled = 0, False
+    while True:
+        point = f.point(D)
+        forward, backward = _residuals(point, mask)
+        if max(forward, backward) < tol or stalled or iterations >= max_iter:
+            break
+        p = _newton_direction(f, D, np.asarray(point.K), g, max_cg=inner, eta=min(0.1, np.sqrt(backward)))
+        trial = _line_search(f, D, F, g, p)
+        if trial is None or F - trial[1] <= 8 * np.finfo(float).eps * abs(F):
+            stalled = True  # no decrease beyond rounding along the Newton direction
+            continue
+        D = trial[0]
+        F, g = f.value_and_gradient(D)
+        iterations += 1
+    phi_mean = None
+    if not nl.odd:
+        variances = np.diag(np.asarray(point.Sigma))
+        phi_mean = _feature_mean(variances, nl, order)
+    return ClosureResult(point, forward, backward, bool(max(forward, backward) < tol), iterations, phi_mean)
+
+
+def _feature_mean(variances: np.ndarray, nl: Nonlinearity, order: int) -> np.ndarray:
+    """``<φ(h_i)>`` for ``h_i ~ N(0, v_i)``: the magnitude from ``<φ(h_i)>² =`` the diagonal of
+    :func:`.lazy.feature_mean_outer` (closed form where there is one), the sign from 1-D
+    Gauss–Hermite quadrature."""
+    x, w = gauss_hermite(order)
+    sign = np.sign(np.asarray(nl.fn(np.sqrt(variances)[:, None] * x)) @ w)
+    return sign * np.sqrt(np.maximum(np.diag(feature_mean_outer(variances, nl, order)), 0.0))
+
+
+def closure_branch(prob: Problem, nl: Nonlinearity, Sigma0, tol: float, max_iter: int, inner: int,
+                   init: str) -> Branch:
+    """One start of the closure (:func:`maximise_closure`) as a :class:`.branch.Branch` with
+    ``S = S_G`` and its ``Sigma``."""
+    r = maximise_closure(prob, nl, Sigma0, tol, max_iter, inner)
+    x = r.point
+    gamma, energy = float(x.gamma), float(x.energy)
+    return Branch(C=np.asarray(x.C), Ct=np.asarray(x.Ct), S=-(gamma + energy), Gamma=gamma, E=energy, init=init,
+                  converged=r.converged, residual_forward=r.residual_forward,
+                  residual_backward=r.residual_backward, iterations=r.iterations, phi_mean=r.phi_mean,
+                  Sigma=np.asarray(x.Sigma))

@@ -1,0 +1,173 @@
+"""The Gaussian closure, ``method="gaussian"`` (THEORY.md §3): exact for linear phi, stationary
+at every branch for nonlinear phi, derivatives consistent with its action, a lower bound on the
+exact action."""
+
+import warnings
+
+import numpy as np
+import pytest
+from conftest import endpoint_task, sequential_task
+
+import kernelfield as kf
+from kernelfield.gaussian import expect_phiphi
+from kernelfield.symmetry import parity_flip
+from kernelfield.theory.closure import ClosureObjective, free_mask
+from kernelfield.theory.kernels import make_problem, shift_adjoint
+from kernelfield.theory.lazy import lazy_kernel
+
+ARCHS = {"rnn": kf.Architecture.rnn, "dnn": kf.Architecture.dnn, "tied2": lambda T: kf.Architecture.tied_every(T, 2)}
+
+
+def _matched(exact, closure, T, P):
+    """Pairs of branches of the two solutions that are the same branch (up to W -> -W)."""
+    pairs = []
+    for b in exact.branches:
+        d = [min(np.abs(b.C - c.C).max(), np.abs(b.C - parity_flip(c.C, T, P)).max()) for c in closure.branches]
+        pairs.append((b, closure.branches[int(np.argmin(d))], min(d)))
+    return pairs
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("task", ["endpoint_weak", "endpoint_strong", "sequential"])
+def test_linear_closure_equals_exact_solver(arch, task):
+    t = {"endpoint_weak": endpoint_task(scale=0.3), "endpoint_strong": endpoint_task(scale=3.0),
+         "sequential": sequential_task()}[task]
+    a = ARCHS[arch](t.T)
+    exact = kf.solve(a, t, tol=1e-9)
+    closure = kf.solve(a, t, tol=1e-9, method="gaussian")
+    assert closure.method == "gaussian" and exact.method == "exact"
+    assert closure.converged and exact.converged
+    assert len(closure.branches) == len(exact.branches)
+    for b, c, dC in _matched(exact, closure, t.T, t.P):
+        assert dC < 1e-8
+        assert abs(b.S - c.S) < 1e-8
+        np.testing.assert_allclose(c.Sigma, c.C, atol=1e-12)  # G_phi = id
+    np.testing.assert_allclose(closure.predict().mean, exact.predict().mean, atol=1e-8)
+
+
+def test_linear_closure_breaks_symmetry_above_transition():
+    t = endpoint_task(scale=3.0)
+    sol = kf.solve(kf.Architecture.rnn(t.T), t, method="gaussian")
+    assert {b.init for b in sol.branches} == {"prior", "broken"}
+    assert sol.best.init == "broken" and kf.temporal_coherence(sol) > 0.1
+
+
+def _backward_field(prob, Sigma, C):
+    """``Ct = ½ 𝒮ᵀ(K⁻¹ Sigma K⁻¹ - K⁻¹) + ½ M_v ∘ [a aᵀ]_S`` (THEORY.md §3), in numpy."""
+    Kinv = np.linalg.inv(np.asarray(prob.K(C)))
+    W = prob.MW * (Kinv @ Sigma @ Kinv - Kinv)
+    S = prob.supervised
+    a = np.linalg.solve((prob.Mv * C)[np.ix_(S, S)] + prob.kappa * np.eye(len(S)), prob.y)
+    readout = np.zeros_like(C)
+    readout[np.ix_(S, S)] = np.outer(a, a)
+    return 0.5 * np.asarray(shift_adjoint(W, prob.P)) + 0.5 * prob.Mv * readout
+
+
+def _price_field(Sigma, Ct, phi, eps=1e-5):
+    """``∂/∂Sigma tr(Ct G_φ(Sigma))`` (symmetric convention) by central differences of the
+    library's Gaussian map."""
+    n = len(Sigma)
+    out = np.zeros_like(Sigma)
+    for i in range(n):
+        for j in range(i, n):
+            E = np.zeros_like(Sigma)
+            E[i, j] = E[j, i] = eps
+            diff = np.vdot(Ct, expect_phiphi(Sigma + E, phi)) - np.vdot(Ct, expect_phiphi(Sigma - E, phi))
+            out[i, j] = out[j, i] = diff / (2 * eps) / (1.0 if i == j else 2.0)
+    return out
+
+
+@pytest.mark.parametrize("phi", ["erf", "tanh", "relu"])
+@pytest.mark.parametrize("scale", [0.3, 1.0])
+def test_stationarity_at_every_branch(phi, scale):
+    """``Sigma⁻¹ = K⁻¹ - 2 ∂/∂Sigma tr(Ct G_φ(Sigma))`` with ``Ct`` from the backward equation,
+    both evaluated independently of the solver (numpy, finite differences of expect_phiphi)."""
+    t = endpoint_task(P=2, T=3, scale=scale)
+    arch = kf.Architecture.rnn(t.T)
+    sol = kf.solve(arch, t, phi=phi, kappa=0.1, method="gaussian", tol=1e-7)
+    prob = make_problem(arch, t, kf.Prior(), 0.1)
+    assert sol.converged
+    for b in sol.branches:
+        assert b.residual < 1e-7
+        np.testing.assert_allclose(b.C, expect_phiphi(b.Sigma, phi), atol=1e-10)
+        Ct = _backward_field(prob, b.Sigma, b.C)
+        np.testing.assert_allclose(b.Ct, Ct, atol=1e-8)
+        mask = free_mask(prob, b.Sigma)
+        lhs = np.linalg.inv(b.Sigma) * mask
+        rhs = (np.linalg.inv(np.asarray(prob.K(b.C))) - 2 * _price_field(b.Sigma, Ct, phi)) * mask
+        assert np.abs(lhs - rhs).max() < 1e-5 * np.abs(lhs).max()
+
+
+def test_price_field_is_twice_ct_for_linear_phi():
+    rng = np.random.default_rng(1)
+    A = rng.normal(size=(4, 4))
+    Sigma, Ct = A @ A.T + np.eye(4), rng.normal(size=(4, 4))
+    Ct = Ct + Ct.T
+    np.testing.assert_allclose(_price_field(Sigma, Ct, "linear"), Ct, atol=1e-8)
+
+
+@pytest.mark.parametrize("phi", ["erf", "tanh", "relu", "linear"])
+def test_gradient_and_hessian_vector_products_match_finite_differences(phi):
+    t = sequential_task(P=2, T=3, D=3, scale=0.7)
+    prob = make_problem(kf.Architecture.rnn(t.T), t, kf.Prior(), 0.1)
+    Sigma0 = np.asarray(prob.K(lazy_kernel(prob, phi)))
+    mask = free_mask(prob, Sigma0)
+    f = ClosureObjective(prob, kf.nonlinearities.get_nonlinearity(phi), mask, 60)
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=mask.shape)
+    D = 0.02 * (A @ A.T) * mask  # positive semidefinite: Sigma(D) stays positive definite
+    V = rng.normal(size=mask.shape)
+    V = (V + V.T) * mask
+    F, g = f.value_and_gradient(D)
+    assert np.isfinite(F) and F == pytest.approx(f.value(D), abs=1e-12)
+    eps = 1e-5
+    fd = (f.value(D + eps * V) - f.value(D - eps * V)) / (2 * eps)
+    assert np.vdot(g, V) == pytest.approx(fd, rel=1e-6, abs=1e-9)
+    fd_hv = (f.value_and_gradient(D + eps * V)[1] - f.value_and_gradient(D - eps * V)[1]) / (2 * eps)
+    np.testing.assert_allclose(f.hessian_vector(D, V), fd_hv, atol=1e-5 * np.abs(fd_hv).max())
+
+
+def test_relu_centred_kernel_and_records():
+    t = endpoint_task(P=2, T=3, scale=0.5)
+    sol = kf.solve(kf.Architecture.rnn(t.T), t, phi="relu", kappa=0.1, method="gaussian")
+    m = np.sqrt(np.diag(sol.Sigma) / (2 * np.pi))  # <relu(h)>, h ~ N(0, v)
+    np.testing.assert_allclose(sol.C_centred, sol.C - np.outer(m, m), atol=1e-10)
+    pred = sol.predict()
+    assert pred.mean.shape == (t.P, t.T) and np.all(np.isfinite(pred.mean))
+    ds = kf.to_xarray(sol)
+    assert ds.attrs["method"] == "gaussian"
+    assert ds.attrs["note"] == "Gaussian closure: approximation, S is a lower bound"
+    back = kf.storage.solution_from_dataset(ds)
+    assert back.method == "gaussian" and back.S == sol.S
+
+
+def test_exact_solution_records_its_method():
+    t = endpoint_task(scale=0.3)
+    sol = kf.solve(kf.Architecture.rnn(t.T), t)
+    assert sol.method == "exact" and sol.Sigma is None
+    assert "note" not in kf.to_xarray(sol).attrs
+
+
+def test_phi_without_gaussian_map_is_refused():
+    kf.register(kf.Nonlinearity("numpy_tanh_test", lambda h: np.tanh(np.asarray(h)), odd=True))
+    t = endpoint_task(P=2, T=3)
+    with pytest.raises(ValueError, match="method.*numpy_tanh_test"):
+        kf.solve(kf.Architecture.rnn(t.T), t, phi="numpy_tanh_test", method="gaussian")
+    with pytest.raises(ValueError, match="gaussian"):
+        kf.solve(kf.Architecture.rnn(t.T), t, method="bogus")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scale", [0.3, 1.0])
+def test_closure_is_a_lower_bound_on_the_particle_action(scale):
+    """``S_G <= S`` (within the particle solver's error bar) at a weak and a strong signal, and
+    the kernels close (THEORY.md §3: 0.006 at y = 0.3, 0.077 at y = 1.0 for T = 4)."""
+    t = endpoint_task(P=2, T=3, scale=scale)
+    arch = kf.Architecture.rnn(t.T)
+    closure = kf.solve(arch, t, phi="erf", kappa=0.1, method="gaussian")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        particles = kf.solve(arch, t, phi="erf", kappa=0.1, method="particles")
+    assert closure.S <= particles.S + 3 * particles.best.S_err + 1e-9
+    diff = min(np.abs(closure.C - particles.C).max(), np.abs(closure.C - parity_flip(particles.C, t.T, t.P)).max())
+    assert diff < (0.02 if scale < 0.5 else 0.15)
