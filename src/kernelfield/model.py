@@ -13,7 +13,7 @@ from .nonlinearities import Nonlinearity, available, get_nonlinearity
 from .spec import Architecture, Prior, Task, check_compatible
 from .validation import positive_real
 
-__all__ = ["Model", "as_model", "model_differences"]
+__all__ = ["Model", "ModelResult", "as_model", "model_differences"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -96,3 +96,16 @@ def as_model(arch, task=None, prior=None, phi=None, kappa=None) -> Model:
         raise ValueError("task: required unless the first argument is a kernelfield Model")
     return Model(arch, task, Prior() if prior is None else prior, "linear" if phi is None else phi,
                  0.1 if kappa is None else kappa)
+
+
+class ModelResult:
+    """Mixin of every result (Solution, LazyKernel, Samples, Trained): the parts of its ``model``
+    as attributes."""
+
+    model: Model
+
+    arch = property(lambda self: self.model.arch, doc="architecture (of ``model``)")
+    task = property(lambda self: self.model.task, doc="task (of ``model``)")
+    prior = property(lambda self: self.model.prior, doc="prior (of ``model``)")
+    phi = property(lambda self: self.model.phi, doc="nonlinearity name (of ``model``)")
+    kappa = property(lambda self: self.model.kappa, doc="likelihood variance (of ``model``)")

@@ -26,7 +26,7 @@ from blackjax.adaptation.base import get_filter_adapt_info_fn
 from blackjax.diagnostics import effective_sample_size
 
 from . import networks
-from ..model import Model, as_model
+from ..model import Model, ModelResult, as_model
 from ..nonlinearities import Nonlinearity
 from ..progress import ProgressArg, ProgressCallback, ProgressEvent, reporter
 from ..spec import FAMILIES, Architecture, Prior, Task
@@ -40,7 +40,7 @@ _MAX_CHUNKS = 20  # progress granularity: the sampling phase runs in at most thi
 
 
 @dataclass(frozen=True, eq=False)
-class Samples:
+class Samples(ModelResult):
     """Posterior samples of the width-``N`` network, summarised.
 
     C_chains: ``(num_chains, n, n)`` per-chain mean of the empirical kernel ``Φᵀ Φ / N`` (§3),
@@ -86,11 +86,6 @@ class Samples:
     step_size: np.ndarray
     seconds: float
 
-    arch = property(lambda self: self.model.arch, doc="architecture (of ``model``)")
-    task = property(lambda self: self.model.task, doc="task (of ``model``)")
-    prior = property(lambda self: self.model.prior, doc="prior (of ``model``)")
-    phi = property(lambda self: self.model.phi, doc="nonlinearity name (of ``model``)")
-    kappa = property(lambda self: self.model.kappa, doc="likelihood variance (of ``model``)")
     C = property(lambda self: self.C_mean, doc="posterior mean kernel (``C_mean``)")
 
     @property

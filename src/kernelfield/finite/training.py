@@ -46,7 +46,7 @@ import numpy as np
 import optax
 
 from . import networks
-from ..model import Model, as_model
+from ..model import Model, ModelResult, as_model
 from ..nonlinearities import Nonlinearity
 from ..progress import ProgressArg, ProgressCallback, ProgressEvent, reporter
 from ..spec import Architecture, Prior, Task
@@ -94,7 +94,7 @@ def langevin_optimizer(step_size: float, key, weight_decay: float = 1.0) -> opta
 
 
 @dataclass(frozen=True, eq=False)
-class Trained:
+class Trained(ModelResult):
     """Result of :func:`train` on ``model``.
 
     f_networks: ``(num_networks, P, T)`` time average of each network's outputs after burn-in;
@@ -134,11 +134,6 @@ class Trained:
     num_records: int
     seconds: float
 
-    arch = property(lambda self: self.model.arch, doc="architecture (of ``model``)")
-    task = property(lambda self: self.model.task, doc="task (of ``model``)")
-    prior = property(lambda self: self.model.prior, doc="prior (of ``model``)")
-    phi = property(lambda self: self.model.phi, doc="nonlinearity name (of ``model``)")
-    kappa = property(lambda self: self.model.kappa, doc="likelihood variance (of ``model``)")
     C = property(lambda self: self.C_mean, doc="posterior mean kernel estimate (``C_mean``)")
 
     def predict(self) -> Prediction:

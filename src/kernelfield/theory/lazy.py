@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..gaussian import DEFAULT_ORDER, expect_phiphi
-from ..model import Model, as_model
+from ..model import Model, ModelResult, as_model
 from ..nonlinearities import Nonlinearity, get_nonlinearity
 from ..spec import Architecture, Prior, Task
 from .kernels import Problem, layout, make_problem
@@ -49,7 +49,7 @@ def feature_mean_outer(variances: np.ndarray, nl: Nonlinearity, order: int = DEF
 
 
 @dataclass(frozen=True, eq=False)
-class LazyKernel:
+class LazyKernel(ModelResult):
     """The lazy (NNGP) kernel of ``model``: ``C`` the prior feature kernel ``(T*P, T*P)``
     (time-major), ``mean_outer`` the product of the feature means ``<φ><φ>ᵀ`` (``None`` for
     odd ``phi``), and the kernel-regression predictive of :func:`.predict.predictive` at ``C``.
@@ -59,12 +59,6 @@ class LazyKernel:
     C: np.ndarray
     problem: Problem = field(repr=False)
     mean_outer: np.ndarray | None = None
-
-    arch = property(lambda self: self.model.arch, doc="architecture (of ``model``)")
-    task = property(lambda self: self.model.task, doc="task (of ``model``)")
-    prior = property(lambda self: self.model.prior, doc="prior (of ``model``)")
-    phi = property(lambda self: self.model.phi, doc="nonlinearity name (of ``model``)")
-    kappa = property(lambda self: self.model.kappa, doc="likelihood variance (of ``model``)")
 
     @property
     def C_centred(self) -> np.ndarray:

@@ -55,7 +55,7 @@ import scipy.linalg
 import scipy.optimize
 from threadpoolctl import threadpool_limits
 
-from ..model import Model, as_model
+from ..model import Model, ModelResult, as_model
 from ..observables import coherence_by_lag
 from ..spec import Architecture, Prior, Task
 from ..symmetry import parity_flip
@@ -327,7 +327,7 @@ def _same_branch(b1: Branch, b2: Branch, T: int, P: int, rtol: float = 1e-3) -> 
 
 
 @dataclass(frozen=True, eq=False)
-class Solution:
+class Solution(ModelResult):
     """The dominant (largest-``S``) stationary point of the action and every branch found.
 
     ``C`` and ``Ct`` are ``(T*P, T*P)`` with time-major index ``t*P + a``. ``arch``, ``task``,
@@ -341,12 +341,6 @@ class Solution:
     problem: Problem = field(repr=False)
     seconds: float = 0.0
     method: str = "exact"
-
-    arch = property(lambda self: self.model.arch, doc="architecture (of ``model``)")
-    task = property(lambda self: self.model.task, doc="task (of ``model``)")
-    prior = property(lambda self: self.model.prior, doc="prior (of ``model``)")
-    phi = property(lambda self: self.model.phi, doc="nonlinearity name (of ``model``)")
-    kappa = property(lambda self: self.model.kappa, doc="likelihood variance (of ``model``)")
 
     @property
     def best(self) -> Branch:
