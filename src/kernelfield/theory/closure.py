@@ -44,6 +44,7 @@ from ..nonlinearities import Nonlinearity
 from .branch import Branch
 from .kernels import Problem, invariant_components, sym
 from .lazy import feature_mean_outer
+from .newton import truncated_newton
 
 __all__ = ["check_gaussian_map", "closure_action", "ClosurePoint", "closure_point", "maximise_closure", "closure_branch",
            "ClosureObjective", "free_mask"]
@@ -253,33 +254,6 @@ class ClosureObjective:
         return closure_point(self.prob, self.mask, D, nl=self.nl, order=self.order)
 
 
-def _newton_direction(f: ClosureObjective, D, K, g, max_cg: int, eta: float):
-    """Truncated Newton direction: conjugate gradients on ``H p = -g`` preconditioned with
-    ``R ↦ K R K``, stopped once the preconditioned residual fell by ``eta``, after ``max_cg``
-    iterations, or at negative curvature (then the last iterate, or the preconditioned gradient
-    step if there is none)."""
-    p = np.zeros_like(g)
-    r = -g
-    z = K @ r @ K
-    step = z
-    rz = rz0 = float(np.vdot(r, z))
-    for i in range(max_cg):
-        Hs = f.hessian_vector(D, step)
-        curvature = float(np.vdot(step, Hs))
-        if curvature <= 0.0:
-            return p if i else z
-        alpha = rz / curvature
-        p = p + alpha * step
-        r = r - alpha * Hs
-        z = K @ r @ K
-        rz_new = float(np.vdot(r, z))
-        if rz_new <= eta**2 * rz0:
-            break
-        step = z + (rz_new / rz) * step
-        rz = rz_new
-    return p
-
-
 def _line_search(f: ClosureObjective, D, F: float, g, p):
     """Backtracking from the full step until Armijo's condition holds where ``F`` is defined
     (``Sigma``, ``K``, ``G_S + κI`` positive definite); ``None`` if no step length is accepted."""
@@ -326,7 +300,8 @@ def maximise_closure(prob: Problem, nl: Nonlinearity, Sigma0, tol: float, max_it
         forward, backward = _residuals(point, mask)
         if max(forward, backward) < tol or stalled or iterations >= max_iter:
             break
-        p = _newton_direction(f, D, np.asarray(point.K), g, max_cg=inner, eta=min(0.1, np.sqrt(backward)))
+        p = truncated_newton(lambda v: f.hessian_vector(D, v), np.asarray(point.K), g, max_cg=inner,
+                             eta=min(0.1, np.sqrt(backward)))
         trial = _line_search(f, D, F, g, p)
         if trial is None or F - trial[1] <= 8 * np.finfo(float).eps * abs(F):
             stalled = True  # no decrease beyond rounding along the Newton direction

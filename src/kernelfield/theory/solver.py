@@ -61,7 +61,6 @@ from ..spec import Architecture, Prior, Task
 from ..symmetry import parity_flip
 from ..validation import positive_int, positive_real
 from .action import (
-    Derivatives,
     Point,
     backward_residual,
     derivatives,
@@ -75,38 +74,11 @@ from .branch import Branch, ConvergenceWarning
 from .closure import check_gaussian_map, closure_branch
 from .lazy import lazy_kernel
 from .lowrank import FactoredInnovation
+from .newton import truncated_newton
 from .particles import ParticleSettings, maximise_particles, time_symmetric_mask
 from .predict import Prediction, predictive
 
 __all__ = ["solve", "predict", "assemble", "Solution", "Branch", "ConvergenceWarning", "broken_start", "broken_factor"]
-
-
-def _newton_direction(lay, x: Point, d: Derivatives, g, max_cg: int, eta: float):
-    """Truncated Newton direction: conjugate gradients on ``H p = -g`` preconditioned with
-    ``R ↦ K R K`` (the inverse Hessian of ``Gamma`` at ``D = 0``), stopped once the
-    preconditioned residual fell by the factor ``eta``, after ``max_cg`` iterations, or at a
-    direction of negative curvature (then the last iterate, or the preconditioned gradient step
-    if there is none). Every iterate is a descent direction."""
-    p = np.zeros_like(g)
-    r = -g
-    z = x.K @ r @ x.K
-    step = z
-    rz = rz0 = float(np.vdot(r, z))
-    for i in range(max_cg):
-        Hs = hessian_vector(lay, x, d, step)
-        curvature = float(np.vdot(step, Hs))
-        if curvature <= 0.0:
-            return p if i else z
-        alpha = rz / curvature
-        p = p + alpha * step
-        r = r - alpha * Hs
-        z = x.K @ r @ x.K
-        rz_new = float(np.vdot(r, z))
-        if rz_new <= eta**2 * rz0:
-            break
-        step = z + (rz_new / rz) * step
-        rz = rz_new
-    return p
 
 
 def _line_search(lay, x: Point, g, p):
@@ -283,7 +255,8 @@ def _maximise(prob: Problem, C0, tol: float, max_iter: int, inner: int, init: st
         if max(forward, backward) < tol or done:
             break
         g = lay.sweep_adjoint(d.G)
-        p = _newton_direction(lay, x, d, g, max_cg=inner, eta=min(eta_max, np.sqrt(backward)))
+        p = truncated_newton(lambda v: hessian_vector(lay, x, d, v), x.K, g, max_cg=inner,
+                             eta=min(eta_max, np.sqrt(backward)))
         trial = _line_search(lay, x, g, p)
         if trial is None or x.F - trial.F <= 8 * np.finfo(float).eps * abs(x.F):
             stalled = True  # no decrease beyond rounding along the Newton direction

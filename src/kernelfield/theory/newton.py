@@ -1,0 +1,39 @@
+"""The truncated Newton step shared by the exact solver and the Gaussian closure."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+__all__ = ["truncated_newton"]
+
+
+def truncated_newton(hessian_vector: Callable[[np.ndarray], np.ndarray], K: np.ndarray, g: np.ndarray,
+                     max_cg: int, eta: float) -> np.ndarray:
+    """Truncated Newton direction: conjugate gradients on ``H p = -g`` preconditioned with
+    ``R ↦ K R K`` (the inverse Hessian of ``Gamma`` at ``D = 0``), stopped once the
+    preconditioned residual fell by the factor ``eta``, after ``max_cg`` iterations, or at a
+    direction of negative curvature (then the last iterate, or the preconditioned gradient step
+    if there is none). Every iterate is a descent direction. ``K`` and ``g`` may be stacks of
+    blocks (a time-local layout): products are batched and inner products run over all entries."""
+    p = np.zeros_like(g)
+    r = -g
+    z = K @ r @ K
+    step = z
+    rz = rz0 = float(np.vdot(r, z))
+    for i in range(max_cg):
+        Hs = hessian_vector(step)
+        curvature = float(np.vdot(step, Hs))
+        if curvature <= 0.0:
+            return p if i else z
+        alpha = rz / curvature
+        p = p + alpha * step
+        r = r - alpha * Hs
+        z = K @ r @ K
+        rz_new = float(np.vdot(r, z))
+        if rz_new <= eta**2 * rz0:
+            break
+        step = z + (rz_new / rz) * step
+        rz = rz_new
+    return p
