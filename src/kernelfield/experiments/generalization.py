@@ -60,6 +60,7 @@ from ..schedules import Schedule, all_steps
 from ..spec import Architecture, Prior, Task
 from ..storage import provenance
 from ..tasks import TASKS, LabelledTask
+from ..validation import integer
 from ..theory.lazy import prior_kernel
 from ..theory.solver import solve
 from ..finite.training import train
@@ -220,14 +221,6 @@ def learning_curves(
     return _study_dataset(study, results, started)
 
 
-def _check_count(name: str, value, minimum: int, or_none: bool = False) -> None:
-    """``value`` must be an integer ``>= minimum`` (or ``None`` when ``or_none``)."""
-    if or_none and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name}: must be an integer >= {minimum}{' or None' if or_none else ''}, got {value!r}")
-
-
 @dataclass(frozen=True)
 class _Study:
     """A validated learning-curve study: what :func:`learning_curves` runs. ``network``: keyword
@@ -262,11 +255,12 @@ class _Study:
 def _plan_study(task, T, P, archs, schedules, P_test, repeats, task_kwargs, prior, phi, kappa, methods,
                 solve_kwargs, sampling, langevin, heldout_batch, seed) -> _Study:
     """Validate the arguments of :func:`learning_curves` into a :class:`_Study`."""
-    _check_count("T", T, 1)
+    integer("T", T, 1)
     P_list = _sorted_positive("P", P)
-    _check_count("P_test", P_test, 0)
-    _check_count("repeats", repeats, 1)
-    _check_count("heldout_batch", heldout_batch, 1, or_none=True)
+    integer("P_test", P_test, 0)
+    integer("repeats", repeats, 1)
+    if heldout_batch is not None:
+        integer("heldout_batch", heldout_batch, 1)
     methods = list(methods)
     unknown = [m for m in methods if m not in METHODS]
     if not methods or unknown:

@@ -30,6 +30,7 @@ import numpy as np
 import scipy.stats
 
 from ..progress import ProgressArg
+from ..validation import integer
 
 __all__ = ["ParticleSettings", "WindowSummary", "ControlState", "Decision", "init_control", "control_step",
            "averaged_windows", "block_traces", "relative_error"]
@@ -61,9 +62,7 @@ class ParticleSettings:
     def __post_init__(self):
         for name, minimum in (("num_particles", 16), ("window", 2), ("min_batches", 2), ("max_iter", 1),
                               ("seed", 0), ("check_samples", 2), ("recover_after", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-                raise ValueError(f"{name}: must be an integer >= {minimum}, got {value!r}")
+            integer(name, getattr(self, name), minimum)
         for name in ("step_size", "mc_tol"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0):
