@@ -23,7 +23,8 @@ from kernelfield.theory.stability import (
     symmetric_solution,
 )
 
-from conftest import endpoint_task, sequential_task
+from conftest import sequential_task
+from hessian_checks import curvature_pairs
 
 T = 4
 
@@ -68,17 +69,8 @@ def test_hessian_matches_finite_differences_of_the_action():
     rows, cols = _cross_time_index(T, 3)
     args = (rows, cols, C_sym, prob.MW, prob.Mv, prob.K_in, prob.supervised, prob.y, prob.kappa)
     H = np.asarray(_hessian(np.zeros(rows.size), *args, P=3))
-    L = np.linalg.cholesky(C_sym)
-    rng = np.random.default_rng(1)
-    eps = 1e-3
-    for _ in range(3):
-        v = rng.standard_normal(rows.size)
-        X = np.zeros_like(C_sym)
-        X[rows, cols] = v
-        dC = L @ (X + X.T) @ L.T
-        fd = (action(prob, C_sym + eps * dC) - 2 * action(prob, C_sym) + action(prob, C_sym - eps * dC)) / eps**2
-        # central differences: error O(eps^2 * fourth derivative) ~ 1e-6 relative
-        assert v @ H @ v == pytest.approx(fd, rel=1e-4)
+    for curvature, fd in curvature_pairs(H, lambda C: action(prob, C), C_sym, rows, cols):
+        assert curvature == pytest.approx(fd, rel=1e-4)  # central differences: ~1e-6 relative error
 
 
 def test_dense_and_lanczos_eigenvalues_agree():
@@ -181,14 +173,3 @@ def test_bad_input_is_rejected_clearly():
     seq = kf.solve(kf.Architecture.rnn(4), sequential_task(), kappa=0.1)
     with pytest.raises(ValueError, match="task: no time-symmetric solution"):
         stability(seq)
-
-
-def test_phase_tools_refuse_nonlinear_phi():
-    task = endpoint_task(P=2, T=2, D=3)
-    fake = type("S", (), {"phi": "erf", "arch": kf.Architecture.rnn(2), "task": task})()
-    with pytest.raises(NotImplementedError, match="phi: stability is implemented for linear"):
-        kf.stability(kf.Model(kf.Architecture.rnn(2), task, phi="erf"))
-    with pytest.raises(NotImplementedError, match="phi: outlier_eigenvalues"):
-        kf.outlier_eigenvalues(fake)
-    with pytest.raises(NotImplementedError, match="phi: critical_signal"):
-        kf.critical_signal(kf.Architecture.rnn(2), task, phi="tanh")

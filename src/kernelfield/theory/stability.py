@@ -12,6 +12,13 @@ Stability: the Hessian of ``S`` at ``C_sym`` restricted to cross-time directions
 dimensionless). Its leading eigenvalue ``λ_max`` is negative while ``C_sym`` is the local maximum
 and crosses zero at the critical signal (Sylvester's law of inertia: the sign does not depend on
 the coordinates).
+
+Nonlinear ``phi`` (``theory="gaussian"``): the same analysis for the Gaussian closure (THEORY.md
+§3), whose action ``S_G(Sigma)`` is a smooth function of the preactivation covariance: the
+symmetric point is the DNN's closure solution ``Sigma_sym`` and the Hessian is taken over the
+cross-time blocks of ``Sigma`` with ``C = G_φ(Sigma)`` following (:mod:`.closure_stability`). Its
+critical signal is the closure's, an approximation of the exact theory's (for linear ``phi`` the
+two coincide). The exact nonlinear action has no closed-form Hessian.
 """
 
 from __future__ import annotations
@@ -27,10 +34,12 @@ import scipy.optimize
 import scipy.sparse.linalg
 
 from ..model import Model, as_model
-from ..nonlinearities import get_nonlinearity
+from ..nonlinearities import Nonlinearity, get_nonlinearity
 from ..spec import Architecture, Prior, Task
 from ..validation import positive_int
 from .action import action_terms
+from .closure import check_gaussian_map
+from .closure_stability import ClosureCrossTime, cross_kernel
 from .kernels import Problem, make_problem
 from .solver import Solution, solve
 
@@ -43,10 +52,17 @@ __all__ = [
     "critical_signal",
     "outlier_eigenvalues",
     "CONTROLS",
+    "THEORY_METHODS",
 ]
 
 #: Control parameters of :func:`critical_signal` (see :func:`_controlled` for what each sets).
 CONTROLS = ("target_scale", "kappa", "g")
+
+#: Theories of :func:`stability` and :func:`critical_signal`: ``"exact"`` (linear ``phi``: the
+#: closed-form action), ``"gaussian"`` (the Gaussian closure ``S_G``, any ``phi`` with a Gaussian
+#: map; an approximation for nonlinear ``phi``) and ``"auto"`` (exact for linear ``phi``, the
+#: closure otherwise).
+THEORY_METHODS = ("auto", "exact", "gaussian")
 
 
 class NoTransitionError(ValueError):
@@ -60,7 +76,10 @@ class Stability:
     eigenvalues: the ``k`` largest, descending (``> 0``: the symmetric solution is unstable);
     dimension: number of cross-time directions; gradient: relative size of the cross-time
     gradient at ``C_sym`` (~ 0: it is a stationary point); C_sym, S_sym: the symmetric kernel and
-    its action.
+    its action; theory: ``"exact"`` (the closed-form action of linear networks) or ``"gaussian"``
+    (the Gaussian closure: the Hessian of ``S_G`` over the cross-time blocks of the preactivation
+    covariance, an approximation for nonlinear ``phi``, ``S_sym`` a lower bound on the exact
+    action); Sigma_sym: the symmetric preactivation covariance (closure only, ``None`` otherwise).
     """
 
     eigenvalues: np.ndarray
@@ -68,6 +87,8 @@ class Stability:
     gradient: float
     C_sym: np.ndarray
     S_sym: float
+    theory: str = "exact"
+    Sigma_sym: np.ndarray | None = None
 
     @property
     def leading(self) -> float:
@@ -78,16 +99,34 @@ class Stability:
         return self.leading < 0
 
 
-def _require_linear(phi, what: str) -> None:
-    """The Hessian below uses the closed-form (Wishart) action and the outlier the ``h``-``h``
-    regression of linear networks; for other ``phi`` neither is implemented."""
-    if get_nonlinearity(phi).name != "linear":
-        raise NotImplementedError(f"phi: {what} is implemented for linear networks only (closed-form action); "
-                                  f"got {get_nonlinearity(phi).name!r}")
+def _require_linear(nl: Nonlinearity, what: str) -> None:
+    """The exact theory needs linear ``phi``: the closed-form (Wishart) action and its Hessian
+    exist for linear networks only."""
+    if nl.name != "linear":
+        raise NotImplementedError(
+            f"phi: {what} of the exact theory ('exact') is implemented for linear networks only (closed-form "
+            f"action); got phi = {nl.name!r}: use 'gaussian' (the Gaussian closure's {what}, an approximation)")
 
 
-def _check_symmetric_exists(prob: Problem) -> None:
-    """The symmetric solution exists when nothing but ``W`` couples different time steps."""
+def _theory(model: Model, value: str, argument: str, what: str, solved_by: str | None = None) -> str:
+    """Resolve the theory ``value`` (one of :data:`THEORY_METHODS`, passed as ``argument``) for
+    ``model``: ``"auto"`` is the closure when ``solved_by == "gaussian"`` or ``phi`` is nonlinear,
+    the exact action otherwise."""
+    if value not in THEORY_METHODS:
+        raise ValueError(f"{argument}: must be one of {THEORY_METHODS}, got {value!r}")
+    nl = model.nonlinearity
+    if value == "auto":
+        value = "gaussian" if solved_by == "gaussian" or nl.name != "linear" else "exact"
+    if value == "exact":
+        _require_linear(nl, what)
+    else:
+        check_gaussian_map(nl)
+    return value
+
+
+def _check_symmetric_exists(prob: Problem, nl: Nonlinearity) -> None:
+    """The symmetric solution exists when nothing but ``W`` couples different time steps and,
+    where ``W`` does, ``phi`` is odd (so uncorrelated preactivations give uncorrelated features)."""
     T, P = prob.T, prob.P
     off = ~np.eye(T, dtype=bool)
     K_cross = np.abs(prob.K_in).reshape(T, P, T, P).max(axis=(1, 3))[off].max(initial=0.0)
@@ -101,15 +140,26 @@ def _check_symmetric_exists(prob: Problem) -> None:
             "time steps directly); stability analysis needs an endpoint-type task, e.g. inputs at "
             "one step only, sigma_b = 0 or unshared biases, supervision at one step"
         )
+    if not nl.odd and not _couples_no_steps(prob):
+        raise ValueError(
+            f"phi: no time-symmetric solution for phi = {nl.name!r}: it is not odd, so its mean activity <phi> != 0 "
+            "correlates the time steps through the shared W at any signal (no sign symmetry W -> -W to break); "
+            "the phase transition needs an odd phi (linear, erf, tanh)")
+
+
+def _couples_no_steps(prob: Problem) -> bool:
+    """No ``W`` is shared between different time steps (each step its own coupled component)."""
+    return bool(np.array_equal(prob.components, np.arange(prob.T)))
 
 
 def symmetric_solution(arch: Architecture | Model, task: Task | None = None, prior: Prior | None = None, phi=None,
                        kappa: float | None = None, **solve_kwargs) -> Solution:
     """The time-symmetric stationary point ``C_sym`` (cross-time blocks zero) of ``arch``'s action:
     the DNN's solution on the same task (see module docstring). The model is a
-    :class:`~kernelfield.Model` or its parts. Returns a :class:`Solution`."""
+    :class:`~kernelfield.Model` or its parts; ``solve_kwargs`` go to :func:`~kernelfield.solve`
+    (e.g. ``method="gaussian"`` for the closure's ``Sigma_sym``). Returns a :class:`Solution`."""
     model = as_model(arch, task, prior, phi, kappa)
-    _check_symmetric_exists(_problem(model))
+    _check_symmetric_exists(_problem(model), model.nonlinearity)
     return solve(replace(model, arch=Architecture.dnn(model.arch.T)), init="prior", **solve_kwargs)
 
 
@@ -144,43 +194,76 @@ def _hvp(v, x, *args, P: int):
     return jax.jvp(lambda z: jax.grad(_cross_time_action)(z, *args, P=P), (x,), (v,))[1]
 
 
-def stability(sol, k: int = 3, method: str = "auto") -> Stability:
+def stability(sol, k: int = 3, method: str = "auto", theory: str = "auto") -> Stability:
     """Leading ``k`` eigenvalues of the Hessian of ``S`` restricted to cross-time directions at
     the symmetric solution of ``sol``'s model (``sol`` a :class:`~kernelfield.Model` or a result
     carrying one, such as a :class:`Solution`).
 
-    method: ``"dense"`` (the full Hessian by autodiff, then ``eigvalsh``), ``"lanczos"``
-    (``scipy.sparse.linalg.eigsh`` on Hessian-vector products, for many directions) or
-    ``"auto"`` (dense up to 1500 directions).
+    method: the eigen-solver: ``"dense"`` (the full Hessian by autodiff, then ``eigvalsh``),
+    ``"lanczos"`` (``scipy.sparse.linalg.eigsh`` on Hessian-vector products, for many directions)
+    or ``"auto"`` (dense up to 1500 directions).
+    theory: ``"exact"`` (linear ``phi``: the closed-form action ``S``), ``"gaussian"`` (the
+    Gaussian closure's ``S_G`` over the cross-time blocks of the preactivation covariance; any
+    odd ``phi`` with a Gaussian map, an approximation for nonlinear ``phi``) or ``"auto"`` (the
+    closure for a solution with ``method="gaussian"`` or a nonlinear ``phi``, exact otherwise;
+    the result's ``theory`` says which).
     """
     if method not in ("auto", "dense", "lanczos"):
         raise ValueError(f"method: must be 'auto', 'dense' or 'lanczos', got {method!r}")
     k = positive_int("k", k)
     model = sol if isinstance(sol, Model) else sol.model
-    _require_linear(model.phi, "stability")
-    return _stability(_problem(model), symmetric_solution(model).C, k, method)
+    theory = _theory(model, theory, "theory", "stability", getattr(sol, "method", None))
+    return _symmetric_stability(model, theory, k, method)
+
+
+def _symmetric_stability(model: Model, theory: str, k: int, method: str) -> Stability:
+    """:func:`stability` of ``model`` with a resolved ``theory`` (``"exact"`` or ``"gaussian"``)."""
+    sym = symmetric_solution(model, method=theory)
+    if theory == "exact":
+        return _stability(_problem(model), sym.C, k, method)
+    return _closure_stability(_problem(model), model.nonlinearity, sym.Sigma, sym.C, k, method)
 
 
 def _stability(prob: Problem, C_sym: np.ndarray, k: int, method: str) -> Stability:
-    if prob.T < 2:
-        raise ValueError("arch: stability needs T >= 2 (there are no cross-time directions at T = 1)")
+    """Cross-time Hessian of the exact action at ``C_sym``."""
     rows, cols = _cross_time_index(prob.T, prob.P)
     args = (jnp.asarray(rows), jnp.asarray(cols), jnp.asarray(C_sym), prob.MW, prob.Mv, prob.K_in,
             jnp.asarray(prob.supervised), prob.y, prob.kappa)
-    m = rows.size
+    S0, gradient, eig = _spectrum(
+        lambda x: _action_and_gradient(x, *args, P=prob.P), lambda x: _hessian(x, *args, P=prob.P),
+        lambda v, x: _hvp(v, x, *args, P=prob.P), prob.T, rows.size, k, method)
+    return Stability(eigenvalues=eig, dimension=rows.size, gradient=gradient, C_sym=np.asarray(C_sym), S_sym=S0)
+
+
+def _closure_stability(prob: Problem, nl: Nonlinearity, Sigma_sym: np.ndarray, C_sym: np.ndarray, k: int,
+                       method: str) -> Stability:
+    """Cross-time Hessian of the closure action ``S_G`` at ``Sigma_sym`` (``C_sym = G_φ(Sigma_sym)``;
+    :mod:`.closure_stability`)."""
+    rows, cols = _cross_time_index(prob.T, prob.P)
+    f = ClosureCrossTime(prob, nl, Sigma_sym, rows, cols)
+    S0, gradient, eig = _spectrum(f.value_and_gradient, f.hessian, f.hessian_vector, prob.T, rows.size, k, method)
+    return Stability(eigenvalues=eig, dimension=rows.size, gradient=gradient, C_sym=np.asarray(C_sym), S_sym=S0,
+                     theory="gaussian", Sigma_sym=np.asarray(Sigma_sym))
+
+
+def _spectrum(value_and_gradient, hessian, hessian_vector, T: int, m: int, k: int, method: str):
+    """``(S, relative cross-time gradient, k leading Hessian eigenvalues)`` at ``x = 0`` of an
+    action on ``m`` cross-time directions, densely (``hessian(x)``) or by Lanczos on
+    ``hessian_vector(v, x)``."""
+    if T < 2:
+        raise ValueError("arch: stability needs T >= 2 (there are no cross-time directions at T = 1)")
     x0 = jnp.zeros(m)
-    S0, g0 = _action_and_gradient(x0, *args, P=prob.P)
+    S0, g0 = value_and_gradient(x0)
     gradient = float(jnp.linalg.norm(g0)) / max(1.0, abs(float(S0)))
     k = min(k, m)
     if method == "dense" or (method == "auto" and m <= 1500):
-        H = np.asarray(_hessian(x0, *args, P=prob.P))
+        H = np.asarray(hessian(x0))
         eig = np.linalg.eigvalsh(0.5 * (H + H.T))[::-1][:k]
     else:
         op = scipy.sparse.linalg.LinearOperator(
-            (m, m), matvec=lambda v: np.asarray(_hvp(jnp.asarray(v), x0, *args, P=prob.P)), dtype=np.float64)
+            (m, m), matvec=lambda v: np.asarray(hessian_vector(jnp.asarray(v), x0)), dtype=np.float64)
         eig = np.sort(scipy.sparse.linalg.eigsh(op, k=min(k, m - 1), which="LA", return_eigenvectors=False))[::-1]
-    return Stability(eigenvalues=np.asarray(eig), dimension=m, gradient=gradient, C_sym=np.asarray(C_sym),
-                     S_sym=float(S0))
+    return float(S0), gradient, np.asarray(eig)
 
 
 @dataclass(frozen=True)
@@ -195,6 +278,8 @@ class CriticalPoint:
     each with the gain ``S_broken - S_sym`` of the best time-correlated branch found by
     :func:`~kernelfield.solve` (``nan`` when none was found). On the weak-signal side (``"lower"``
     for ``target_scale``, ``"higher"`` for ``kappa``) a continuous transition has none.
+    method: the theory, ``"exact"`` (closed-form action, linear ``phi``) or ``"gaussian"`` (the
+    Gaussian closure's critical signal: an approximation of the exact one for nonlinear ``phi``).
     """
 
     control: str
@@ -204,6 +289,7 @@ class CriticalPoint:
     eigenvalues: tuple[float, float]
     evaluations: int
     branches: dict | None = None
+    method: str = "exact"
 
 
 def _controlled(arch, task, prior, kappa, control, value):
@@ -223,7 +309,7 @@ def _with_control(model: Model, control: str, value: float) -> Model:
 
 def critical_signal(arch: Architecture | Model, task: Task | None = None, prior: Prior | None = None, phi=None,
                     kappa: float | None = None, control: str = "target_scale", tol: float = 1e-4, bracket: tuple[float, float] | None = None,
-                    verify: bool = False, margin: float = 0.1) -> CriticalPoint:
+                    verify: bool = False, margin: float = 0.1, method: str = "auto") -> CriticalPoint:
     """The value of ``control`` at which the symmetric solution loses stability: the root of the
     leading cross-time Hessian eigenvalue ``λ_max(value)`` (:func:`stability`), found by Brent's
     method to relative tolerance ``tol``. The model is a :class:`~kernelfield.Model` or its parts.
@@ -234,16 +320,20 @@ def critical_signal(arch: Architecture | Model, task: Task | None = None, prior:
     and finds the crossing nearest to ``prior.g`` on a log scale). bracket: ``(lo, hi)`` with
     ``λ_max`` of opposite signs at the ends; by default it is found by doubling/halving from the
     current value (1 for ``target_scale``).
-    verify: cross-check by branch following: solve ``arch`` with ``init="auto"`` at
-    ``value·(1 - margin)`` and ``value·(1 + margin)`` and record ``S_broken - S_sym`` on each
-    side (see :class:`CriticalPoint`). Raises :class:`NoTransitionError`
+    method: the theory (:data:`THEORY_METHODS`): ``"exact"`` (linear ``phi``), ``"gaussian"``
+    (the Gaussian closure's critical signal, any odd ``phi`` with a Gaussian map: an
+    approximation for nonlinear ``phi``, equal to the exact one for linear) or ``"auto"`` (exact
+    for linear ``phi``, the closure otherwise); the result's ``method`` says which.
+    verify: cross-check by branch following: solve ``arch`` (with the same theory) with
+    ``init="auto"`` at ``value·(1 - margin)`` and ``value·(1 + margin)`` and record
+    ``S_broken - S_sym`` on each side (see :class:`CriticalPoint`). Raises :class:`NoTransitionError`
     when no sign change is found.
     """
     model = as_model(arch, task, prior, phi, kappa)
     arch, prior, kappa = model.arch, model.prior, model.kappa
     if control not in CONTROLS:
         raise ValueError(f"control: must be one of {CONTROLS}, got {control!r}")
-    _require_linear(model.phi, "critical_signal")
+    method = _theory(model, method, "method", "critical_signal")
     if not (isinstance(tol, (int, float)) and 0 < tol < 1):
         raise ValueError(f"tol: must be a number in (0, 1), got {tol!r}")
     if not (isinstance(margin, (int, float)) and 0 < margin < 1):
@@ -253,13 +343,11 @@ def critical_signal(arch: Architecture | Model, task: Task | None = None, prior:
     def leading(value: float) -> float:
         nonlocal evaluations
         evaluations += 1
-        controlled = _with_control(model, control, value)
-        sym = solve(replace(controlled, arch=Architecture.dnn(arch.T)), init="prior")
-        return _stability(_problem(controlled), sym.C, 1, "auto").leading
+        return _symmetric_stability(_with_control(model, control, value), method, 1, "auto").leading
 
     prob = _problem(model)
-    _check_symmetric_exists(prob)
-    if np.array_equal(prob.components, np.arange(arch.T)):
+    _check_symmetric_exists(prob, model.nonlinearity)
+    if _couples_no_steps(prob):
         raise NoTransitionError(
             f"arch: {arch.name} couples no two time steps (no W shared across time), so the symmetric solution "
             "is stable at any signal: its cross-time Hessian is -identity (only log det C sees those blocks)")
@@ -276,9 +364,9 @@ def critical_signal(arch: Architecture | Model, task: Task | None = None, prior:
                 f"bracket: the leading cross-time eigenvalue has the same sign at {control} = {lo:g} "
                 f"({f_lo:.3g}) and {hi:g} ({f_hi:.3g}); no transition inside")
     value = scipy.optimize.brentq(leading, lo, hi, xtol=tol * lo, rtol=tol)
-    point = CriticalPoint(control, float(value), float(tol), (lo, hi), (f_lo, f_hi), evaluations)
+    point = CriticalPoint(control, float(value), float(tol), (lo, hi), (f_lo, f_hi), evaluations, method=method)
     if verify:
-        point = replace(point, branches=_branch_check(model, control, value, margin))
+        point = replace(point, branches=_branch_check(model, control, value, margin, method))
     return point
 
 
@@ -313,14 +401,15 @@ def _find_bracket(f, start: float, stronger: float | None, factor: float = 2.0, 
         f"solution stays {state}; pass bracket=(lo, hi)")
 
 
-def _branch_check(model: Model, control: str, value: float, margin: float) -> dict:
-    """``S_broken - S_sym`` just below (``"lower"``) and above (``"higher"``) the critical value."""
+def _branch_check(model: Model, control: str, value: float, margin: float, method: str) -> dict:
+    """``S_broken - S_sym`` just below (``"lower"``) and above (``"higher"``) the critical value,
+    both from the solver of the theory ``method``."""
     sides = {"lower": value * (1 - margin), "higher": value * (1 + margin)}
     out = {}
     for side, v in sides.items():
         controlled = _with_control(model, control, v)
-        sol = solve(controlled, init="auto", tol=1e-7)
-        sym = symmetric_solution(controlled, tol=1e-7)
+        sol = solve(controlled, init="auto", tol=1e-7, method=method)
+        sym = symmetric_solution(controlled, tol=1e-7, method=method)
         broken = [b for b in sol.branches if _cross_time_norm(b.C, model.arch.T, model.task.P) > 1e-3]
         out[side] = {"value": float(v),
                      "gain": max(b.S for b in broken) - sym.S if broken else float("nan")}
@@ -338,15 +427,18 @@ def _cross_time_norm(C: np.ndarray, T: int, P: int) -> float:
 
 def outlier_eigenvalues(sol, group: int | None = None) -> np.ndarray:
     """Predicted non-zero eigenvalues of the low-rank part of the posterior recurrent matrix
-    (THEORY.md §4): the eigenvalues of the regression operator ``C_pp⁻¹ C_pn``, where ``n`` runs
-    over ``(t, a)`` for the steps ``t >= 1`` that use the matrix and ``p`` over ``(t-1, a)``.
+    (THEORY.md §4): the eigenvalues of the regression operator ``C_pp⁻¹ X_pn``, where ``n`` runs
+    over ``(t, a)`` for the steps ``t >= 1`` that use the matrix and ``p`` over ``(t-1, a)``;
+    ``C_pp`` is the feature kernel and ``X_pn = <φ(h_p) h_nᵀ>`` the activity-to-preactivation cross
+    kernel (``C_pn`` for linear ``phi``). For nonlinear ``phi`` ``X`` needs the preactivation law:
+    from a Gaussian-closure solution (``method="gaussian"``) it is ``Sigma_pn ∘ E[φ'(h_p)]``
+    (Stein), an approximation like the closure itself; the particle solver does not record it.
 
     group: the ``W`` group label (default: the group of the last step, i.e. the shared matrix of
     an RNN). Returns the ``|group|·P`` eigenvalues (complex) sorted by decreasing modulus; on the
     symmetric solution the operator is a nilpotent chain and all of them vanish (numerically
     ~ ``residual^(1/chain length)``).
     """
-    _require_linear(sol.phi, "outlier_eigenvalues")
     arch, T, P = sol.arch, sol.task.T, sol.task.P
     labels = np.asarray(arch.W_groups)
     group = labels[T - 1] if group is None else group
@@ -357,6 +449,20 @@ def outlier_eigenvalues(sol, group: int | None = None) -> np.ndarray:
     n_idx = (steps[:, None] * P + a).reshape(-1)
     p_idx = n_idx - P
     C = np.asarray(sol.C)
-    A = np.linalg.solve(C[np.ix_(p_idx, p_idx)], C[np.ix_(p_idx, n_idx)])
+    A = np.linalg.solve(C[np.ix_(p_idx, p_idx)], _activity_to_preactivation(sol, p_idx, n_idx))
     eig = np.linalg.eigvals(A)
     return eig[np.argsort(-np.abs(eig), kind="stable")]
+
+
+def _activity_to_preactivation(sol, p_idx: np.ndarray, n_idx: np.ndarray) -> np.ndarray:
+    """``<φ(h_p) h_nᵀ>``: ``C_pn`` for linear ``phi``, from the closure's ``Sigma`` otherwise."""
+    nl = get_nonlinearity(sol.phi)
+    if nl.name == "linear":
+        return np.asarray(sol.C)[np.ix_(p_idx, n_idx)]
+    Sigma = getattr(sol, "Sigma", None)
+    if Sigma is None:
+        raise NotImplementedError(
+            f"phi: outlier_eigenvalues for phi = {nl.name!r} needs the activity-to-preactivation cross kernel "
+            f"<phi(h) h^T>, which only a Gaussian-closure solution gives (got method "
+            f"{getattr(sol, 'method', None)!r}); solve with method='gaussian'")
+    return cross_kernel(np.asarray(Sigma), nl, p_idx, n_idx)
