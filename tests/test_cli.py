@@ -84,6 +84,24 @@ def test_missing_config_and_library_errors_exit_2(tmp_path):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("command", ["solve", "compare", "phase-diagram", "spectrum", "generalization"])
+def test_method_option_is_offered(command):
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and "--method" in result.output and "gaussian" in result.output
+
+
+def test_method_option_replaces_the_configs_method(tmp_path):
+    """--method overrides [theory] method: the solver's own check of method against phi answers
+    (before any solve), and values outside the four methods are refused by name."""
+    erf = tmp_path / "erf.toml"
+    erf.write_text(TINY.replace("kappa = 0.2", 'kappa = 0.2\nphi = "erf"\nmethod = "gaussian"'))
+    result = runner.invoke(app, ["solve", str(erf), "--out", str(tmp_path / "o"), "--method", "exact"])
+    assert result.exit_code == 2 and result.stderr.startswith("error: method: 'exact' needs phi = 'linear'")
+    result = runner.invoke(app, ["solve", str(erf), "--method", "closure"], env={"COLUMNS": "200"})
+    assert result.exit_code == 2 and "'closure' is not one of 'auto', 'exact', 'particles', 'gaussian'" in result.output
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.slow
 def test_compare_end_to_end(tmp_path):
     cfg = tmp_path / "tiny.toml"

@@ -149,3 +149,52 @@ def test_plot_phase_diagram_masks_cells_without_a_transition(tmp_path):
     assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) == ("prior.g", "architecture.T", "critical learning signal")
     assert colour_bar.get_ylabel() == "critical target_scale"
     assert_png(tmp_path / "pd.png", fig)
+
+
+def test_closure_studies_are_labelled_as_such():
+    config = json.dumps({"control": "target_scale", "method": "gaussian"})
+    fig = plots.plot_bifurcation(_bifurcation_dataset().assign_attrs(config=config))
+    labels = [line.get_label() for line in fig.axes[0].get_lines() if not line.get_label().startswith("_")]
+    assert labels[:2] == ["rnn (Gaussian closure)", "dnn (Gaussian closure)"]
+    grid = xr.Dataset({"critical": (("g", "kappa"), [[0.5, 0.6]])}, coords={"g": [1.0], "kappa": [0.1, 0.2]},
+                      attrs={"config": config})
+    assert plots.plot_phase_diagram(grid).axes[0].get_title() == "critical learning signal (Gaussian closure)"
+
+
+def _sweep_like(scales, methods, seed, errors=False):
+    """The layout of kernelfield.sweep.load for axes (architecture, target_scale)."""
+    rng = np.random.default_rng(seed)
+    shape = (2, len(scales))
+    data = {"coherence_theory": (("architecture", "target_scale"), rng.random(shape)),
+            "theory_method": (("architecture", "target_scale"), np.full(shape, methods, dtype=object))}
+    if errors:
+        data.update(coherence_theory_err=(("architecture", "target_scale"), rng.random(shape) / 10),
+                    coherence_sampled=(("architecture", "target_scale"), rng.random(shape)),
+                    coherence_sampled_err=(("architecture", "target_scale"), rng.random(shape) / 10))
+    return xr.Dataset(data, coords={"architecture": ["rnn", "dnn"], "target_scale": scales})
+
+
+def test_plot_theory_and_networks_draws_the_curve_and_the_points_with_error_bars(tmp_path):
+    curve = _sweep_like(np.linspace(0.1, 2.0, 11), "gaussian", 0)
+    points = _sweep_like([0.2, 1.0], "particles", 1, errors=True)
+    fig = plots.plot_theory_and_networks(curve, points, path=tmp_path / "m.png", title="erf")
+    (ax,) = fig.axes
+    lines = {line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("_")}
+    bars = {c.get_label(): c for c in ax.containers}
+    assert sorted(lines) == ["dnn: Gaussian closure", "rnn: Gaussian closure"]
+    assert sorted(bars) == ["dnn: particle solver", "dnn: sampled networks", "rnn: particle solver",
+                            "rnn: sampled networks"]
+    for arch in ("rnn", "dnn"):
+        np.testing.assert_array_equal(lines[f"{arch}: Gaussian closure"].get_ydata(),
+                                      curve["coherence_theory"].sel(architecture=arch))
+        for source, label in (("theory", "particle solver"), ("sampled", "sampled networks")):
+            data_line, _, (segments,) = bars[f"{arch}: {label}"]
+            np.testing.assert_array_equal(data_line.get_xdata(), [0.2, 1.0])
+            np.testing.assert_array_equal(data_line.get_ydata(), points[f"coherence_{source}"].sel(architecture=arch))
+            half = [abs(seg[1, 1] - seg[0, 1]) / 2 for seg in segments.get_segments()]
+            np.testing.assert_allclose(half, points[f"coherence_{source}_err"].sel(architecture=arch))
+        assert bars[f"{arch}: particle solver"][0].get_color() == lines[f"{arch}: Gaussian closure"].get_color()
+    assert (ax.get_xlabel(), ax.get_ylabel(), fig.get_suptitle()) == ("target_scale", "temporal coherence rho", "erf")
+    assert_png(tmp_path / "m.png", fig)
+    with pytest.raises(ValueError, match="^curve: coherence_theory must have one axis besides 'architecture'"):
+        plots.plot_theory_and_networks(curve.expand_dims(seed=[0, 1]))

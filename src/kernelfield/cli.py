@@ -2,7 +2,7 @@
 ``kernelfield sweep SWEEP.toml --store PATH`` and ``kernelfield report STORE --out DIR``.
 
 solve ... spectrum read a TOML configuration (see :mod:`kernelfield.config` and ``examples/``),
-writes netCDF results (:mod:`kernelfield.storage`) and PNG heatmaps (:mod:`kernelfield.plots`)
+``--method`` overriding its ``[theory] method`` (e.g. ``gaussian``, the Gaussian closure), write netCDF results (:mod:`kernelfield.storage`) and PNG heatmaps (:mod:`kernelfield.plots`)
 to ``--out`` and prints a summary. Invalid configurations and invalid arguments are reported
 as one red line on stderr with exit code 2 (no traceback).
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import warnings
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import numpy as np
 import typer
@@ -23,7 +23,13 @@ from ._version import __version__
 from . import plots, plots_generalization, storage
 from . import sweep as sweeps
 from .compare import compare as compare_theory_and_samples
-from .config import ConfigError, load_config, load_generalization_config
+from .config import (
+    ConfigError,
+    load_config,
+    load_generalization_config,
+    parse_config,
+    parse_generalization_config,
+)
 from .experiments import phase as phase_studies
 from .experiments.generalization import learning_curves
 from .observables import mean_coherence
@@ -50,6 +56,11 @@ err_console = Console(stderr=True)
 
 CONFIG_HELP = r"TOML configuration file (tables \[architecture], \[prior], \[task], \[theory], \[sampling]); see examples/."
 OUT_HELP = "Output directory (created if missing); existing files of the same name are replaced."
+TheoryMethod = Literal["auto", "exact", "particles", "gaussian"]
+METHOD_OPTION = typer.Option(
+    None, "--method", show_default=False,
+    help=r"Theory solver, replacing the config's \[theory] method: exact (linear phi), particles (any phi), gaussian "
+         "(the Gaussian closure: any phi, fast, approximate) or auto (exact for linear phi, particles otherwise).")
 
 
 def _fail(message: str) -> None:
@@ -87,10 +98,21 @@ def _bars(enabled: bool):
     return RichBars(console) if enabled else nullcontext(False)
 
 
+def _load(config: Path, method: Optional[str], load=load_config, parse=parse_config):
+    """The configuration at ``config``, with ``theory.method`` replaced by ``method`` when given."""
+    cfg = load(config)
+    if method is None:
+        return cfg
+    data = cfg.model_dump(exclude_none=True)
+    data["theory"]["method"] = method
+    return parse(data, source=f"{config} with --method {method}")
+
+
 def _title(cfg) -> str:
     arch = cfg.build_architecture()
+    closure = f", {plots.METHOD_LABELS['gaussian']}" if cfg.theory.method == "gaussian" else ""
     return (f"{arch.name}, T={arch.T}, {cfg.task.generator} (P={cfg.build_task().P}), "
-            f"phi={cfg.theory.phi}, kappa={cfg.theory.kappa:g}")
+            f"phi={cfg.theory.phi}, kappa={cfg.theory.kappa:g}{closure}")
 
 
 def _do_solve(cfg, out: Path, progress):
@@ -104,7 +126,9 @@ def _print_solution(sol) -> None:
     T, P = sol.task.T, sol.task.P
     status = "[green]converged[/green]" if sol.converged else "[red]NOT converged[/red]"
     console.print(f"[bold]theory[/bold] {sol.arch.name} T={T} P={P} n={T * P}: S = {sol.S:.6g}, "
-                  f"residual = {sol.residual:.2e}, {status}, {sol.seconds:.1f} s")
+                  f"residual = {sol.residual:.2e}, {status}, {sol.seconds:.1f} s, method {sol.method}")
+    if sol.method == "gaussian":
+        console.print("Gaussian closure: an approximation for nonlinear phi (S is a lower bound on the exact action)")
     table = Table(title="branches (stationary points of S)", title_justify="left")
     for col in ("#", "init", "S", "Gamma", "E", "residual", "conv.", "rho"):
         table.add_column(col, justify="right", no_wrap=True)
@@ -151,6 +175,7 @@ def _print_comparison(cmp) -> None:
 def solve(
     config: Path = typer.Argument(..., help=CONFIG_HELP, show_default=False),
     out: Path = typer.Option(Path("results"), "--out", "-o", help=OUT_HELP),
+    method: Optional[TheoryMethod] = METHOD_OPTION,
 ):
     """Solve the mean-field theory: the trained kernel C maximising the action S.
 
@@ -158,7 +183,7 @@ def solve(
     """
 
     def go():
-        cfg = load_config(config)
+        cfg = _load(config, method)
         with _bars(True) as bars:
             sol = _do_solve(cfg, out, bars)
         _print_solution(sol)
@@ -193,6 +218,7 @@ def compare(
     config: Path = typer.Argument(..., help=CONFIG_HELP, show_default=False),
     out: Path = typer.Option(Path("results"), "--out", "-o", help=OUT_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    method: Optional[TheoryMethod] = METHOD_OPTION,
 ):
     """Solve the theory, sample the finite-width network and compare them block by block.
 
@@ -200,7 +226,7 @@ def compare(
     """
 
     def go():
-        cfg = load_config(config)
+        cfg = _load(config, method)
         with _bars(progress) as bars:
             sol = _do_solve(cfg, out, bars)
             _print_solution(sol)
@@ -234,6 +260,7 @@ def phase_diagram(
     config: Path = typer.Argument(..., help=CONFIG_HELP, show_default=False),
     out: Path = typer.Option(Path("results"), "--out", "-o", help=OUT_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    method: Optional[TheoryMethod] = METHOD_OPTION,
 ):
     r"""The phase transition: order parameter vs control for several sharing patterns, and the critical signal over a 2-D grid (\[phase] table).
 
@@ -241,13 +268,14 @@ def phase_diagram(
     """
 
     def go():
-        cfg = load_config(config)
+        cfg = _load(config, method)
         with _bars(progress) as bars:
             ph, base = cfg.phase, cfg.build_architecture()
             sampling = cfg.sampling.model_dump(exclude={"N", "keep_weights"})
             ds = phase_studies.bifurcation(ph.build_architectures(base.T), cfg.build_task(), ph.values, control=ph.control,
                                    prior=cfg.build_prior(), phi=cfg.theory.phi, kappa=cfg.theory.kappa, widths=ph.widths,
-                                   sample_values=ph.sample_values, sampling=sampling, progress=bars)
+                                   sample_values=ph.sample_values, sampling=sampling, progress=bars,
+                                   method=cfg.theory.method)
             storage.save(ds, out / "bifurcation.nc")
             plots.plot_bifurcation(ds, out / "bifurcation.png", title=_title(cfg))
             table = Table(title=f"critical {ph.control} (symmetric solution loses stability)", title_justify="left")
@@ -255,14 +283,17 @@ def phase_diagram(
                 table.add_column(col, justify="right")
             for arch in ds["arch"].values:
                 crit, beta = float(ds["critical"].sel(arch=arch)), float(ds["exponent"].sel(arch=arch))
-                table.add_row(str(arch), f"{crit:.4g}" if np.isfinite(crit) else "none (stable)",
+                analysed = np.isfinite(ds["leading_eigenvalue"].sel(arch=arch)).any()
+                table.add_row(str(arch), f"{crit:.4g}" if np.isfinite(crit) else
+                              "none (stable)" if analysed else "n/a (no stability analysis for this phi, method)",
                               f"{beta:.3f}" if np.isfinite(beta) else "-",
                               f"{float(ds['coherence'].sel(arch=arch)[-1]):.3f}")
             console.print(table)
             written = ["bifurcation.nc", "bifurcation.png"]
             if ph.x is not None:
                 grid = phase_studies.phase_diagram(_phase_build(cfg), (ph.x.field, ph.x.values), (ph.y.field, ph.y.values),
-                                           control=ph.control, phi=cfg.theory.phi, tol=ph.tol, progress=bars)
+                                           control=ph.control, phi=cfg.theory.phi, tol=ph.tol, progress=bars,
+                                           method=cfg.theory.method)
                 storage.save(grid, out / "phase_diagram.nc")
                 plots.plot_phase_diagram(grid, out / "phase_diagram.png", title=f"critical {ph.control}: {base.name}")
                 failed = int((grid["status"] != "ok").sum())
@@ -279,6 +310,7 @@ def spectrum(
     config: Path = typer.Argument(..., help=CONFIG_HELP, show_default=False),
     out: Path = typer.Option(Path("results"), "--out", "-o", help=OUT_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    method: Optional[TheoryMethod] = METHOD_OPTION,
 ):
     r"""Weight spectrum: predicted outlier eigenvalues of the recurrent matrix against sampled width-N networks (\[spectrum] table).
 
@@ -286,7 +318,7 @@ def spectrum(
     """
 
     def go():
-        cfg = load_config(config)
+        cfg = _load(config, method)
         sp = cfg.spectrum
         sampling = cfg.sampling.model_dump(exclude={"N"})
         base = cfg.build_architecture()
@@ -299,7 +331,8 @@ def spectrum(
             for arch in archs:
                 ds = phase_studies.weight_spectrum(arch, cfg.build_task(), sp.values, sp.widths, control=sp.control,
                                                    prior=cfg.build_prior(), phi=cfg.theory.phi,
-                                                   kappa=cfg.theory.kappa, sampling=sampling, progress=bars)
+                                                   kappa=cfg.theory.kappa, sampling=sampling, progress=bars,
+                                                   method=cfg.theory.method)
                 stem = "spectrum" if arch is base else f"spectrum_{arch.name}"
                 storage.save(ds, out / f"{stem}.nc")
                 plots.plot_spectrum(ds, path=out / f"{stem}.png", title=f"{arch.name}: " + _title(cfg))
@@ -417,6 +450,7 @@ def generalization(
     config: Path = typer.Argument(..., help=GENERALIZATION_HELP, show_default=False),
     out: Path = typer.Option(Path("results"), "--out", "-o", help=OUT_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    method: Optional[TheoryMethod] = METHOD_OPTION,
 ):
     """Generalisation on a sequential task: learning curves of several architectures.
 
@@ -424,7 +458,7 @@ def generalization(
     """
 
     def go():
-        cfg = load_generalization_config(config)
+        cfg = _load(config, method, load_generalization_config, parse_generalization_config)
         with _bars(progress) as bars:
             ds = learning_curves(**cfg.study_kwargs(), progress=bars)
         storage.save(ds, out / "generalization.nc")

@@ -1,9 +1,12 @@
-"""Heatmaps of kernels and of per-block errors (matplotlib).
+"""Heatmaps of kernels and of per-block errors, and the figures of the phase transition and of
+theory-vs-network sweeps (matplotlib).
 
 Figures are built with :class:`matplotlib.figure.Figure` and rendered by the Agg canvas: no
 pyplot state, no interactive windows, safe on headless machines and in worker threads. Every
 function returns the ``Figure`` (which notebooks display) and saves a PNG when ``path`` is given.
 Kernels are ``(T*P, T*P)`` time-major (index ``t*P + a``); thin lines separate time blocks.
+Theory results are labelled by the method that produced them (:data:`METHOD_LABELS`): results of
+the Gaussian closure, an approximation, say "Gaussian closure".
 """
 
 from __future__ import annotations
@@ -15,9 +18,18 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["plot_kernels", "plot_block_errors", "plot_bifurcation", "plot_phase_diagram", "plot_spectrum"]
+__all__ = ["plot_kernels", "plot_block_errors", "plot_bifurcation", "plot_phase_diagram", "plot_spectrum",
+           "plot_theory_and_networks", "METHOD_LABELS"]
 
 _CMAP = "RdBu_r"
+
+#: How figures name the solver of a theory result (``Solution.method``, a sweep's ``theory_method``).
+METHOD_LABELS = {"exact": "exact theory", "particles": "particle solver", "gaussian": "Gaussian closure"}
+
+
+def _theory_label(config: dict) -> str:
+    """The label of a study's theory results: "Gaussian closure" for ``method = "gaussian"``, else "theory"."""
+    return METHOD_LABELS["gaussian"] if config.get("method") == "gaussian" else "theory"
 
 
 def _check_kernel(name: str, C, T: int, P: int) -> np.ndarray:
@@ -129,9 +141,10 @@ def plot_bifurcation(ds, path=None, title: str | None = None) -> Figure:
     FigureCanvasAgg(fig)
     ax, ax_eig = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     markers = "osD^v<>"
-    control = json.loads(ds.attrs.get("config", "{}")).get("control", "control")
+    config = json.loads(ds.attrs.get("config", "{}"))
+    control, theory = config.get("control", "control"), _theory_label(config)
     for i, arch in enumerate(ds["arch"].values):
-        line, = ax.plot(ds["value"], ds["coherence"].sel(arch=arch), lw=2, label=f"{arch} (theory)")
+        line, = ax.plot(ds["value"], ds["coherence"].sel(arch=arch), lw=2, label=f"{arch} ({theory})")
         ax_eig.plot(ds["value"], ds["leading_eigenvalue"].sel(arch=arch), lw=2, color=line.get_color(), label=arch)
         crit = float(ds["critical"].sel(arch=arch))
         if np.isfinite(crit):
@@ -167,7 +180,8 @@ def plot_phase_diagram(ds, path=None, title: str | None = None) -> Figure:
         ax.clabel(levels, fontsize=7)
     ax.set_xlabel(x_name)
     ax.set_ylabel(y_name)
-    ax.set_title(title or "critical learning signal")
+    theory = _theory_label(json.loads(ds.attrs.get("config", "{}")))
+    ax.set_title(title or "critical learning signal" + ("" if theory == "theory" else f" ({theory})"))
     _save(fig, path)
     return fig
 
@@ -207,5 +221,52 @@ def plot_spectrum(ds, value_index: int = -1, path=None, title: str | None = None
                     mfc="none", capsize=3, label=f"sampled, N = {N}")
     ax.set_xlabel(json.loads(ds.attrs.get("config", "{}")).get("control", "control"))
     ax.set_ylabel("largest |lambda|")
+    ax.legend(fontsize=7)
+    return _finish(fig, path, title)
+
+
+def _method_label(ds, sel: dict) -> str:
+    """The :data:`METHOD_LABELS` name of the theory's method at the points ``sel`` of a sweep dataset."""
+    methods = sorted(set(np.asarray(ds["theory_method"].sel(sel).values).ravel()) - {""}) \
+        if "theory_method" in ds else []
+    return " / ".join(METHOD_LABELS.get(m, m) for m in methods) or "theory"
+
+
+def _control_dim(ds, name: str, by: str, which: str) -> str:
+    dims = [d for d in ds[name].dims if d != by]
+    if len(dims) != 1:
+        raise ValueError(f"{which}: {name} must have one axis besides {by!r} (the control), got {ds[name].dims}")
+    return dims[0]
+
+
+def plot_theory_and_networks(curve, points=None, observable: str = "coherence", by: str = "architecture",
+                             path=None, title: str | None = None) -> Figure:
+    """An observable of sweep datasets (:func:`kernelfield.sweep.load`) against their control axis:
+    ``<observable>_theory`` of ``curve`` (e.g. the Gaussian closure on a fine grid) as one line per
+    value of the axis ``by``, and from ``points`` (e.g. the particle solver and sampled networks at
+    a few control values) ``<observable>_theory`` as filled and ``<observable>_sampled`` as open
+    markers, with error bars ``<observable>_<source>_err`` where stored. Theory results are labelled
+    by their method (``theory_method``: "Gaussian closure", "particle solver", ...)."""
+    name = f"{observable}_theory"
+    control = _control_dim(curve, name, by, "curve")
+    fig = Figure(figsize=(6.4, 4.4))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for i, value in enumerate(curve[by].values):
+        sel, color = {by: value}, f"C{i % 10}"
+        ax.plot(curve[control], curve[name].sel(sel), color=color, lw=2, label=f"{value}: {_method_label(curve, sel)}")
+        if points is None or value not in points[by].values:
+            continue
+        for source, marker, fill in (("theory", "o", color), ("sampled", "s", "none")):
+            var = f"{observable}_{source}"
+            if var not in points:
+                continue
+            x = points[_control_dim(points, var, by, "points")]
+            err = points[f"{var}_err"].sel(sel) if f"{var}_err" in points else None
+            label = _method_label(points, sel) if source == "theory" else "sampled networks"
+            ax.errorbar(x, points[var].sel(sel), yerr=err, fmt=marker, color=color, mfc=fill, ms=7, capsize=3,
+                        label=f"{value}: {label}")
+    ax.set_xlabel(control)
+    ax.set_ylabel("temporal coherence rho" if observable == "coherence" else observable)
     ax.legend(fontsize=7)
     return _finish(fig, path, title)

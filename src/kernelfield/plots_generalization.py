@@ -3,7 +3,8 @@
 * :func:`plot_learning_curves` — error against the number of training sequences ``P``: one
   colour per architecture, theory as solid lines, the lazy kernel dashed, sampled networks as
   circles and Langevin-trained networks as squares with error bars; columns: unsupervised steps
-  of the training sequences, held-out sequences; one row per schedule.
+  of the training sequences, held-out sequences; one row per schedule. Theory from the Gaussian
+  closure (``theory_method = "gaussian"``) is labelled "theory (Gaussian closure)".
 * :func:`plot_step_errors` — error at every time step at one ``P`` (supervised steps shaded).
 * :func:`plot_fraction` — error against the supervised fraction (several schedules).
 
@@ -24,7 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .plots import _save
+from .plots import METHOD_LABELS, _save
 
 __all__ = ["plot_learning_curves", "plot_step_errors", "plot_fraction"]
 
@@ -86,8 +87,11 @@ def _legend(fig, ds, colours):
     handles = [Line2D([], [], color=c, lw=2, label=a) for a, c in colours.items()]
     for p in ds.predictor.values:
         st = _STYLE.get(str(p), dict(ls=":", marker="^", label=str(p)))
+        label = st["label"]
+        if p == "theory" and ds.attrs.get("theory_method") == "gaussian":
+            label = f"theory ({METHOD_LABELS['gaussian']})"
         handles.append(Line2D([], [], color="0.3", ls=st["ls"] if st["ls"] != "none" else "none",
-                              marker=st["marker"], mfc="white" if p == "langevin" else "0.3", label=st["label"]))
+                              marker=st["marker"], mfc="white" if p == "langevin" else "0.3", label=label))
     fig.legend(handles=handles, loc="outside right center", fontsize=8, frameon=False)
 
 

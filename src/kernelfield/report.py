@@ -8,16 +8,21 @@ For each store (:func:`kernelfield.sweep.load`) the report has
   with the most values, one line per combination of the other axes: temporal coherence
   (``coherence_<source>``, the order parameter), predictive error at unsupervised steps
   (``pred_error_<source>``, learning curves when the control is e.g. ``P`` or ``N``) and the
-  theory-vs-samples kernel error (``kernel_error`` with its sampling error bar). Sources are drawn
-  as theory: solid, lazy: dashed, sampled: dotted with square markers (markers only when the
-  control has fewer than 4 values). Without a numeric axis the
-  observables are shown as grouped bars;
+  theory-vs-samples kernel error (``kernel_error`` with its sampling error bar), with error bars
+  where an observable has them (``<name>_err``: the particle solver's and the sampled networks'
+  coherence). Sources are drawn as theory: solid, lazy: dashed, sampled: dotted with square
+  markers (markers only when the control has fewer than 4 values); theory results of the Gaussian
+  closure (``theory.method = "gaussian"``, an approximation) are labelled "Gaussian closure".
+  Without a numeric axis the observables are shown as grouped bars;
 * a **phase diagram** (coherence over the two numeric axes with the most values) when there are two;
 * **kernel heatmaps** (theory or lazy | sampled | difference) and **kernel spectra** (eigenvalues
   of every kernel) at representative points: one per combination of the non-numeric axes, at the
   largest value of each numeric axis;
-* the **diagnostics table**: one row per point with its coordinates, status, time, solver and
-  sampler diagnostics and observables, and the error of failed points.
+* the **diagnostics table**: one row per point with its coordinates, status, the theory's method
+  (``exact``, ``particles`` or ``gaussian``), time, solver and sampler diagnostics and
+  observables, and the error of failed points.
+
+Further figures (e.g. one that draws several stores together) can be passed to :func:`write_report`.
 
 Figures are PNG files in ``OUT/figures``; nothing is displayed.
 """
@@ -54,9 +59,10 @@ _MAX_POINTS = 6
 _MAX_ROWS = 300
 
 
-def write_report(stores, out) -> Path:
+def write_report(stores, out, figures=()) -> Path:
     """Write ``out/report.html``, ``out/report.md`` and ``out/figures/*.png`` for one or more sweep
-    stores; returns the path of the HTML page."""
+    stores; returns the path of the HTML page. figures: further ``(png_path, caption)`` pairs,
+    shown first (paths inside ``out`` are linked relative to it)."""
     if isinstance(stores, (str, Path)):
         stores = [stores]
     if not stores:
@@ -65,6 +71,10 @@ def write_report(stores, out) -> Path:
     datasets = [load(s) for s in stores]
     blocks = [("h1", f"kernelfield {__version__}: sweep report"),
               ("p", "Stores: " + ", ".join(f"{ds.attrs['name']} ({ds.attrs['store']})" for ds in datasets))]
+    for path, caption in figures:
+        path = Path(path).resolve()
+        link = path.relative_to(out.resolve()) if path.is_relative_to(out.resolve()) else path
+        blocks.append(("img", link.as_posix(), caption))
     names = [ds.attrs["name"] for ds in datasets]
     for i, ds in enumerate(datasets):
         prefix = ds.attrs["name"] if names.count(ds.attrs["name"]) == 1 else f"{ds.attrs['name']}_{i}"
@@ -115,11 +125,12 @@ def _section(ds, out: Path, prefix: str) -> list:
               ("p", f"{status.size} points over {axes}; computations: {', '.join(json.loads(ds.attrs['compute']))}. "
                     f"{counts['ok']} ok, {counts['failed']} failed, {counts['missing']} missing; compute time "
                     f"{np.nansum(ds['seconds'].values):.1f} s; kernelfield {', '.join(versions) or '?'}; "
-                    f"config hash {ds.attrs['config_hash'][:12]}; store {ds.attrs['store']}.")]
+                    f"config hash {ds.attrs['config_hash'][:12]}; store {ds.attrs['store']}."
+                    + _methods_note(ds))]
     figures = out / "figures"
     numeric, other = _axes(ds)
     for stem, ylabel, title in _GROUPS:
-        names = [v for v in _scalars(ds) if v.startswith(stem) and v != "kernel_error_bar"]
+        names = [v for v in _scalars(ds) if v.startswith(stem) and not v.endswith(("_bar", "_err"))]
         if names and counts["ok"]:
             path = figures / f"{prefix}_{title.replace(' ', '_')}.png"
             caption = _curves(ds, names, ylabel, numeric, other, path, title)
@@ -155,8 +166,35 @@ def _section(ds, out: Path, prefix: str) -> list:
     return blocks
 
 
+def _methods_note(ds) -> str:
+    """A sentence naming the theory's methods of the points (empty without a theory)."""
+    methods = sorted({m for m in ds["theory_method"].values.ravel() if m}) if "theory_method" in ds else []
+    if not methods:
+        return ""
+    note = " Theory solved by: " + ", ".join(plots.METHOD_LABELS.get(m, m) for m in methods) + "."
+    if "gaussian" in methods:
+        note += " The Gaussian closure is an approximation (its S is a lower bound on the exact action)."
+    return note
+
+
 def _source(name: str) -> str:
     return name.rsplit("_", 1)[-1]
+
+
+def _source_label(ds, name: str, sel: dict) -> str:
+    """The legend name of an observable's source: "Gaussian closure" for theory results of the closure."""
+    source = _source(name)
+    if source == "theory" and "theory_method" in ds:
+        methods = set(np.asarray(ds["theory_method"].sel(sel).values).ravel()) - {""}
+        if methods == {"gaussian"}:
+            return plots.METHOD_LABELS["gaussian"]
+    return source
+
+
+def _error_bar(ds, name: str):
+    """The variable holding the error bar of observable ``name`` (``None`` if it has none)."""
+    bar = "kernel_error_bar" if name == "kernel_error" else f"{name}_err"
+    return bar if bar in ds else None
 
 
 def _curves(ds, names, ylabel, numeric, other, path, title) -> str:
@@ -172,13 +210,13 @@ def _curves(ds, names, ylabel, numeric, other, path, title) -> str:
         for sel, color in zip(shown, colors):
             for name in names:
                 y = ds[name].sel(sel).values
-                label = ", ".join(filter(None, [_describe(sel) if series_dims else "", _source(name)]))
+                label = ", ".join(filter(None, [_describe(sel) if series_dims else "", _source_label(ds, name, sel)]))
                 style = dict(_STYLE.get(_source(name), dict(ls="-", marker="^", ms=4)))
                 if len(x) < _MIN_LINE:  # too few values to suggest a curve between them
                     style.update(ls="none", marker=style["marker"] or "x", ms=6)
-                if name == "kernel_error" and "kernel_error_bar" in ds:
-                    ax.errorbar(x, y, yerr=ds["kernel_error_bar"].sel(sel).values, color=color, label=label,
-                                capsize=3, **style)
+                bar = _error_bar(ds, name)
+                if bar is not None and np.isfinite(ds[bar].sel(sel).values).any():
+                    ax.errorbar(x, y, yerr=ds[bar].sel(sel).values, color=color, label=label, capsize=3, **style)
                 else:
                     ax.plot(x, y, color=color, label=label, **style)
         ax.set_xlabel(control)
@@ -193,9 +231,9 @@ def _curves(ds, names, ylabel, numeric, other, path, title) -> str:
         pos = np.arange(len(combos))
         for k, name in enumerate(names):
             values = [float(ds[name].sel(sel).values) for sel in combos]
-            ax.bar(pos + (k - (len(names) - 1) / 2) * width, values, width=width, label=_source(name),
-                   yerr=[float(ds["kernel_error_bar"].sel(sel).values) for sel in combos]
-                   if name == "kernel_error" and "kernel_error_bar" in ds else None)
+            bar = _error_bar(ds, name)
+            ax.bar(pos + (k - (len(names) - 1) / 2) * width, values, width=width, label=_source_label(ds, name, {}),
+                   yerr=None if bar is None else [float(ds[bar].sel(sel).values) for sel in combos])
         ax.set_xticks(pos, [_describe(sel) for sel in combos], rotation=30 if len(combos) > 3 else 0,
                       ha="right" if len(combos) > 3 else "center", fontsize=8)
         caption = f"{title.capitalize()} per point"
@@ -221,10 +259,12 @@ def _phase_diagram(ds, name, numeric, other, path) -> str:
         im = ax.pcolormesh(ds[xdim].values, ds[ydim].values, z, shading="nearest", vmin=0, vmax=max(vmax, 1e-12),
                            cmap="viridis")
         ax.set(xlabel=xdim, ylabel=ydim, title=_describe(sel) if rest else "")
-    fig.colorbar(im, ax=list(axes), label=name)
+    source = _source_label(ds, name, {})
+    label = name if source == _source(name) else f"{name} ({source})"
+    fig.colorbar(im, ax=list(axes), label=label)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
-    return f"Phase diagram: {name} over {xdim} and {ydim}" + (f", one panel per {', '.join(rest)}" if rest else "") + "."
+    return f"Phase diagram: {label} over {xdim} and {ydim}" + (f", one panel per {', '.join(rest)}" if rest else "") + "."
 
 
 def _representative(ds, numeric, other) -> list[dict]:
@@ -272,12 +312,14 @@ def _table(ds) -> list:
     dims = list(ds["status"].dims)
     scalars = _scalars(ds)
     columns = [c for c in _FIRST_COLUMNS if c in scalars] + [c for c in scalars if c not in _FIRST_COLUMNS]
-    header = [*dims, "status", "seconds", *columns]
+    method = "theory_method" in ds and any(ds["theory_method"].values.ravel())
+    header = [*dims, "status", *(["method"] if method else []), "seconds", *columns]
     rows = []
     shape = ds["status"].shape
     for idx in itertools.islice(np.ndindex(shape), _MAX_ROWS):
         row = [_fmt(ds[d].values[i]) for d, i in zip(dims, idx)]
-        row += [str(ds["status"].values[idx]), _fmt(float(ds["seconds"].values[idx]))]
+        row += [str(ds["status"].values[idx]), *([ds["theory_method"].values[idx]] if method else []),
+                _fmt(float(ds["seconds"].values[idx]))]
         row += ["" if np.isnan(v := float(ds[c].values[idx])) else _fmt(v) for c in columns]
         rows.append(row)
     blocks = [("h3", "Diagnostics"), ("table", header, rows)]

@@ -123,6 +123,8 @@ def _pop(section, key=None):
         (_set("theory", phi="sigmoid"), r"theory\.phi: unknown nonlinearity 'sigmoid'; allowed: .*linear"),
         (_set("theory", kappa=-0.1), r"theory\.kappa: .*greater than 0"),
         (_set("theory", init="random"), r"theory\.init: .*'auto', 'prior' or 'broken'"),
+        (_set("theory", method="closure"),
+         r"theory\.method: Input should be 'auto', 'exact', 'particles' or 'gaussian' \(got 'closure'\)"),
         (_set("sampling", N=0), r"sampling\.N: .*greater than or equal to 1"),
         (_set("sampling", num_chains=1.5), r"sampling\.num_chains: .*integer"),
         (lambda d: d.update(sampler={}), r"sampler: unknown key.*allowed: architecture, prior, task, theory, sampling"),
@@ -146,3 +148,12 @@ def test_load_config_file_errors(tmp_path):
     bad.write_text('[architecture]\nkind = "rnn"\nT = -1\n[task]\ngenerator = "integration"\nP = 2\n')
     with pytest.raises(ConfigError, match=r"bad\.toml: invalid configuration: architecture\.T"):
         load_config(bad)
+
+
+def test_theory_method_from_toml():
+    """theory = { phi = "erf", method = "gaussian" }: the Gaussian closure, passed on to kf.solve."""
+    data = copy.deepcopy(BASE)
+    data["theory"] = tomllib.loads('theory = { phi = "erf", method = "gaussian" }')["theory"]
+    kw = parse_config(data).solve_kwargs()
+    assert (kw["phi"], kw["method"]) == ("erf", "gaussian")
+    assert parse_config(copy.deepcopy(BASE)).solve_kwargs()["method"] == "auto"

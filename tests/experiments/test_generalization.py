@@ -62,6 +62,7 @@ def test_dataset_layout_and_storage(study, tmp_path):
     path = kf.save(study, tmp_path / "g.nc")
     back = kf.load(path)
     assert back.attrs["kind"] == "generalization" and back.attrs["task"] == "integration"
+    assert back.attrs["theory_method"] == "exact"  # the solver that ran (linear phi, method "auto")
     np.testing.assert_allclose(back.nmse_unsupervised.values, study.nmse_unsupervised.values)
 
 

@@ -1,6 +1,7 @@
 """The generalisation study from the command line: configuration, figures, netCDF."""
 
 import copy
+import json
 import tomllib
 from pathlib import Path
 
@@ -197,3 +198,27 @@ def test_cli_bad_config_exits_2(tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "study.architectures" in lines[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_theory_method_from_the_config_and_the_command_line(tmp_path):
+    cfg = parse_generalization_config(_with("theory", phi="erf", method="gaussian"))
+    assert cfg.study_kwargs()["solve_kwargs"]["method"] == "gaussian"
+    with pytest.raises(ConfigError, match=r"theory\.method: Input should be 'auto', 'exact', 'particles' or 'gaussian'"):
+        parse_generalization_config(_with("theory", method="closure"))
+    config = tmp_path / "lazy.toml"
+    config.write_text(LAZY)
+    result = runner.invoke(app, ["generalization", str(config), "--out", str(tmp_path / "out"), "--no-progress",
+                                 "--method", "gaussian"])
+    assert result.exit_code == 0, result.output
+    ds = kf.load(tmp_path / "out" / "generalization.nc")
+    assert json.loads(ds.attrs["config"])["solve"]["method"] == "gaussian"
+    assert ds.attrs["theory_method"] == ""  # a lazy-only study solves no theory
+
+
+def test_closure_theory_is_labelled(lazy_study):
+    ds = lazy_study.assign_coords(predictor=["theory"]).assign_attrs(theory_method="gaussian")
+    fig = pg.plot_learning_curves(ds)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[-1] == "theory (Gaussian closure)"
+    legend = [t.get_text() for t in pg.plot_learning_curves(ds.assign_attrs(theory_method="exact")).legends[0].get_texts()]
+    assert legend[-1] == "theory"

@@ -1,5 +1,8 @@
 """Phase-transition studies (kernelfield.experiments.phase), their figures and CLI commands."""
 
+import inspect
+import json
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -207,3 +210,60 @@ def test_sweep_computations_stability_and_outlier(tmp_path):
         assert float(point["leading_eigenvalue"]) == pytest.approx(kf.stability(sol).leading, abs=1e-8)
         assert float(point["outlier"]) == pytest.approx(abs(kf.outlier_eigenvalues(sol)[0]), abs=1e-6)
     assert float(ds["leading_eigenvalue"].sel(target_scale=0.2)) < 0 < float(ds["leading_eigenvalue"].sel(target_scale=1.0))
+
+
+ERF_CONFIG = """
+[architecture]
+kind = "rnn"
+T = 3
+[task]
+generator = "endpoint_patterns"
+P = 2
+D = 3
+[theory]
+phi = "erf"
+kappa = 0.1
+[phase]
+values = [0.2, 2.0]
+architectures = ["rnn", "dnn"]
+"""
+
+
+def test_cli_bifurcation_of_the_gaussian_closure(tmp_path):
+    """phase-diagram --method gaussian: the erf order parameter from the closure (the config's
+    method is "auto", i.e. the slow particle solver), labelled as the closure's."""
+    cfg = tmp_path / "erf.toml"
+    cfg.write_text(ERF_CONFIG)
+    res = runner.invoke(app, ["phase-diagram", str(cfg), "--out", str(tmp_path / "ph"), "--no-progress",
+                              "--method", "gaussian"])
+    assert res.exit_code == 0, res.output
+    ds = storage.load(tmp_path / "ph" / "bifurcation.nc")
+    assert json.loads(ds.attrs["config"])["method"] == "gaussian"
+    for scale in (0.2, 2.0):
+        t = kf.tasks.endpoint_patterns(P=2, T=3, D=3, target_scale=scale, seed=0)
+        sol = kf.solve(kf.Architecture.rnn(3), t, phi="erf", kappa=0.1, method="gaussian")
+        sym = kf.solve(kf.Architecture.dnn(3), t, phi="erf", kappa=0.1, method="gaussian", init="prior")
+        assert float(ds["coherence"].sel(arch="rnn", value=scale)) == pytest.approx(kf.temporal_coherence(sol), abs=1e-12)
+        assert float(ds["S_gain"].sel(arch="rnn", value=scale)) == pytest.approx(sol.S - sym.S, abs=1e-12)
+    assert float(ds["coherence"].sel(arch="rnn", value=0.2)) < 1e-6 < 0.3 < float(ds["coherence"].sel(arch="rnn", value=2.0))
+    assert float(abs(ds["coherence"].sel(arch="dnn")).max()) < 1e-6
+    (ax, _) = plots.plot_bifurcation(ds).axes
+    assert {line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")} == {
+        "rnn (Gaussian closure)", "dnn (Gaussian closure)"}
+
+
+needs_closure_critical_signal = pytest.mark.skipif(
+    "method" not in inspect.signature(kf.critical_signal).parameters,
+    reason="kf.critical_signal(method=...) for nonlinear phi (issue 14, item 4) is not in this build")
+
+
+@needs_closure_critical_signal
+def test_phase_diagram_of_the_closures_critical_signal():
+    def build(g, kappa):
+        return kf.Architecture.rnn(3), kf.tasks.endpoint_patterns(P=2, T=3, D=3, seed=0), kf.Prior(g=g), kappa
+
+    ds = phase.phase_diagram(build, ("g", [1.0]), ("kappa", [0.1]), phi="erf", method="gaussian", progress=False)
+    assert ds["status"].item() == "ok" and json.loads(ds.attrs["config"])["method"] == "gaussian"
+    direct = kf.critical_signal(*build(1.0, 0.1)[:3], "erf", 0.1, tol=1e-3, method="gaussian").value
+    assert ds["critical"].item() == pytest.approx(direct, rel=1e-12)
+    assert 0.2 < direct < 2.0  # the closure's solution is symmetric at 0.2 and time-correlated at 2.0 (test above)

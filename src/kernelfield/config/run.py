@@ -25,6 +25,7 @@ Example (every table but ``[architecture]`` and ``[task]`` may be left out; defa
     kappa = 0.1
     # tol = 1e-6
     # init = "auto"       # "auto" | "prior" | "broken"
+    # method = "auto"     # "auto" | "exact" | "particles" | "gaussian" (the Gaussian closure)
 
     [sampling]
     N = 128
@@ -160,8 +161,9 @@ class TheoryConfig(Section):
     kappa: float = Field(default=0.1, gt=0, allow_inf_nan=False)
     tol: float = Field(default=1e-6, gt=0, allow_inf_nan=False)
     init: Literal["auto", "prior", "broken"] = "auto"
-    method: Literal["auto", "exact", "particles"] = Field(
-        default="auto", description="exact (linear phi) or particles (any phi); auto picks")
+    method: Literal["auto", "exact", "particles", "gaussian"] = Field(
+        default="auto", description="exact (linear phi), particles (any phi) or gaussian (the Gaussian closure: "
+                                    "any phi, fast, approximate); auto: exact for linear phi, particles otherwise")
     num_particles: int | None = Field(default=None, ge=16,
                                       description="particle solver: population size (default max(4096, 128·n))")
     mc_tol: float = Field(default=0.01, gt=0, allow_inf_nan=False,

@@ -163,6 +163,10 @@ class GeneralizationConfig(Section):
     def build_pool(self, P: int):
         return TASKS[self.task.generator](P=P, T=self.task.T, seed=self.task.seed, **self.task.kwargs)
 
+    def solve_kwargs(self) -> dict:
+        """Solver settings of ``[theory]`` for :func:`kernelfield.solve` (the study's ``solve_kwargs``)."""
+        return self.theory.model_dump(include={"tol", "init", "method", "num_particles", "mc_tol", "seed"})
+
     def study_kwargs(self) -> dict:
         """Keyword arguments for :func:`kernelfield.experiments.generalization.learning_curves`."""
         methods = self.study.methods
@@ -170,7 +174,7 @@ class GeneralizationConfig(Section):
             task=self.task.generator, T=self.task.T, P=self.study.P, archs=self.study.architectures,
             schedules=self.schedule.build(), P_test=self.study.P_test, repeats=self.study.repeats,
             task_kwargs=self.task.kwargs, prior=self.prior.build(), phi=self.theory.phi, kappa=self.theory.kappa,
-            methods=methods, solve_kwargs={"tol": self.theory.tol, "init": self.theory.init},
+            methods=methods, solve_kwargs=self.solve_kwargs(),
             sampling=self.sampling.model_dump(exclude_none=True) if "sampled" in methods else None,
             langevin={k: v for k, v in self.langevin.kwargs().items() if v is not None} if "langevin" in methods else None,
             heldout_batch=self.study.heldout_batch, seed=self.task.seed,

@@ -38,8 +38,10 @@ tasks add the fraction of wrong signs. The result is an ``xarray.Dataset`` (layo
 :func:`kernelfield.save` writes.
 
 Everything takes ``phi``: the lazy kernel, sampler and trainer handle every registered
-nonlinearity; ``theory`` needs a ``phi`` that :func:`kernelfield.solve` supports (currently
-``linear``), otherwise leave it out of ``methods``.
+nonlinearity, and so does ``theory``, by the solver chosen in ``solve_kwargs["method"]``
+(:func:`kernelfield.solve`: exact for linear ``phi``; for others the particle solver, slow, or
+``"gaussian"``, the Gaussian closure: fast and approximate). The solver that ran is the
+dataset's ``theory_method`` attribute.
 """
 
 from __future__ import annotations
@@ -197,7 +199,7 @@ def learning_curves(
     uses ``sampling`` (keyword arguments of :func:`kernelfield.sample`) and ``langevin`` uses
     ``langevin`` (of :func:`kernelfield.finite.training.train`), each optionally with ``"P"``: the subset
     of ``P`` at which to run the networks (they are slow). solve_kwargs: extra arguments of
-    :func:`kernelfield.solve` (``tol``, ``init``, ...). progress: ``True`` (a rich progress bar),
+    :func:`kernelfield.solve` (``tol``, ``init``, ``method``, ...). progress: ``True`` (a rich progress bar),
     ``False`` or a callable receiving :class:`~kernelfield.progress.ProgressEvent` s (task
     ``"generalisation"``, one unit per architecture, schedule, ``P`` and repeat).
 
@@ -210,7 +212,9 @@ def learning_curves(
     (``repeat, a_pool, t[, d]``) and ``supervised`` (``schedule, repeat, a_train, t``);
     ``theory_converged``/``theory_residual``, ``sampled_ess``/``sampled_acceptance`` and ``seconds``. Entries a method did not run are
     ``NaN``. (The dimension is called ``predictor``, not ``method``, which is a keyword of
-    ``Dataset.sel``.) attrs hold the provenance (``config`` JSON).
+    ``Dataset.sel``.) attrs hold the provenance (``config`` JSON) and ``theory_method``, the solver
+    of the ``theory`` predictions (``Solution.method``: ``exact``, ``particles`` or ``gaussian``;
+    empty without them).
     """
     started = time.perf_counter()
     study = _plan_study(task, T, P, archs, schedules, P_test, repeats, task_kwargs, prior, phi, kappa, methods,
@@ -308,6 +312,7 @@ class _StudyResults:
     acceptance: np.ndarray
     supervised: np.ndarray  # (schedule, repeat, a_train, t)
     pools: list
+    theory_methods: set  # Solution.method of the theory's solves
     classification: bool = False
 
     @classmethod
@@ -319,7 +324,7 @@ class _StudyResults:
                    prediction_train=full(study.P[-1], study.T), prediction_heldout=full(study.P_test, study.T),
                    seconds=full(), converged=cell(), residual=cell(), ess=cell(), acceptance=cell(),
                    supervised=np.zeros((len(study.schedules), study.repeats, study.P[-1], study.T), dtype=np.int8),
-                   pools=[])
+                   pools=[], theory_methods=set())
 
     def record(self, idx: tuple, mean: np.ndarray, sem: np.ndarray | None, job: "_Job") -> None:
         """The predictions ``mean`` ``(P + P_test, T)`` of one method and their errors on the three sets."""
@@ -395,7 +400,8 @@ def _run_method(study: _Study, results: _StudyResults, job: _Job, mi: int, metho
                      study.solve_kwargs, study.network.get(method), study.heldout_batch, job.seed)
     cell = job.cell
     if method == "theory":
-        mean, (results.converged[cell], results.residual[cell]) = mean
+        mean, (results.converged[cell], results.residual[cell], solver) = mean
+        results.theory_methods.add(solver)
     if method == "sampled":
         mean, (results.ess[cell], results.acceptance[cell]) = mean
         if results.ess[cell] < MIN_ESS:
@@ -450,13 +456,13 @@ def _study_dataset(study: _Study, results: _StudyResults, started: float) -> xr.
     }
     attrs = provenance("generalization", json.dumps(config, default=str))
     attrs.update(task=config["task"], classification=int(results.classification),
-                 seconds=time.perf_counter() - started)
+                 seconds=time.perf_counter() - started, theory_method=", ".join(sorted(results.theory_methods)))
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
 def _run(method, arch, train_task, test_inputs, prior, phi, kappa, solve_kwargs, network_kwargs, batch, seed):
     """Predictions ``(P + P_test, T)`` and per-entry standard errors (or ``None``) of one method;
-    for ``theory`` the mean comes with ``(converged, residual)`` of the (last) solve."""
+    for ``theory`` the mean comes with ``(converged, residual, method)`` of the (last) solve."""
     if method == "theory":
         status = {}
 
@@ -464,10 +470,11 @@ def _run(method, arch, train_task, test_inputs, prior, phi, kappa, solve_kwargs,
             sol = solve(arch, task, prior=prior, phi=phi, kappa=kappa, **solve_kwargs)
             status["converged"] = min(status.get("converged", True), bool(sol.converged))
             status["residual"] = max(status.get("residual", 0.0), float(sol.residual))
+            status["method"] = sol.method
             return sol.predict().mean
 
         mean = _in_batches(theory_rows, train_task, test_inputs, batch)
-        return (mean, (float(status["converged"]), status["residual"])), None
+        return (mean, (float(status["converged"]), status["residual"], status["method"])), None
     if method == "lazy":
         def lazy_rows(task):
             return prior_kernel(arch, task, prior, phi, kappa).predict().mean

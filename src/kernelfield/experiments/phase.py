@@ -2,6 +2,13 @@
 parameter, phase diagrams of the critical signal, and weight spectra against the predicted
 outlier. Every function returns an :class:`xarray.Dataset` that :mod:`kernelfield.plots` draws
 and :func:`kernelfield.save` writes; theory and finite-width networks sit side by side.
+
+Every function takes the theory's ``method`` (:func:`kernelfield.solve`: ``"auto"``, ``"exact"``,
+``"particles"`` or ``"gaussian"``, the Gaussian closure: fast for any ``phi``, approximate), recorded
+in the dataset's ``config`` attribute. Critical signals come from the cross-time Hessian at the
+symmetric solution (:func:`kernelfield.critical_signal`); for linear ``phi`` every method gives the
+exact one (the closure is exact there), for other ``phi`` it is that of ``method`` where
+:func:`kernelfield.stability` supports it, and ``nan`` (no critical value) where it does not.
 """
 
 from __future__ import annotations
@@ -18,14 +25,14 @@ from ..progress import ProgressArg, ProgressEvent, reporter
 from ..finite.sampling import sample
 from ..spec import Architecture, Prior, Task
 from ..storage import provenance
-from ..theory.kernels import make_problem
+from ..nonlinearities import get_nonlinearity
 from ..theory.solver import solve
 from ..theory.stability import (
     NoTransitionError,
     _controlled,
-    _stability,
     critical_signal,
     outlier_eigenvalues,
+    stability,
     symmetric_solution,
 )
 
@@ -36,10 +43,24 @@ def _attrs(kind: str, **config) -> dict:
     return provenance(kind, json.dumps(config, default=str))
 
 
+def _critical_kwargs(phi, method: str) -> dict:
+    """The method argument of :func:`kernelfield.critical_signal`: none for linear ``phi`` (the exact
+    Hessian, which every method reproduces there), ``method`` otherwise."""
+    return {} if get_nonlinearity(phi).name == "linear" else {"method": method}
+
+
+def _where_implemented(value: Callable[[], float]) -> float:
+    """``value()``, or ``nan`` where the theory does not implement it for this ``phi`` and method."""
+    try:
+        return value()
+    except NotImplementedError:
+        return float("nan")
+
+
 def bifurcation(archs: Sequence[Architecture], task: Task, values: Sequence[float], control: str = "target_scale",
                 prior: Prior = Prior(), phi="linear", kappa: float = 0.1, widths: Sequence[int] = (),
                 sample_values: Sequence[float] | None = None, sampling: dict | None = None,
-                progress: ProgressArg = True) -> xr.Dataset:
+                progress: ProgressArg = True, method: str = "auto") -> xr.Dataset:
     """Order parameter against a control parameter for several sharing patterns.
 
     Theory at every value of ``values`` (``control`` as in :func:`kernelfield.critical_signal`):
@@ -47,13 +68,15 @@ def bifurcation(archs: Sequence[Architecture], task: Task, values: Sequence[floa
     :func:`kernelfield.temporal_coherence`), ``coherence_lag`` (per lag, :func:`kernelfield.coherence_by_lag`),
     ``S_gain`` (``S`` of the dominant branch minus ``S`` of the symmetric one), ``leading_eigenvalue``
     of the cross-time Hessian at the symmetric solution, ``outlier`` (largest predicted outlier
-    modulus). Per architecture ``critical`` (:func:`kernelfield.critical_signal`, ``nan`` when no
-    transition) and ``exponent``: the fitted ``beta`` in ``rho ~ (value - critical)^beta`` just
+    modulus; the last two ``nan`` where not implemented for ``phi`` and ``method``). Per architecture
+    ``critical`` (:func:`kernelfield.critical_signal`, ``nan`` when no transition, or when the leading
+    eigenvalue is not available) and ``exponent``: the fitted ``beta`` in ``rho ~ (value - critical)^beta`` just
     past the transition (:func:`order_parameter_exponent`). Finite-width networks at each width in
     ``widths`` and each value in ``sample_values`` (default: every third value): ``sampled_coherence``
     (centred kernel) and ``sampled_coherence_err`` (standard error over chains). progress: ``True``
     (rich bars), ``False`` or a callable receiving :class:`~kernelfield.progress.ProgressEvent` s
     (task ``"bifurcation"``, one unit per solved value, critical search and sampled point).
+    method: the theory's solver (:func:`kernelfield.solve`), e.g. ``"gaussian"`` for the closure.
     """
     values = np.asarray(values, dtype=float)
     names = [a.name for a in archs]
@@ -76,20 +99,23 @@ def bifurcation(archs: Sequence[Architecture], task: Task, values: Sequence[floa
         for i, arch in enumerate(archs):
             for j, v in enumerate(values):
                 t, p, kp = _controlled(arch, task, prior, kappa, control, v)
-                sol = solve(arch, t, prior=p, phi=phi, kappa=kp)
-                sym = symmetric_solution(arch, t, p, phi, kp)
+                sol = solve(arch, t, prior=p, phi=phi, kappa=kp, method=method)
+                sym = symmetric_solution(arch, t, p, phi, kp, method=method)
                 out["coherence"][i, j] = temporal_coherence(sol)
                 lags[i, j] = coherence_by_lag(sol)
                 out["S_gain"][i, j] = sol.S - sym.S
-                out["leading_eigenvalue"][i, j] = _stability(make_problem(arch, t, p, kp), sym.C, 1, "auto").leading
-                out["outlier"][i, j] = float(np.abs(outlier_eigenvalues(sol)[0]))
+                out["leading_eigenvalue"][i, j] = _where_implemented(lambda: stability(sol, k=1).leading)
+                out["outlier"][i, j] = _where_implemented(lambda: float(np.abs(outlier_eigenvalues(sol)[0])))
                 done += 1
                 report(ProgressEvent("bifurcation", done, total))
-            try:
-                critical[i] = critical_signal(arch, task, prior, phi, kappa, control=control).value
-                exponent[i] = order_parameter_exponent(arch, task, critical[i], control, prior, phi, kappa)
-            except NoTransitionError:
-                pass
+            if np.isfinite(out["leading_eigenvalue"][i]).any():  # its root is the critical signal
+                try:
+                    critical[i] = critical_signal(arch, task, prior, phi, kappa, control=control,
+                                                  **_critical_kwargs(phi, method)).value
+                    exponent[i] = order_parameter_exponent(arch, task, critical[i], control, prior, phi, kappa,
+                                                           method=method)
+                except NoTransitionError:
+                    pass
             done += 1
             report(ProgressEvent("bifurcation", done, total))
             for w, N in enumerate(widths):
@@ -115,7 +141,7 @@ def bifurcation(archs: Sequence[Architecture], task: Task, values: Sequence[floa
     coords = {"arch": names, "value": values, "lag": np.arange(1, T - 1), "N": np.asarray(widths, dtype=int),
               "sample_value": sample_values}
     attrs = _attrs("bifurcation", control=control, prior=prior.__dict__, phi=str(phi), kappa=kappa, T=T, P=task.P,
-                   sampling=sampling)
+                   sampling=sampling, method=method)
     return xr.Dataset(data, coords=coords, attrs=attrs)
 
 
@@ -130,14 +156,15 @@ def _sampled_coherence(arch, task, prior, kappa, phi, N, sampling) -> tuple[floa
 
 def order_parameter_exponent(arch: Architecture, task: Task, critical: float, control: str = "target_scale",
                              prior: Prior = Prior(), phi="linear", kappa: float = 0.1,
-                             offsets: Sequence[float] = (0.005, 0.01, 0.02, 0.04)) -> float:
-    """Fitted ``beta`` in ``rho ~ |value/critical - 1|^beta`` from theory solutions at
-    ``value = critical·(1 ± offset)`` on the strong-signal side (a pitchfork gives ``beta = 1/2``)."""
+                             offsets: Sequence[float] = (0.005, 0.01, 0.02, 0.04), method: str = "auto") -> float:
+    """Fitted ``beta`` in ``rho ~ |value/critical - 1|^beta`` from theory solutions (``method`` as in
+    :func:`kernelfield.solve`) at ``value = critical·(1 ± offset)`` on the strong-signal side (a
+    pitchfork gives ``beta = 1/2``)."""
     sign = -1.0 if control == "kappa" else 1.0
     rho = []
     for d in offsets:
         t, p, kp = _controlled(arch, task, prior, kappa, control, critical * (1 + sign * d))
-        sol = solve(arch, t, prior=p, phi=phi, kappa=kp, init="broken", tol=1e-7)
+        sol = solve(arch, t, prior=p, phi=phi, kappa=kp, init="broken", tol=1e-7, method=method)
         rho.append(temporal_coherence(sol))
     rho = np.asarray(rho)
     if np.any(rho <= 0):
@@ -147,12 +174,14 @@ def order_parameter_exponent(arch: Architecture, task: Task, critical: float, co
 
 def phase_diagram(build: Callable[..., tuple[Architecture, Task, Prior, float]], x: tuple[str, Sequence],
                   y: tuple[str, Sequence], control: str = "target_scale", phi="linear", tol: float = 1e-3,
-                  progress: ProgressArg = True) -> xr.Dataset:
+                  progress: ProgressArg = True, method: str = "auto") -> xr.Dataset:
     """Critical value of ``control`` over a 2-D grid.
 
     build: ``build(**{x_name: xv, y_name: yv}) -> (arch, task, prior, kappa)``, e.g. from a config
     with two fields overridden. Returns ``critical`` on dims ``(x_name, y_name)`` (``nan`` where
-    the symmetric solution never loses stability in the searched range) with the search status.
+    the symmetric solution never loses stability in the searched range, or where the critical signal
+    is not implemented for ``phi`` and ``method``) with the search status. method: the theory's
+    solver (see the module docstring).
     progress: ``True``, ``False`` or a callable receiving :class:`~kernelfield.progress.ProgressEvent` s
     (task ``"phase diagram"``, one unit per grid point).
     """
@@ -168,23 +197,25 @@ def phase_diagram(build: Callable[..., tuple[Architecture, Task, Prior, float]],
                 try:
                     with warnings.catch_warnings():
                         warnings.simplefilter("error", category=UserWarning)  # an unconverged solve fails the point
-                        critical[i, j] = critical_signal(arch, task, prior, phi, kappa, control=control, tol=tol).value
+                        critical[i, j] = critical_signal(arch, task, prior, phi, kappa, control=control, tol=tol,
+                                                         **_critical_kwargs(phi, method)).value
                     status[i, j] = "ok"
-                except (NoTransitionError, UserWarning) as e:
+                except (NoTransitionError, NotImplementedError, UserWarning) as e:
                     status[i, j] = f"{type(e).__name__}: {e}"
                 report(ProgressEvent("phase diagram", i * len(y_values) + j + 1, critical.size))
     coords = {x_name: np.asarray(x_values), y_name: np.asarray(y_values)}
     data = {"critical": ((x_name, y_name), critical, {"description": f"critical {control}"}),
             "status": ((x_name, y_name), status.astype(str))}
     return xr.Dataset(data, coords=coords, attrs=_attrs("phase_diagram", control=control, phi=str(phi), tol=tol,
-                                                         x=x_name, y=y_name))
+                                                         x=x_name, y=y_name, method=method))
 
 
 def weight_spectrum(arch: Architecture, task: Task, values: Sequence[float], widths: Sequence[int],
                     control: str = "target_scale", prior: Prior = Prior(), phi="linear", kappa: float = 0.1,
-                    sampling: dict | None = None, progress: ProgressArg = True) -> xr.Dataset:
-    """Predicted outlier eigenvalues of the recurrent matrix (of the last step's ``W`` group)
-    against eigenvalues of sampled width-``N`` matrices, at each control value.
+                    sampling: dict | None = None, progress: ProgressArg = True, method: str = "auto") -> xr.Dataset:
+    """Predicted outlier eigenvalues of the recurrent matrix (of the last step's ``W`` group), from
+    the theory solved by ``method`` (:func:`kernelfield.solve`), against eigenvalues of sampled
+    width-``N`` matrices, at each control value.
 
     Returns ``predicted_real/_imag`` (dims ``value, mode``), ``eigenvalues_real/_imag`` of the kept
     weight samples (dims ``value, N, draw, index``, padded with ``nan`` to the largest ``N``),
@@ -207,7 +238,7 @@ def weight_spectrum(arch: Architecture, task: Task, values: Sequence[float], wid
     with reporter(progress) as report:
         for i, v in enumerate(values):
             t, p, kp = _controlled(arch, task, prior, kappa, control, v)
-            predicted.append(outlier_eigenvalues(solve(arch, t, prior=p, phi=phi, kappa=kp)))
+            predicted.append(outlier_eigenvalues(solve(arch, t, prior=p, phi=phi, kappa=kp, method=method)))
             report(ProgressEvent(f"weight spectrum {arch.name}", i * (1 + len(widths)) + 1, total))
             for w, N in enumerate(widths):
                 s = sample(arch, t, N=N, prior=p, phi=phi, kappa=kp, progress=False, **sampling)
@@ -229,5 +260,5 @@ def weight_spectrum(arch: Architecture, task: Task, values: Sequence[float], wid
     }
     coords = {"value": values, "N": np.asarray(widths, dtype=int)}
     attrs = _attrs("weight_spectrum", arch=arch.name, control=control, prior=prior.__dict__, phi=str(phi),
-                   kappa=kappa, T=task.T, P=task.P, sampling=sampling)
+                   kappa=kappa, T=task.T, P=task.P, sampling=sampling, method=method)
     return xr.Dataset(data, coords=coords, attrs=attrs)

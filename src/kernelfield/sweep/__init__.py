@@ -9,7 +9,7 @@ Sweep file (TOML)::
     [base]                                # a run configuration as in kernelfield.config
     architecture = { kind = "rnn", T = 4 }
     task = { generator = "endpoint_patterns", P = 3, D = 4 }
-    theory = { kappa = 0.1 }
+    theory = { kappa = 0.1 }            # e.g. { phi = "erf", method = "gaussian" }: the Gaussian closure
 
     [axes]                                # the grid is the outer product of all axes, in this order
     architecture = [{ kind = "rnn" }, { kind = "dnn" }, { kind = "tied_every", k = 2 }]
@@ -48,8 +48,9 @@ only points without a result; failed points are recomputed with ``retry_failed=T
 file carries provenance attributes: ``sweep_config_hash``, ``point_key``, ``run_id`` (one per
 invocation of :func:`run`), ``kernelfield_version``, ``config`` (the point's run configuration as
 JSON), ``task_seed``, ``sampling_seed``, ``started``, ``finished``, ``seconds``,
-``seconds_<computation>``, ``host``, ``pid`` and ``warnings``; solver and sampler diagnostics are
-variables. :func:`load` returns one ``xarray.Dataset`` with one dimension per axis.
+``seconds_<computation>``, ``host``, ``pid`` and ``warnings``, and ``theory_method`` (the solver of
+the theory results, ``exact``, ``particles`` or ``gaussian``: the Gaussian closure, from
+``theory.method``, which may also be an axis); solver and sampler diagnostics are variables. :func:`load` returns one ``xarray.Dataset`` with one dimension per axis.
 
 New per-point computations are added with :func:`register_computation` (one function each).
 

@@ -22,15 +22,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from .. import storage
 from ..compare import compare
 from ..config import Config
-from ..observables import mean_coherence
+from ..observables import block_norms, mean_coherence
 from ..finite.sampling import sample
 from ..tasks import TASKS
 from ..theory.lazy import prior_kernel
 from ..theory.solver import solve
 from ..theory.stability import outlier_eigenvalues, stability
 
-__all__ = ["COMPUTATIONS", "Computation", "PointContext", "PredictiveErrorOptions", "compute_point", "now",
-           "register_computation"]
+__all__ = ["COMPUTATIONS", "Computation", "PointContext", "PredictiveErrorOptions", "coherence_error_bound",
+           "compute_point", "now", "register_computation"]
 
 
 class PointContext:
@@ -38,7 +38,8 @@ class PointContext:
     :class:`kernelfield.config.Config`), the built ``arch``, ``task`` and ``prior``, the raw results
     of earlier computations (``results[name]``) and the kernels and predictive means they produced
     (``kernels[source]`` ``(T·P, T·P)``, the kernels of the centred features ``centred[source]``,
-    ``predictions[source]`` ``(P, T)``; sources ``theory``, ``lazy``, ``sampled``)."""
+    ``predictions[source]`` ``(P, T)``; sources ``theory``, ``lazy``, ``sampled``) and string
+    attributes of the point's record (``attrs``, e.g. ``theory_method``)."""
 
     def __init__(self, config: Config):
         self.config = config
@@ -50,6 +51,7 @@ class PointContext:
         self.centred: dict[str, np.ndarray] = {}
         self.predictions: dict[str, np.ndarray] = {}
         self.outputs: dict[str, Any] = {}
+        self.attrs: dict[str, str] = {}
 
     def add_kernel(self, source: str, C, C_centred=None) -> None:
         """Record kernel ``C`` of ``source``; stored as output ``C_<source>`` (dims ``t, a, t2, a2``).
@@ -114,10 +116,11 @@ def register_computation(name: str, *, requires=(), requires_any=(), options=Non
 
 @register_computation("solve")
 def _solve(point: PointContext, options) -> dict:
-    """Mean-field theory (kf.solve, any phi): dominant kernel C_theory, action S (± S_err, Monte Carlo
-    for nonlinear phi), solver diagnostics."""
+    """Mean-field theory (kf.solve, any phi, [theory] method): dominant kernel C_theory, action S (± S_err,
+    Monte Carlo for the particle solver), solver diagnostics; the solver that ran in attribute theory_method."""
     sol = solve(**point.config.solve_kwargs())
     point.results["solve"] = sol
+    point.attrs["theory_method"] = sol.method
     point.add_kernel("theory", sol.C, sol.C_centred)
     point.add_prediction("theory", sol.predict().mean)
     return {"S": sol.S, "residual": sol.residual, "converged": int(sol.converged),
@@ -160,9 +163,28 @@ def _compare(point: PointContext, options) -> dict:
 @register_computation("coherence", requires_any=("solve", "lazy", "sample"))
 def _coherence(point: PointContext, options) -> dict:
     """Temporal coherence (order parameter, mean rho_ts over t != s >= 1) of the centred kernel of
-    every source (kf.temporal_coherence): coherence_<source>."""
+    every source (kf.temporal_coherence): coherence_<source>, with error bars coherence_<source>_err
+    where the source has Monte Carlo errors (the particle solver, sampled networks)."""
     T, P = point.task.T, point.task.P
-    return {f"coherence_{source}": mean_coherence(C, T, P) for source, C in point.centred.items()}
+    out = {f"coherence_{source}": mean_coherence(C, T, P) for source, C in point.centred.items()}
+    sol, samples = point.results.get("solve"), point.results.get("sample")
+    if sol is not None and sol.best.C_err is not None:
+        out["coherence_theory_err"] = coherence_error_bound(point.centred["theory"], sol.best.C_err, T, P)
+    if samples is not None and samples.num_chains > 1:
+        per_chain = [mean_coherence(C, T, P) for C in samples.C_centred_chains]
+        out["coherence_sampled_err"] = float(np.std(per_chain, ddof=1) / np.sqrt(len(per_chain)))
+    return out
+
+
+def coherence_error_bound(C: np.ndarray, C_err: np.ndarray, T: int, P: int) -> float:
+    """Error bar of ``mean_coherence(C)`` from the entrywise standard errors ``C_err``: the mean over
+    ``t != s >= 1`` of ``||C_err_ts||_F / sqrt(||C_tt||_F ||C_ss||_F)``, by the triangle inequality
+    the most that moving every entry of the cross-time block by its standard error can change
+    ``rho_ts`` (the equal-time blocks' relative errors, much smaller, neglected)."""
+    errors, norms = block_norms(C_err, T, P), block_norms(C, T, P)
+    scale = np.sqrt(np.diag(norms))
+    pairs = [errors[t, s] / max(scale[t] * scale[s], 1e-300) for t in range(1, T) for s in range(1, T) if t != s]
+    return float(np.mean(pairs)) if pairs else float("nan")
 
 
 @register_computation("stability", requires=("solve",))
@@ -275,6 +297,6 @@ def _point_dataset(point: PointContext, cfg: Config) -> xr.Dataset:
         else:
             data_vars[name] = ((), np.asarray(value).item())
     attrs = {"kind": "sweep_point", "config": json.dumps(cfg.model_dump(mode="json")),
-             "task_seed": _task_seed(cfg), "sampling_seed": cfg.sampling.seed}
+             "task_seed": _task_seed(cfg), "sampling_seed": cfg.sampling.seed, **point.attrs}
     return xr.Dataset(data_vars, attrs=attrs)
 

@@ -210,6 +210,7 @@ def read_index(store) -> dict:
 
 
 _PROVENANCE = ("run_id", "started", "finished", "kernelfield_version", "host", "warnings")
+_POINT_LABELS = ("theory_method",)  # string attributes of a point's results ("" where absent)
 
 
 def load(store) -> xr.Dataset:
@@ -218,8 +219,9 @@ def load(store) -> xr.Dataset:
     kernels, ...). Every output is ``NaN`` where the point failed or is missing (arrays of different
     per-point sizes, e.g. with ``architecture.T`` as an axis, are NaN-padded). Per point:
     ``status`` (``ok`` / ``failed`` / ``missing``), ``error``, ``seconds``, ``seconds_<computation>``,
-    ``point_key`` and the provenance strings ``run_id``, ``started``, ``finished``,
-    ``kernelfield_version``, ``host``, ``warnings``. Attrs: the sweep's ``name``, ``config_hash``,
+    ``point_key``, ``theory_method`` (the solver of the theory results: ``exact``, ``particles`` or
+    ``gaussian``, the Gaussian closure; empty without a solve) and the provenance strings ``run_id``,
+    ``started``, ``finished``, ``kernelfield_version``, ``host``, ``warnings``. Attrs: the sweep's ``name``, ``config_hash``,
     ``compute`` and ``config`` (JSON)."""
     store = Path(store)
     index = read_index(store)
@@ -228,7 +230,8 @@ def load(store) -> xr.Dataset:
     dims = tuple(a["name"] for a in axes)
     coords = {a["name"]: np.asarray(a["labels"], dtype=object if any(isinstance(v, str) for v in a["labels"])
                                     else None) for a in axes}
-    strings = {name: np.full(shape, "", dtype=object) for name in ("status", "error", "point_key", *_PROVENANCE)}
+    strings = {name: np.full(shape, "", dtype=object)
+               for name in ("status", "error", "point_key", *_PROVENANCE, *_POINT_LABELS)}
     numbers: dict[str, np.ndarray] = {"seconds": np.full(shape, np.nan)}
     outputs: dict[str, tuple[tuple, dict]] = {}  # name -> (inner dims, {index: array})
     for point in index["points"]:
@@ -238,7 +241,7 @@ def load(store) -> xr.Dataset:
         if path.is_file():
             ds = storage.load(path)
             strings["status"][idx] = "ok"
-            for name in _PROVENANCE:
+            for name in (*_PROVENANCE, *_POINT_LABELS):
                 strings[name][idx] = str(ds.attrs.get(name, ""))
             for name, value in ds.attrs.items():
                 if name == "seconds" or name.startswith("seconds_"):
