@@ -3,7 +3,7 @@
 Expected discrepancy: O(1/N) finite-width bias plus Monte Carlo error, which ``compare``
 reports as ``error_bar`` (the sampling standard error in the same norm). Tolerance for the
 relative kernel error at width N: ``3·error_bar + 2/N`` (3 standard errors of the sampler plus
-twice the leading 1/N bias; the measured errors below use a tenth to two thirds of it).
+twice the leading 1/N bias; the measured errors use a fifth to a half of it).
 Every HMC run (4 chains x 1000 samples after 500 warm-up steps) is made once per module and shared
 by the tests that need it. Seeds are fixed, so every run is the same.
 """
