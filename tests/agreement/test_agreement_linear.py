@@ -3,8 +3,9 @@
 Expected discrepancy: O(1/N) finite-width bias plus Monte Carlo error, which ``compare``
 reports as ``error_bar`` (the sampling standard error in the same norm). Tolerance for the
 relative kernel error at width N: ``3·error_bar + 2/N`` (3 standard errors of the sampler plus
-twice the leading 1/N bias; the measured errors below use a third to two thirds of it).
-Seeds are fixed, so every run is the same.
+twice the leading 1/N bias; the measured errors use a fifth to a half of it).
+Every HMC run (4 chains x 1000 samples after 500 warm-up steps) is made once per module and shared
+by the tests that need it. Seeds are fixed, so every run is the same.
 """
 
 import pytest
@@ -12,56 +13,75 @@ import pytest
 import kernelfield as kf
 from conftest import endpoint_task, sequential_task
 
-SAMPLING = dict(kappa=0.1, num_samples=1000, num_warmup=500, num_chains=4, seed=0, progress=False)
+SAMPLING = dict(kappa=0.1, num_samples=1000, num_warmup=500, num_chains=4, seed=0, keep_weights=0, progress=False)
+
+# case -> (architecture, task, the two widths of the width check)
+CASES = {
+    "endpoint-rnn": (kf.Architecture.rnn, lambda: endpoint_task(P=3, T=3, D=4, scale=1.0), (64, 256)),
+    "endpoint-dnn": (kf.Architecture.dnn, lambda: endpoint_task(P=3, T=3, D=4, scale=1.0), (32, 128)),
+    "sequential-rnn": (kf.Architecture.rnn, lambda: sequential_task(P=3, T=4, D=5), (32, 128)),
+    "sequential-dnn": (kf.Architecture.dnn, lambda: sequential_task(P=3, T=4, D=5), (32, 128)),
+}
 
 
 def tolerance(cmp):
     return 3 * cmp.error_bar + 2.0 / cmp.N
 
 
-def test_rnn_endpoint_matches_width_64_network():
-    task = endpoint_task(P=3, T=3, D=4, scale=1.0)
-    arch = kf.Architecture.rnn(3)
+def model(case):
+    make_arch, make_task, _ = CASES[case]
+    task = make_task()
+    return make_arch(task.T), task
+
+
+@pytest.fixture(scope="module")
+def sampled():
+    """``sampled(case, N)``: the HMC samples of that case at width N, sampled on first use."""
+    runs = {}
+
+    def get(case, N):
+        if (case, N) not in runs:
+            runs[case, N] = kf.sample(*model(case), N=N, **SAMPLING)
+        return runs[case, N]
+
+    return get
+
+
+def test_rnn_endpoint_matches_width_64_network(sampled):
+    arch, task = model("endpoint-rnn")
     sol = kf.solve(arch, task, kappa=0.1)
-    cmp = kf.compare(sol, kf.sample(arch, task, N=64, **SAMPLING))
+    cmp = kf.compare(sol, sampled("endpoint-rnn", 64))
     assert cmp.error < tolerance(cmp)
     assert cmp.prediction_error < tolerance(cmp)
 
 
-CASES = [
-    ("endpoint", kf.Architecture.rnn, lambda: endpoint_task(P=3, T=3, D=4, scale=1.0)),
-    ("endpoint", kf.Architecture.dnn, lambda: endpoint_task(P=3, T=3, D=4, scale=1.0)),
-    ("sequential", kf.Architecture.rnn, lambda: sequential_task(P=3, T=4, D=5)),
-    ("sequential", kf.Architecture.dnn, lambda: sequential_task(P=3, T=4, D=5)),
-]
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("name, make_arch, make_task", CASES, ids=[f"{c[0]}-{c[1].__name__}" for c in CASES])
-def test_error_shrinks_with_width(name, make_arch, make_task):
-    """N = 64 and N = 256: both within tolerance, and the error at 256 is below 60% of that at 64
-    (bias ~1/N and noise ~1/sqrt(N) predict 25–50%)."""
-    task = make_task()
-    arch = make_arch(task.T)
+@pytest.mark.parametrize("case", CASES)
+def test_error_shrinks_with_width(case, sampled):
+    """Widths N and 4N: both within tolerance, and the error at 4N is below 60% of that at N
+    (bias ~1/N and noise ~1/sqrt(N) predict 25–50%). Measured errors (N / 4N): endpoint DNN
+    3.1% / 0.9%, sequential RNN 5.6% / 1.3%, with error bars 1.6% / 0.7% and 1.8% / 1.0%. The
+    endpoint RNN uses N = 64 / 256: at N = 32 its samples do not yet settle on the
+    symmetry-broken branch (kernel error 26% against it, 17% against the symmetric one)."""
+    arch, task = model(case)
     sol = kf.solve(arch, task, kappa=0.1)
-    errors = {}
-    for N in (64, 256):
-        cmp = kf.compare(sol, kf.sample(arch, task, N=N, **SAMPLING))
+    errors = []
+    for N in CASES[case][2]:
+        cmp = kf.compare(sol, sampled(case, N))
         assert cmp.error < tolerance(cmp), cmp.table()
         assert cmp.prediction_error < tolerance(cmp)
-        errors[N] = cmp.error
-    assert errors[256] < 0.6 * errors[64]
+        errors.append(cmp.error)
+    assert errors[1] < 0.6 * errors[0], errors
 
 
 @pytest.mark.slow
-def test_sampled_rnn_picks_the_dominant_branch():
+def test_sampled_rnn_picks_the_dominant_branch(sampled):
     """Endpoint task where the RNN has a symmetric and a time-correlated branch: the width-256
     network agrees with the branch of larger S, not with the other one."""
-    task = endpoint_task(P=3, T=3, D=4, scale=1.0)
-    arch = kf.Architecture.rnn(3)
+    arch, task = model("endpoint-rnn")
     sol = kf.solve(arch, task, kappa=0.1)
     assert len(sol.branches) == 2 and sol.branches[0].init == "broken"
-    samples = kf.sample(arch, task, N=256, **SAMPLING)
+    samples = sampled("endpoint-rnn", 256)
     near = kf.compare(sol, samples)
     symmetric = kf.solve(arch, task, kappa=0.1, init="prior")
     far = kf.compare(symmetric, samples)

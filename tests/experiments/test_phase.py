@@ -95,12 +95,14 @@ def test_phase_diagram_critical_signal_over_T_and_g(tmp_path):
 
 def test_weight_spectrum_dataset_and_figure(tmp_path):
     events = []
-    ds = phase.weight_spectrum(kf.Architecture.rnn(T), task(), [0.2, 1.0], [16],
-                               sampling=dict(num_samples=20, num_warmup=20, num_chains=2, keep_weights=2),
+    # the sampler settings (and width) of the test above, with one kept weight sample per chain:
+    # one compilation of the sampler serves both tests
+    ds = phase.weight_spectrum(kf.Architecture.rnn(T), task(), [0.2, 1.0], [8],
+                               sampling=dict(num_samples=30, num_warmup=20, num_chains=3, keep_weights=1),
                                progress=events.append)
     # per value: its solve, then the sampled width
     assert [(e.task, e.completed, e.total) for e in events] == [("weight spectrum rnn", k, 4) for k in range(1, 5)]
-    assert ds["eigenvalues_real"].shape == (2, 1, 4, 16)
+    assert ds["eigenvalues_real"].shape == (2, 1, 3, 8)
     assert np.all(np.isfinite(ds["top_modulus"]))
     pred = np.abs(ds["predicted_real"] + 1j * ds["predicted_imag"]).max("mode").values
     assert pred[0] < 1e-2 and pred[1] > 1.0
@@ -114,9 +116,9 @@ def test_weight_spectrum_dataset_and_figure(tmp_path):
     assert abs(complex(outlier.get_xdata()[0], outlier.get_ydata()[0])) == pytest.approx(pred[1])
     assert mirrored.get_xdata()[0] == -outlier.get_xdata()[0]
     (bars,) = summary.containers
-    np.testing.assert_array_equal(bars.lines[0].get_ydata(), ds["top_modulus"].sel(N=16))
+    np.testing.assert_array_equal(bars.lines[0].get_ydata(), ds["top_modulus"].sel(N=8))
     np.testing.assert_array_equal(summary.get_lines()[0].get_ydata(), pred)
-    assert spectrum.get_title() == "N = 16, value = 1" and summary.get_ylabel() == "largest |lambda|"
+    assert spectrum.get_title() == "N = 8, value = 1" and summary.get_ylabel() == "largest |lambda|"
     assert_png(tmp_path / "spec.png", fig)
 
 

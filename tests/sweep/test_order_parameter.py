@@ -19,16 +19,26 @@ RELU_DNN = {
 
 
 @pytest.fixture(scope="module")
-def relu_point(tmp_path_factory):
-    """A one-point sweep of a ReLU DNN and the same solution from kf.solve."""
+def cli_solve(tmp_path_factory):
+    """`kernelfield solve` on RELU_DNN written as TOML: its console output and the solution it wrote."""
+    out = tmp_path_factory.mktemp("relu_cli")
+    config = out / "relu.toml"
+    config.write_text(RELU_DNN_TOML)
+    result = CliRunner().invoke(app, ["solve", str(config), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return result.output, kf.storage.solution_from_dataset(kf.load(out / "solution.nc"))
+
+
+@pytest.fixture(scope="module")
+def relu_point(tmp_path_factory, cli_solve):
+    """A one-point sweep of a ReLU DNN and the same solution from the CLI (one particle solve each;
+    the sweep's numbers must equal the CLI's)."""
     sweep = parse_config({"compute": ["solve", "lazy", "coherence"], "base": RELU_DNN}, name="relu_dnn")
     store = tmp_path_factory.mktemp("relu") / "store"
     kf.sweep.run(sweep, store, workers=0, progress=False)
     ds = kf.sweep.load(store)
     assert ds["status"].item() == "ok", ds["error"].item()
-    config = sweep.points[0].config
-    sol = kf.solve(**kf.config.parse_config(config).solve_kwargs())
-    return ds, sol
+    return ds, cli_solve[1]
 
 
 def test_relu_dnn_sweep_reports_the_centred_coherence(relu_point):
@@ -75,13 +85,9 @@ mc_tol = 0.05
 """
 
 
-def test_cli_branch_table_reports_the_centred_coherence(relu_point, tmp_path):
-    _, sol = relu_point
-    config = tmp_path / "relu.toml"
-    config.write_text(RELU_DNN_TOML)
-    result = CliRunner().invoke(app, ["solve", str(config), "--out", str(tmp_path / "out")])
-    assert result.exit_code == 0, result.output
-    rows = [line.split("│") for line in result.output.splitlines() if line.startswith("│")]
+def test_cli_branch_table_reports_the_centred_coherence(cli_solve):
+    output, sol = cli_solve
+    rows = [line.split("│") for line in output.splitlines() if line.startswith("│")]
     rho = {row[2].strip(): row[-2].strip() for row in rows}  # init -> rho column
     assert rho == {b.init: f"{mean_coherence(b.C_centred, 3, 2):.3f}" for b in sol.branches}
     assert rho[sol.best.init] != f"{mean_coherence(sol.C, 3, 2):.3f}"  # not the raw kernel's
