@@ -36,6 +36,12 @@ one Cholesky factorisation of ``K`` and ``O(n² r)`` work (:func:`low_rank_objec
 ``C = K + VVᵀ`` is positive definite for every ``V`` (``K`` is: a Schur product of positive
 semidefinite masks with ``shift(C)``, plus the input kernel), so the problem in ``V`` is
 unconstrained.
+
+Rank-deficient prior covariances: everything above holds on the support ``R`` of the layout
+(:mod:`.kernels`), with ``K⁻¹ -> K⁺``, ``C⁻¹ -> C⁺``, ``log det -> log pdet``, ``n -> r``,
+computed through ``C + P⊥`` and ``K + P⊥``; the gradient and Hessian-vector products are those on
+``Sym(R)`` (projected by the layout's ``sweep_adjoint``), and the forward equation reads
+``C = (K⁺ - 2ΠCtΠ)⁺``: only ``ΠCtΠ`` enters the single-neuron law on ``R``.
 """
 
 from __future__ import annotations
@@ -57,14 +63,19 @@ def _logdet_tri(L):
     return 2.0 * jnp.sum(jnp.log(jnp.abs(jnp.diag(L))))
 
 
-def action_terms(R, MW, Mv, K_in, S_idx, y, kappa, P: int):
+def action_terms(R, MW, Mv, K_in, S_idx, y, kappa, P: int, basis=None):
     """``(S, Gamma, E)`` for ``C = R Rᵀ`` with ``R`` lower triangular.
 
-    ``Gamma = 1/2 [tr(K⁻¹C) - log det(K⁻¹C) - n]``, ``E = 1/2 yᵀ(G_S + κI)⁻¹y``.
+    ``Gamma = 1/2 [tr(K⁻¹C) - log det(K⁻¹C) - n]``, ``E = 1/2 yᵀ(G_S + κI)⁻¹y``. With an
+    orthonormal ``basis`` ``Q`` ``(n, r)`` of the support (:class:`.kernels.Support`), ``R`` is the
+    factor of ``QᵀCQ``, ``C = Q R RᵀQᵀ``, and ``Gamma`` is taken on the support: ``K`` becomes
+    ``QᵀK(C)Q`` and ``n`` the rank ``r``.
     """
     n = R.shape[0]
-    C = R @ R.T
+    C = R @ R.T if basis is None else basis @ R @ R.T @ basis.T
     K = MW * shift(C, P) + K_in
+    if basis is not None:
+        K = basis.T @ K @ basis
     Lk = jnp.linalg.cholesky(K)
     Z = solve_triangular(Lk, R, lower=True)
     gamma = 0.5 * (jnp.sum(Z**2) - _logdet_tri(R) + _logdet_tri(Lk) - n)
@@ -76,10 +87,18 @@ def action_terms(R, MW, Mv, K_in, S_idx, y, kappa, P: int):
 
 
 def action(prob: Problem, C) -> float:
-    """``S(C)``; ``-inf`` where ``C`` or ``K(C)`` is not positive definite."""
-    C = jnp.asarray(C)
-    R = jnp.linalg.cholesky(0.5 * (C + C.T))
-    S, _, _ = action_terms(R, prob.MW, prob.Mv, prob.K_in, jnp.asarray(prob.supervised), prob.y, prob.kappa, prob.P)
+    """``S(C)``; ``-inf`` where ``C`` or ``K(C)`` is not positive definite on the support
+    (:attr:`.kernels.Problem.support`), or ``C`` reaches outside it (beyond 1e-10 relative)."""
+    C = sym(np.asarray(C, dtype=np.float64))
+    Q = prob.support.basis
+    if Q is not None:
+        reduced = Q.T @ C @ Q
+        if np.linalg.norm(C - Q @ reduced @ Q.T) > 1e-10 * np.linalg.norm(C):
+            return -np.inf
+        C = reduced
+    R = jnp.linalg.cholesky(jnp.asarray(C))
+    S, _, _ = action_terms(R, prob.MW, prob.Mv, prob.K_in, jnp.asarray(prob.supervised), prob.y, prob.kappa, prob.P,
+                           basis=None if Q is None else jnp.asarray(Q))
     return float(S) if np.isfinite(S) else -np.inf
 
 
@@ -134,8 +153,9 @@ def data_fit(A, y, with_inverse: bool = False) -> DataFit | None:
 
 @dataclass
 class Point:
-    """An innovation ``D`` (in a layout) where ``C`` and ``K`` are positive definite, with
-    ``K⁻¹``, ``(G_S + κI)⁻¹``, ``a = (G_S + κI)⁻¹y`` and the two parts of ``F = -S``."""
+    """An innovation ``D`` in the layout ``lay`` where ``C`` and ``K`` are positive definite (on
+    the support), with ``Lc`` the Cholesky factor of ``C + P⊥``, ``Kinv = (K + P⊥)⁻¹ = K⁺ + P⊥``,
+    ``(G_S + κI)⁻¹``, ``a = (G_S + κI)⁻¹y`` and the two parts of ``F = -S``."""
 
     D: np.ndarray
     C: np.ndarray
@@ -146,6 +166,7 @@ class Point:
     a: np.ndarray
     gamma: float
     energy: float
+    lay: object
 
     @property
     def F(self) -> float:
@@ -154,22 +175,24 @@ class Point:
 
 def evaluate(lay, D) -> Point | None:
     """``F(D) = Gamma + E``, ``Gamma = ½[tr(K⁻¹C) - log det C + log det K - n]``,
-    ``E = ½ yᵀ(G_S + κI)⁻¹y``; ``None`` where ``C`` or ``K`` is not positive definite."""
+    ``E = ½ yᵀ(G_S + κI)⁻¹y``; ``None`` where ``C`` or ``K`` is not positive definite. On a
+    support of rank ``r < n`` (:mod:`.kernels`): pseudo-inverse and pseudo-determinants through
+    ``C + P⊥`` and ``K + P⊥``, and ``n -> r``."""
     D = sym(D)  # rounding in matrix products must not leave an antisymmetric part
     C = lay.sweep(lay.K_in + D)
-    Lc = _cholesky(C)
+    Lc = _cholesky(lay.regularised(C))
     if Lc is None:
         return None
     K = C - D
-    Lk = _cholesky(K)
+    Lk = _cholesky(lay.regularised(K))
     if Lk is None:
         return None
     Kinv = _inverse(Lk)
     fit = data_fit(lay.Mv_S * lay.select(C) + lay.kappa * np.eye(lay.y.shape[-2]), lay.y, with_inverse=True)
     if fit is None:
         return None
-    gamma = 0.5 * (float(np.vdot(Kinv, C)) - _logdet(Lc) + _logdet(Lk) - lay.n)
-    return Point(D, C, K, Lc, Kinv, fit.Ainv, fit.a, gamma, fit.energy)
+    gamma = 0.5 * (float(np.vdot(Kinv, C)) - _logdet(Lc) + _logdet(Lk) - lay.rank)
+    return Point(D, C, K, Lc, Kinv, fit.Ainv, fit.a, gamma, fit.energy, lay)
 
 
 @dataclass
@@ -208,7 +231,7 @@ def low_rank_objective(lay, C_in, V, support):
     ``(I - 𝒮)⁻¹K_in``. ``None`` where ``K`` is numerically not positive definite."""
     D = V @ V.T
     C = C_in + lay.sweep(D)
-    Lk = _cholesky(C - D)
+    Lk = _cholesky(lay.regularised(C - D))
     if Lk is None:
         return None
     Y = scipy.linalg.cho_solve((Lk, True), V, check_finite=False)
@@ -230,9 +253,12 @@ def backward_residual(x: Point, d: Derivatives) -> float:
 
 
 def forward_residual(x: Point, d: Derivatives) -> float:
-    """``||C - (K⁻¹ - 2Ct)⁻¹|| / ||C||``; ``inf`` if ``K⁻¹ - 2Ct`` is not positive definite."""
-    L = _cholesky(x.Kinv - 2.0 * d.Ct)
-    return np.inf if L is None else float(np.linalg.norm(x.C - _inverse(L)) / np.linalg.norm(x.C))
+    """``||C - (K⁻¹ - 2Ct)⁻¹|| / ||C||``; ``inf`` if ``K⁻¹ - 2Ct`` is not positive definite. On a
+    support ``R``: ``(K⁺ - 2ΠCtΠ)⁺``, from ``(K⁺ + P⊥ - 2ΠCtΠ)⁻¹`` and ``C + P⊥``."""
+    L = _cholesky(x.Kinv - 2.0 * x.lay.project(d.Ct))
+    if L is None:
+        return np.inf
+    return float(np.linalg.norm(x.lay.regularised(x.C) - _inverse(L)) / np.linalg.norm(x.C))
 
 
 def _stationarity(prob: Problem, C):
@@ -245,7 +271,8 @@ def _stationarity(prob: Problem, C):
 
 
 def residuals(prob: Problem, C) -> tuple[float, float, np.ndarray]:
-    """Relative residuals of the two stationarity equations at ``C`` and the backward field.
+    """Relative residuals of the two stationarity equations at ``C`` and the backward field (on
+    the support of ``prob``: ``ΠCtΠ``, the part that enters the single-neuron law).
 
     forward: ``||C - (K⁻¹ - 2Ct)⁻¹||_F / ||C||_F`` with ``Ct`` from the backward equation;
     backward: ``||C (Ct - ½(K⁻¹ - C⁻¹)) C||_F · 2/||C||_F`` (natural-gradient norm of ``S``).
@@ -256,4 +283,4 @@ def residuals(prob: Problem, C) -> tuple[float, float, np.ndarray]:
     lay, x, d = _stationarity(prob, C)
     if x is None:
         return np.inf, np.inf, np.full((prob.n, prob.n), np.nan)
-    return forward_residual(x, d), backward_residual(x, d), lay.full(d.Ct)
+    return forward_residual(x, d), backward_residual(x, d), lay.full(lay.project(d.Ct))

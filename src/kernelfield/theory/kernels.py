@@ -5,12 +5,27 @@ Two layouts hold kernels for the closed-form derivatives of :mod:`.action` (nump
 :class:`DenseLayout` (``(n, n)`` matrices) and :class:`TimeLocalLayout` (``(T, P, P)`` stacks of
 equal-time blocks, for kernels that are time-block diagonal); :func:`layout` picks one by the
 blocks a kernel can reach (:func:`invariant_components`).
+
+Rank-deficient prior covariances (THEORY.md §3; more sequences than input dimensions, duplicate
+sequences, inputs that are combinations of others). Every kernel with a finite action lives on
+one subspace ``R`` of ``R^n``, the range of the prior kernel ``C₀ = (I - 𝒮)⁻¹K_in``
+(:class:`Support`): ``Gamma < ∞`` needs ``range C = range K(C)``, so ``range C`` is a fixed
+point of ``R ↦ range(K_in + 𝒮(Π_R))``, and by causality (the first ``t + 1`` time blocks of
+``K`` depend only on the first ``t`` of ``C``) that fixed point is unique: ``R = range C₀``.
+``𝒮`` maps ``Sym(R)`` (symmetric matrices with range in ``R``) into itself, so the innovation
+``D = C - K(C)`` lives there too. The layouts hold ``Π`` (projector onto ``R``) and ``P⊥ = I - Π``
+and the action is evaluated with ``C + P⊥`` and ``K + P⊥`` in place of ``C`` and ``K``: for
+``C, K ∈ Sym(R)`` positive definite on ``R``, ``(K + P⊥)⁻¹ = K⁺ + P⊥`` and
+``log det(K + P⊥) = log pdet K``, so the Wishart rate on the support,
+``½[tr(K⁺C) - log pdet C + log pdet K - r]`` (``r = dim R``), needs no other change; gradients
+are projected onto ``Sym(R)`` (:meth:`DenseLayout.sweep_adjoint`). With full rank ``Π = I``,
+``P⊥ = 0`` and nothing is added or projected (the same code path, the same numbers).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +35,12 @@ import scipy.linalg
 from ..spec import Architecture, Prior, Task, check_compatible
 from ..validation import positive_real
 
-__all__ = ["Problem", "make_problem", "shift", "shift_adjoint", "invariant_components", "layout", "DenseLayout", "TimeLocalLayout"]
+__all__ = ["Problem", "Support", "make_problem", "shift", "shift_adjoint", "invariant_components", "layout", "DenseLayout",
+           "TimeLocalLayout"]
+
+#: Pivoted-Cholesky tolerance of :func:`_range_basis`: a direction belongs to the support when its
+#: squared distance from the span of those before it exceeds this, relative to its own norm.
+SUPPORT_RTOL = 1e-10
 
 
 @partial(jax.tree_util.register_dataclass, data_fields=["MW", "Mv", "K_in", "supervised", "y", "kappa", "components"],
@@ -65,6 +85,126 @@ class Problem:
         """(n, n) 0/1 mask of kernel entries within one coupled component."""
         c = self.components
         return np.kron((c[:, None] == c[None, :]).astype(np.float64), np.ones((self.P, self.P)))
+
+    @cached_property
+    def support(self) -> "Support":
+        """The subspace every kernel with a finite action lives on (:class:`Support`)."""
+        return _prior_support(self)
+
+
+@dataclass(frozen=True)
+class Support:
+    """The range ``R`` of the prior kernel ``C₀ = (I - 𝒮)⁻¹K_in``, on which ``C``, ``K(C)`` and the
+    innovation live (module docstring), per class of the prior kernel's time partition
+    (:func:`invariant_components` at ``C = 0``): ``classes`` holds the flat indices of each class,
+    ``bases`` an orthonormal basis of ``R`` restricted to it (``(len(idx), r_c)``), or ``None`` where
+    that is the whole class. ``rank = dim R``; ``full``: ``R = R^n``."""
+
+    n: int
+    P: int
+    classes: tuple[np.ndarray, ...]
+    bases: tuple[np.ndarray | None, ...]
+
+    @property
+    def rank(self) -> int:
+        return int(sum(len(idx) if Q is None else Q.shape[1] for idx, Q in zip(self.classes, self.bases)))
+
+    @property
+    def full(self) -> bool:
+        return self.rank == self.n
+
+    @cached_property
+    def basis(self) -> np.ndarray | None:
+        """Orthonormal basis ``(n, r)`` of ``R`` (block diagonal over the classes); ``None`` if full."""
+        if self.full:
+            return None
+        columns = []
+        for idx, Q in zip(self.classes, self.bases):
+            block = np.zeros((self.n, len(idx) if Q is None else Q.shape[1]))
+            block[idx] = np.eye(len(idx)) if Q is None else Q
+            columns.append(block)
+        return np.hstack(columns)
+
+    @cached_property
+    def complement(self) -> np.ndarray | None:
+        """``P⊥ = I - Π`` ``(n, n)``; ``None`` if full."""
+        if self.full:
+            return None
+        out = np.zeros((self.n, self.n))
+        for idx, Q in zip(self.classes, self.bases):
+            if Q is not None:
+                out[np.ix_(idx, idx)] = np.eye(len(idx)) - Q @ Q.T
+        return out
+
+    @cached_property
+    def time_local(self) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
+        """Per time step (where the classes are single steps): bases ``(T, P, r_max)`` (zero
+        columns pad the steps of lower rank) and ``P⊥`` ``(T, P, P)``; ``(None, None)`` if full."""
+        if self.full:
+            return None, None
+        T, P = self.n // self.P, self.P
+        if len(self.classes) != T:
+            raise ValueError("layout: the support couples time steps, so kernels on it are not time-local")
+        r_max = max(P if Q is None else Q.shape[1] for Q in self.bases)
+        bases, complements = np.zeros((T, P, r_max)), np.zeros((T, P, P))
+        for idx, Q in zip(self.classes, self.bases):
+            t = idx[0] // P
+            Q = np.eye(P) if Q is None else Q
+            bases[t, :, : Q.shape[1]] = Q
+            complements[t] = np.eye(P) - Q @ Q.T
+        return bases, complements
+
+
+def _range_basis(C: np.ndarray, rtol: float = SUPPORT_RTOL) -> np.ndarray | None:
+    """Orthonormal basis of the range of a positive semidefinite ``C``, ``None`` if it has full
+    rank. Rank by pivoted Cholesky (LAPACK ``pstrf``) of the correlation matrix
+    ``diag(C)^-½ C diag(C)^-½`` (kernels that grow or decay in time compared on one scale; rows
+    with zero variance are outside the range), stopped where the largest remaining pivot, a
+    squared relative distance from the span of the pivots before it, is below ``rtol``."""
+    m = len(C)
+    d = np.diagonal(C)
+    live = np.flatnonzero(d > 0)
+    if not len(live):
+        return np.zeros((m, 0))
+    s = np.sqrt(d[live])
+    L, piv, rank, _ = scipy.linalg.lapack.dpstrf(C[np.ix_(live, live)] / np.outer(s, s), tol=rtol, lower=1)
+    if rank == m:
+        return None
+    order = piv - 1  # C[live][:, live][order][:, order] = L Lᵀ
+    factor = np.zeros((m, rank))
+    factor[live[order]] = s[order, None] * np.tril(L)[:, :rank]
+    return np.linalg.qr(factor)[0]
+
+
+def _prior_support(prob: Problem) -> Support:
+    """:class:`Support` from the prior kernel ``(I - 𝒮)⁻¹K_in``, swept per time step where the
+    prior partition is time-local (``O(T P³)``), as a dense ``(n, n)`` kernel otherwise."""
+    T, P = prob.T, prob.P
+    labels = invariant_components(prob, np.zeros((prob.n, prob.n)))
+    steps = [np.flatnonzero(labels == label) for label in np.unique(labels)]
+    classes = tuple(np.concatenate([np.arange(t * P, (t + 1) * P) for t in ts]) for ts in steps)
+    if len(steps) == T:
+        w = np.diagonal(prob.MW[::P, ::P])
+        K_in = prob.K_in.reshape(T, P, T, P)
+        blocks, c = [], np.zeros((P, P))
+        for t in range(T):
+            c = K_in[t, :, t, :] + w[t] * c
+            blocks.append(c)
+        blocks = [blocks[ts[0]] for ts in steps]
+    else:
+        C0 = _causal_sweep(prob.MW[::P, ::P], prob.K_in, T, P)
+        blocks = [C0[np.ix_(idx, idx)] for idx in classes]
+    return Support(prob.n, P, classes, tuple(_range_basis(sym(block)) for block in blocks))
+
+
+def _causal_sweep(MW: np.ndarray, B, T: int, P: int) -> np.ndarray:
+    """``(I - 𝒮)⁻¹B`` for ``(n, n)`` ``B``: ``C_ts = B_ts + MW_ts C_{t-1,s-1}`` (``MW`` time-level
+    ``g²[W_t ≡ W_s]``), one row of blocks after another."""
+    C = np.array(B, dtype=np.float64)
+    blocks = C.reshape(T, P, T, P)
+    for t in range(1, T):
+        blocks[t, :, 1:, :] += MW[t, 1:, None] * blocks[t - 1, :, :-1, :]
+    return C
 
 
 def shift(C, P: int):
@@ -143,8 +283,9 @@ def invariant_components(prob: Problem, C0: np.ndarray) -> np.ndarray:
 
 
 def make_problem(arch: Architecture, task: Task, prior: Prior, kappa: float) -> Problem:
-    """Assemble masks, input kernel and supervision; validates ``kappa`` and that the
-    input kernel at ``t = 0`` is positive definite (otherwise ``K(C)`` is singular)."""
+    """Assemble masks, input kernel and supervision; validates ``kappa``. The input kernel may be
+    singular (``P > D``, repeated or linearly dependent inputs): kernels then live on
+    :attr:`Problem.support`."""
     check_compatible(arch, task)
     kappa = positive_real("kappa", kappa)
     T, P, D = task.T, task.P, task.D
@@ -152,14 +293,6 @@ def make_problem(arch: Architecture, task: Task, prior: Prior, kappa: float) -> 
     X = task.inputs.transpose(1, 0, 2).reshape(T * P, D)  # time-major rows
     K_in = prior.sigma_u**2 * np.kron(arch.mask("U"), ones) * (X @ X.T) / D
     K_in = K_in + prior.sigma_b**2 * np.kron(arch.mask("b"), ones)
-    K0 = K_in[:P, :P]
-    eig_min = np.linalg.eigvalsh(K0)[0] if P else 1.0
-    if eig_min <= 1e-10 * max(1.0, np.abs(K0).max()):
-        raise ValueError(
-            "inputs: the input kernel at t = 0 (sigma_u² x(0)·x(0)ᵀ/D + sigma_b²) is singular "
-            f"(smallest eigenvalue {eig_min:.2e}); use distinct, linearly independent inputs with "
-            "D >= P, or add a bias (sigma_b > 0)"
-        )
     supervised = task.supervised
     return Problem(
         T=T,
@@ -179,11 +312,33 @@ def sym(X):
     return 0.5 * (X + np.swapaxes(X, -1, -2))
 
 
-class DenseLayout:
+class _Support:
+    """What both layouts do with :attr:`Problem.support`: ``rank``, ``basis`` ``Q`` and
+    ``complement`` ``P⊥ = I - QQᵀ`` (``None`` when full: then nothing below changes a number)."""
+
+    rank: int
+    basis: np.ndarray | None
+    complement: np.ndarray | None
+
+    def regularised(self, X):
+        """``X + P⊥``: positive definite iff ``X ∈ Sym(R)`` is positive definite on ``R``, with
+        ``(X + P⊥)⁻¹ = X⁺ + P⊥`` and ``det(X + P⊥) = pdet X``."""
+        return X if self.complement is None else X + self.complement
+
+    def project(self, X):
+        """``Π X Π = Q(QᵀXQ)Qᵀ`` (each matrix of a stack)."""
+        if self.basis is None:
+            return X
+        Q, Qt = self.basis, np.swapaxes(self.basis, -1, -2)
+        return Q @ (Qt @ X @ Q) @ Qt
+
+
+class DenseLayout(_Support):
     """Kernels as ``(n, n)`` arrays whose free blocks are those within one class of ``labels``
     (a partition of the time steps, :func:`invariant_components`), with
     ``𝒮(X)_ts = g²[W_t ≡ W_s] X_{t-1,s-1}``, so ``K(C) = K_in + 𝒮(C)``. The readout sees
-    ``C_SS`` with the weights ``σ_v²[v_t ≡ v_s]`` (``Mv_S``)."""
+    ``C_SS`` with the weights ``σ_v²[v_t ≡ v_s]`` (``Mv_S``). Free kernels live on
+    :attr:`Problem.support`."""
 
     def __init__(self, prob: Problem, labels: np.ndarray):
         T, P = prob.T, prob.P
@@ -191,7 +346,8 @@ class DenseLayout:
         self.MW = prob.MW[::P, ::P]  # time-level g²[W_t ≡ W_s]
         self.labels = np.repeat(np.asarray(labels), P)  # class of each flat index t*P + a
         self.mask = (self.labels[:, None] == self.labels[None, :]).astype(np.float64)
-        self.K_in = prob.K_in
+        self.rank, self.basis, self.complement = prob.support.rank, prob.support.basis, prob.support.complement
+        self.K_in = self.project(prob.K_in)
         self.supervised = prob.supervised
         self.Mv_S = prob.Mv[np.ix_(prob.supervised, prob.supervised)]
         self.y = prob.y[:, None]
@@ -201,12 +357,16 @@ class DenseLayout:
         return X.reshape(self.T, self.P, self.T, self.P)
 
     def restrict(self, C):
-        """The free part of an ``(n, n)`` kernel."""
-        return sym(np.asarray(C, dtype=np.float64)) * self.mask
+        """The free part of an ``(n, n)`` kernel (on the support)."""
+        return self.project(sym(np.asarray(C, dtype=np.float64)) * self.mask)
 
     def full(self, X):
         """As an ``(n, n)`` array."""
         return X
+
+    def project_columns(self, V):
+        """``Π V`` for ``V`` of shape ``(n, r)``."""
+        return V if self.basis is None else self.basis @ (self.basis.T @ V)
 
     def shift(self, X):
         """``𝒮(X)``: block ``(t, s)`` <- ``g²[W_t ≡ W_s] X_{t-1,s-1}``."""
@@ -222,20 +382,16 @@ class DenseLayout:
 
     def sweep(self, B):
         """``(I - 𝒮)⁻¹B``: ``C_ts = B_ts + g²[W_t ≡ W_s] C_{t-1,s-1}``, one row of blocks after another."""
-        C = np.array(B, dtype=np.float64)
-        blocks = self._blocks(C)
-        for t in range(1, self.T):
-            blocks[t, :, 1:, :] += self.MW[t, 1:, None] * blocks[t - 1, :, :-1, :]
-        return C
+        return _causal_sweep(self.MW, B, self.T, self.P)
 
     def sweep_adjoint(self, G):
         """``(I - 𝒮)⁻ᵀG`` (backward in time: ``G_ts + g²[W_{t+1} ≡ W_{s+1}] (·)_{t+1,s+1}``),
-        restricted to the free blocks."""
+        restricted to the free blocks on the support (the adjoint of the sweep on ``Sym(R)``)."""
         G = np.array(G, dtype=np.float64)
         blocks = self._blocks(G)
         for t in range(self.T - 2, -1, -1):
             blocks[t, :, :-1, :] += self.MW[t + 1, 1:, None] * blocks[t + 1, :, 1:, :]
-        return G * self.mask
+        return self.project(G * self.mask)
 
     def select(self, C):
         """``C_SS``."""
@@ -248,18 +404,20 @@ class DenseLayout:
         return out
 
 
-class TimeLocalLayout:
+class TimeLocalLayout(_Support):
     """Time-block-diagonal kernels as ``(T, P, P)`` stacks of their equal-time blocks ``c_t``,
     for kernels whose classes of :func:`invariant_components` are single time steps (a DNN; an
     RNN's time-symmetric branch): ``c_t = w_t c_{t-1} + b_t`` with ``w_t = g²[W_t ≡ W_t]``, and
     the readout of step t sees only ``c_t`` (``y`` and ``Mv_S`` padded with zeros on the
     unsupervised patterns, so ``G_S + κI`` is a ``(T, P, P)`` stack). Every operation costs
-    ``O(T P³)`` instead of ``O((TP)³)``."""
+    ``O(T P³)`` instead of ``O((TP)³)``. The support is held per step (bases ``(T, P, r_max)``)."""
 
     def __init__(self, prob: Problem):
         T, P = prob.T, prob.P
         self.T, self.P, self.n = T, P, prob.n
         self.w = np.diagonal(prob.MW[::P, ::P]).copy()
+        self.rank = prob.support.rank
+        self.basis, self.complement = prob.support.time_local
         self.K_in = self.restrict(prob.K_in)
         supervised = np.zeros(prob.n)
         supervised[prob.supervised] = 1.0
@@ -276,10 +434,10 @@ class TimeLocalLayout:
             self.sweep_matrix[t, :t] = self.w[t] * self.sweep_matrix[t - 1, :t]
 
     def restrict(self, C):
-        """The equal-time blocks of an ``(n, n)`` kernel."""
+        """The equal-time blocks of an ``(n, n)`` kernel (on the support)."""
         T, P = self.T, self.P
         blocks = sym(np.asarray(C, dtype=np.float64)).reshape(T, P, T, P)
-        return blocks[np.arange(T), :, np.arange(T), :]
+        return self.project(blocks[np.arange(T), :, np.arange(T), :])
 
     def full(self, X):
         return scipy.linalg.block_diag(*X)
@@ -298,7 +456,7 @@ class TimeLocalLayout:
         return (self.sweep_matrix @ B.reshape(self.T, -1)).reshape(B.shape)
 
     def sweep_adjoint(self, G):
-        return (self.sweep_matrix.T @ G.reshape(self.T, -1)).reshape(G.shape)
+        return self.project((self.sweep_matrix.T @ G.reshape(self.T, -1)).reshape(G.shape))
 
     def select(self, C):
         return C

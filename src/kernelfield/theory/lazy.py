@@ -26,7 +26,9 @@ def lazy_kernel(prob: Problem, phi="linear", order: int = DEFAULT_ORDER) -> np.n
     depends only on block ``(t-1, s-1)`` of ``C`` (the sharing masks are applied by ``prob.K``).
 
     Linear ``phi`` is exact: ``C = K(C) = (I - 𝒮)⁻¹K_in``, one causal sweep over the blocks in
-    the layout of :func:`.kernels.layout`; erf and ReLU use closed forms, any other ``phi``
+    the layout of :func:`.kernels.layout` (on the support of a singular input kernel, e.g. more
+    sequences than input dimensions, where ``C`` has rank below ``n``); erf and ReLU use closed
+    forms (which need only the variances to be positive, so ``P > D`` is fine), any other ``phi``
     2-D Gauss–Hermite quadrature with ``order`` nodes per dimension
     (:func:`kernelfield.gaussian.expect_phiphi`)."""
     nl = get_nonlinearity(phi)

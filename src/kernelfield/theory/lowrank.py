@@ -28,6 +28,10 @@ with ``R + r`` right-hand sides. Then, as in :mod:`.action`, with ``M = I_r + V�
 
 The backward residual ``2‖C G C‖_F/‖C‖_F`` of :func:`.action.backward_residual` follows from
 ``C f_l`` (``O(n² m)``).
+
+On a support of rank ``r < n`` (:mod:`.kernels`) the columns of ``V`` lie in it, ``L₀`` factorises
+``C_in + P⊥`` (so ``K⁻¹`` above is ``K⁺ + P⊥``, which acts on ``V`` as ``K⁺``) and ``∂F/∂V`` is
+projected onto it; ``C``, ``C f`` and the residuals need no change (``C = ΠCΠ``).
 """
 
 from __future__ import annotations
@@ -75,7 +79,7 @@ class FactoredInnovation:
         T, P = lay.T, lay.P
         self.lay, self.T, self.P, self.n = lay, T, P, lay.n
         self.C_in = C_in
-        self.L0 = np.linalg.cholesky(C_in)
+        self.L0 = np.linalg.cholesky(lay.regularised(C_in))
         self.C_in_norm2 = float(np.vdot(C_in, C_in))
         # time operator of the terms j = (k, i), k >= 1: rows (j, t), column t - k, entry √λ_i e_i[t]
         MW = lay.MW
@@ -136,7 +140,7 @@ class FactoredInnovation:
         read[lay.supervised] = self.readout * a[:, None]
         f = np.hstack([scipy.linalg.solve_triangular(Lm, Y.T, lower=True, check_finite=False).T, shift_terms, read])
         s = np.concatenate([np.full(r, 0.5), np.full(shift_terms.shape[1] + read.shape[1], -0.5)])
-        grad = 2.0 * self.adjoint_sweep(f @ (s[:, None] * (f.T @ B)), r)
+        grad = 2.0 * lay.project_columns(self.adjoint_sweep(f @ (s[:, None] * (f.T @ B)), r))
         self._last = _Evaluation(V.copy(), B, f, s, gamma, fit.energy, grad)
         return self._last
 
@@ -201,7 +205,8 @@ class FactoredInnovation:
         return np.sqrt(max(float(np.sum(NH * NH.T)), 0.0)) / norm, 2.0 * CGC / norm
 
     def prior_covariance(self, V) -> np.ndarray:
-        """``K = C - D = C_in + B₊B₊ᵀ`` (``(n, n)``)."""
+        """``K = C - D = C_in + B₊B₊ᵀ`` (``(n, n)``; on a support of rank ``r < n`` singular, so
+        factorise ``lay.regularised(K)``)."""
         Bp = self.apply(V)
         return self.C_in + Bp @ Bp.T
 
@@ -211,9 +216,10 @@ class FactoredInnovation:
         return self.C_in + e.B @ e.B.T
 
     def conjugate_kernel(self, V) -> np.ndarray:
-        """``Ct = ½ 𝒮ᵀ(K⁻¹DK⁻¹) + ½ M_v ∘ [a aᵀ]_S``: the negative terms of ``G`` (``(n, n)``)."""
+        """``Ct = ½ 𝒮ᵀ(K⁻¹DK⁻¹) + ½ M_v ∘ [a aᵀ]_S``: the negative terms of ``G`` (``(n, n)``), on
+        the support (``ΠCtΠ``)."""
         e = self._evaluate(V)
-        negative = e.f[:, e.s < 0]
+        negative = self.lay.project_columns(e.f[:, e.s < 0])
         return 0.5 * negative @ negative.T
 
     def parts(self, V) -> tuple[float, float]:

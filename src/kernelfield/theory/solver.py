@@ -35,6 +35,14 @@ triangular solves with ``R`` right-hand sides against the fixed Cholesky factor 
 Where the stage ends with both residuals (in the same factored form) below ``tol``, that is the
 branch; otherwise Newton's method polishes the full ``D`` from there with the same test.
 
+Rank-deficient prior covariances (more sequences than input dimensions, repeated or linearly
+dependent inputs): every kernel with a finite action lives on the range ``R`` of the prior kernel
+(:class:`.kernels.Support`), and so does ``D``. The layouts carry ``R``: factorisations are of
+``C + P⊥`` and ``K + P⊥`` (pseudo-inverses and pseudo-determinants on ``R``), gradients are
+projected onto ``Sym(R)`` and the starts are projected onto it; nothing else changes, and with
+full rank nothing is added or projected. The solution is the ``eps -> 0`` limit of the problem
+with ``eps·I`` added to the input kernel (tests/theory/test_rank_deficient.py).
+
 Structure: ``D`` is restricted to the blocks of time steps that the iterates can reach from the
 start (:func:`.kernels.invariant_components`, within the components of the time-coupling
 graph). When every class is a single time step (a DNN; an RNN's time-symmetric branch) all
@@ -158,14 +166,14 @@ def _low_rank_stage(lay, V: np.ndarray, classes: np.ndarray, max_iter: int, tol:
     while True:
         if V.shape[1]:
             support = (lay.labels[:, None] == classes[None, :]).astype(np.float64)
-            L = np.linalg.cholesky(objective.prior_covariance(V))
+            L = np.linalg.cholesky(lay.regularised(objective.prior_covariance(V)))
             V, nit, residual = _lbfgs_whitened(objective, V, support, L, min(round_iter, max_iter - iterations),
                                                0.5 * tol)
             iterations += nit
             if residual < 0.5 * tol:
                 break
         gD = low_rank_objective(lay, C_in, V if V.shape[1] else np.zeros((lay.n, 1)), 1.0)[2]
-        L = np.linalg.cholesky(objective.prior_covariance(V))  # C_in when V has no columns
+        L = np.linalg.cholesky(lay.regularised(objective.prior_covariance(V)))  # C_in when V has no columns
         new, new_classes = _whitened_factors(lay, -gD, L, max(grow, V.shape[1] // n_classes), grow_threshold)
         if not len(new_classes) or lay.n * (V.shape[1] + len(new_classes)) > max_params or iterations >= max_iter:
             break
@@ -208,7 +216,7 @@ def broken_factor(prob: Problem, C_sym: np.ndarray, rank: int | None = None):
                 previous = d
             columns.append(column.ravel())
             classes.append(label)
-    return lay, np.array(columns).T, np.array(classes, dtype=int)
+    return lay, lay.project_columns(np.array(columns).T), np.array(classes, dtype=int)
 
 
 def _maximise(prob: Problem, C0, tol: float, max_iter: int, inner: int, init: str) -> Branch:
@@ -264,7 +272,7 @@ def _maximise(prob: Problem, C0, tol: float, max_iter: int, inner: int, init: st
             continue
         x = trial
         iterations += 1
-    C, Ct = lay.full(x.C), lay.full(d.Ct)
+    C, Ct = lay.full(x.C), lay.full(lay.project(d.Ct))  # only ΠCtΠ enters q on the support
     return Branch(
         C=C,
         Ct=Ct,
@@ -303,7 +311,9 @@ def _same_branch(b1: Branch, b2: Branch, T: int, P: int, rtol: float = 1e-3) -> 
 class Solution(ModelResult):
     """The dominant (largest-``S``) stationary point of the action and every branch found.
 
-    ``C`` and ``Ct`` are ``(T*P, T*P)`` with time-major index ``t*P + a``. ``arch``, ``task``,
+    ``C`` and ``Ct`` are ``(T*P, T*P)`` with time-major index ``t*P + a``; where the prior
+    covariance is singular (``problem.support``, e.g. ``P > D``) ``C`` has the support's rank and
+    ``Ct`` is its part on the support, ``ΠCtΠ`` (the rest enters nothing). ``arch``, ``task``,
     ``prior``, ``phi`` and ``kappa`` are those of ``model``. ``method``: the solver that produced
     it; ``"gaussian"`` is the Gaussian closure (:mod:`.closure`; an approximation for nonlinear
     ``phi``: ``S`` is a lower bound on the exact action), which also gives ``Sigma``.
@@ -423,7 +433,7 @@ def _plan(model: Model, method: str, tol, max_iter, inner, num_particles, mc_tol
     inner = positive_int("inner", inner)
     prob = make_problem(model.arch, model.task, model.prior, model.kappa)
     C_prior = lazy_kernel(prob, nl)
-    _check_prior_covariance(prob, C_prior)
+    _check_prior_covariance(prob, C_prior, method)
     if method == "exact":
         run = partial(_maximise, prob, tol=tol, max_iter=max_iter, inner=inner)
     elif method == "gaussian":
@@ -438,16 +448,21 @@ def _plan(model: Model, method: str, tol, max_iter, inner, num_particles, mc_tol
     return _Plan(prob, C_prior, run, method, max_iter)
 
 
-def _check_prior_covariance(prob: Problem, C_prior: np.ndarray) -> None:
-    """``K(C)`` at the lazy kernel must be positive definite, or no kernel has a finite action."""
+def _check_prior_covariance(prob: Problem, C_prior: np.ndarray, method: str) -> None:
+    """The exact solver takes any prior covariance (a singular ``K(C)`` restricts every kernel to
+    :attr:`.kernels.Problem.support`); the particle solver and the Gaussian closure still need
+    ``K(C)`` positive definite at the lazy kernel."""
+    if method == "exact":
+        return
     try:
         np.linalg.cholesky(np.asarray(prob.K(C_prior)))
     except np.linalg.LinAlgError:
         raise ValueError(
-            "inputs: the prior covariance K(C) at the lazy kernel is singular: the inputs and their "
-            f"propagation through the network span fewer than n = T·P = {prob.n} directions (e.g. inputs "
-            "at many steps through a shared U with D close to P); use more input dimensions (D well "
-            "above P), fewer sequences, or add a bias (sigma_b > 0)"
+            f"inputs: the prior covariance K(C) at the lazy kernel is singular, which method {method!r} "
+            f"does not handle yet: the inputs and their propagation through the network span fewer than "
+            f"n = T·P = {prob.n} directions (more sequences than input dimensions, repeated or linearly "
+            "dependent inputs); use method='exact' (phi='linear'), more input dimensions (D well above P), "
+            "fewer sequences, or add a bias (sigma_b > 0)"
         ) from None
 
 
@@ -532,7 +547,16 @@ def predict(sol: Solution, new_inputs, N: int | None = None, **solve_kwargs):
     """Posterior predictive for new sequences ``new_inputs`` ``(P_new, T, D)``: they are
     appended to the task as unsupervised rows, the theory is solved again on the enlarged set
     (same architecture, prior, phi, kappa) and the prediction for the new rows is returned
-    (a :class:`~kernelfield.Prediction` with arrays of shape ``(P_new, T)``)."""
+    (a :class:`~kernelfield.Prediction` with arrays of shape ``(P_new, T)``).
+
+    New inputs need not lie in the span of the training inputs: the enlarged problem's support
+    (:class:`.kernels.Support`) has the directions they add. Those rows are unsupervised, so the
+    data term does not see them and the training rows' kernel is unchanged by appending them (the
+    weights' posterior is fixed by the training data); the new rows follow from the same
+    stationarity equations. For linear ``phi`` the prediction is linear in the new inputs: a
+    combination of training sequences gets that combination of their predictions, and a component
+    outside the span (weights along it are untouched by the data and symmetric under sign flip)
+    gets zero mean and a positive variance (tests/theory/test_rank_deficient.py)."""
     enlarged = solve(replace(sol.model, task=sol.task.with_sequences(new_inputs)), **solve_kwargs)
     full = enlarged.predict(N=N)
     P = sol.task.P
