@@ -12,6 +12,7 @@ import pytest
 
 import kernelfield as kf
 from kernelfield.progress import ProgressEvent
+from kernelfield.theory.particles import _initial_population
 from kernelfield.theory.particle_control import (Decision, ParticleSettings, WindowSummary, _trend, _trending,
                                                  averaged_windows, block_traces, control_step, init_control)
 from kernelfield.symmetry import parity_flip
@@ -248,3 +249,45 @@ def test_particle_progress_goes_to_a_callback():
     assert events[0].info["phase"] == "burn-in" and events[0].info["step"] > 0 and events[0].info["start"] == "prior"
     with pytest.raises(ValueError, match="progress: must be"):
         ParticleSettings(progress="yes")
+
+
+# -- the warm start from the Gaussian closure (init="gaussian") ----------------------------------
+
+def test_initial_population_has_the_start_covariance():
+    """``h ~ N(0, Sigma)``: with M = 8192 trajectories every entry of the sample covariance is
+    within 5 standard errors (``sqrt((Sigma_ii Sigma_jj + Sigma_ij²)/M)``) of ``Sigma``."""
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(5, 5))
+    Sigma = A @ A.T + 0.5 * np.eye(5)
+    M = 8192
+    _, H = _initial_population(Sigma, 5, ParticleSettings(num_particles=M, seed=1))
+    H = np.asarray(H)
+    se = np.sqrt((np.outer(np.diag(Sigma), np.diag(Sigma)) + Sigma**2) / M)
+    assert H.shape == (M, 5) and np.all(np.abs(H.T @ H / M - Sigma) < 5 * se)
+
+
+@pytest.mark.slow
+def test_warm_start_finds_both_erf_branches():
+    """erf RNN above the transition: both warm starts (from the closure's two branches) converge,
+    the broken one dominates, and each branch's action is above the closure's lower bound S_G of
+    the same branch up to 3 standard errors + 0.01 (the 1/M bias at M = 1024, n = 6)."""
+    task = endpoint_task(P=2, T=3, D=3, scale=1.0)
+    arch = kf.Architecture.rnn(3)
+    warm = kf.solve(arch, task, phi="erf", init="gaussian", **FAST)
+    closure = {b.init: b.S for b in kf.solve(arch, task, phi="erf", kappa=0.1, method="gaussian").branches}
+    assert warm.converged and [b.init for b in warm.branches] == ["broken", "prior"] == list(closure)
+    for b in warm.branches:
+        assert b.S > closure[b.init] - 3 * b.S_err - 0.01
+
+
+def test_warm_start_refuses_other_methods_and_phi_without_a_gaussian_map():
+    task = endpoint_task(P=2, T=2, D=3)
+    arch = kf.Architecture.rnn(2)
+    for method, phi in (("exact", "linear"), ("gaussian", "erf"), ("auto", "linear")):
+        with pytest.raises(ValueError, match="init: 'gaussian'.*method 'particles' only"):
+            kf.solve(arch, task, phi=phi, method=method, init="gaussian")
+    kf.register(kf.Nonlinearity("numpy_tanh_warm", lambda h: np.tanh(np.asarray(h)), odd=True))
+    with pytest.raises(ValueError, match="init: 'gaussian' needs the Gaussian closure of phi = 'numpy_tanh_warm'"):
+        kf.solve(arch, task, phi="numpy_tanh_warm", method="particles", init="gaussian")
+    with pytest.raises(ValueError, match="init: must be .*'gaussian'"):
+        kf.solve(arch, task, phi="erf", init="warm")

@@ -402,23 +402,28 @@ def solve(
     init: ``"auto"`` (default) starts from the prior kernel and from a symmetry-broken kernel
     (:func:`broken_start`; for the exact solver on a dense layout its innovation form
     :func:`broken_factor`) and keeps every distinct branch; ``"prior"`` or ``"broken"`` uses one
-    start; an ``(n, n)`` array is used as the start. The returned solution is the branch with the
-    largest ``S``. For ``"gaussian"`` the starts and an array ``init`` are preactivation
-    covariances ``Sigma``. A branch is converged when both stationarity residuals are below ``tol`` (for
+    start; an ``(n, n)`` array is used as the start; ``"gaussian"`` (``method="particles"`` and a
+    ``phi`` with a Gaussian map only) solves the Gaussian closure first and starts the particles of
+    each of its branches (prior and broken) from ``N(0, Sigma)`` of that branch (a warm start). The
+    returned solution is the branch with the largest ``S``. For ``method="gaussian"`` the starts
+    and an array ``init`` are preactivation covariances ``Sigma``. A branch is converged when both stationarity residuals are below ``tol`` (for
     the particle solver: below ``tol`` or within 3 Monte Carlo standard errors of zero); the
     solution is converged when every branch is. A ``ConvergenceWarning`` (with the residual) is
     issued when the dominant branch or any other start did not converge.
     """
     model = as_model(arch, task, prior, phi, kappa)
     started = time.perf_counter()
-    plan = _plan(model, method, tol, max_iter, inner, num_particles, mc_tol, seed, progress)
-    found = _run_starts(plan, init)
+    warm = isinstance(init, str) and init == "gaussian"
+    plan = _plan(model, method, tol, max_iter, inner, num_particles, mc_tol, seed, progress, warm=warm)
+    found = _warm_starts(model, plan, tol, inner) if warm else _run_starts(plan, init)
     return assemble(model, found, plan.problem, tol=tol, method=plan.method, max_iter=plan.max_iter,
                     seconds=time.perf_counter() - started)
 
 
-def _plan(model: Model, method: str, tol, max_iter, inner, num_particles, mc_tol, seed, progress) -> _Plan:
-    """Validate the solver settings, assemble the problem and its lazy kernel and choose the solver."""
+def _plan(model: Model, method: str, tol, max_iter, inner, num_particles, mc_tol, seed, progress,
+          warm: bool = False) -> _Plan:
+    """Validate the solver settings (``warm``: for ``init="gaussian"``), assemble the problem and its
+    lazy kernel and choose the solver."""
     nl = model.nonlinearity
     if method not in ("auto", "exact", "particles", "gaussian"):
         raise ValueError(f"method: must be 'auto', 'exact', 'particles' or 'gaussian', got {method!r}")
@@ -426,6 +431,8 @@ def _plan(model: Model, method: str, tol, max_iter, inner, num_particles, mc_tol
         method = "exact" if nl.name == "linear" else "particles"
     if method == "exact" and nl.name != "linear":
         raise ValueError(f"method: 'exact' needs phi = 'linear' (closed-form Gamma); use 'particles' for {nl.name!r}")
+    if warm:
+        _check_warm_start(nl, method)
     if method == "gaussian":
         check_gaussian_map(nl)
     tol = positive_real("tol", tol)
@@ -478,7 +485,8 @@ def _run_starts(plan: _Plan, init) -> list[Branch]:
             found.append(run(broken_start(prob, symmetric) if factor is None else factor, init="broken"))
         return found
     if isinstance(init, str):
-        raise ValueError(f"init: must be 'auto', 'prior', 'broken' or an (n, n) array, got {init!r}")
+        raise ValueError(f"init: must be 'auto', 'prior', 'broken', 'gaussian' (method 'particles') or an (n, n) "
+                         f"array, got {init!r}")
     C0 = np.asarray(init, dtype=np.float64)
     if C0.shape != (prob.n, prob.n) or not np.all(np.isfinite(C0)):
         raise ValueError(f"init: expected a finite ({prob.n}, {prob.n}) kernel, got shape {C0.shape}")
@@ -487,6 +495,40 @@ def _run_starts(plan: _Plan, init) -> list[Branch]:
     except np.linalg.LinAlgError:
         raise ValueError("init: kernel is not positive definite") from None
     return [run(C0, init="user")]
+
+
+class Preactivations(NamedTuple):
+    """A particle start given by the covariance ``Sigma`` of the initial population
+    ``h ~ N(0, Sigma)`` (instead of a kernel ``C0`` with ``h ~ N(0, K(C0))``)."""
+
+    Sigma: np.ndarray
+
+
+def _check_warm_start(nl, method: str) -> None:
+    """``init="gaussian"`` needs the particle solver and a ``phi`` with a Gaussian map."""
+    if method != "particles":
+        raise ValueError(f"init: 'gaussian' (a warm start from the Gaussian closure) is a start of method "
+                         f"'particles' only, got method {method!r} (phi = {nl.name!r})")
+    try:
+        check_gaussian_map(nl)
+    except ValueError as error:
+        raise ValueError(f"init: 'gaussian' needs the Gaussian closure of phi = {nl.name!r}, which has none "
+                         f"({error}); use init='auto'") from None
+
+
+def _warm_starts(model: Model, plan: _Plan, tol: float, inner: int) -> list[Branch]:
+    """``init="gaussian"``: the Gaussian closure (``init="auto"``, default ``max_iter``), then one
+    particle start per closure branch with the population drawn from ``N(0, Sigma)`` of that
+    branch, the prior (time-symmetric) and the broken one. Where the closure's broken start
+    returned to its symmetric branch, the broken particle start is the closure's own broken
+    start (:func:`broken_start` of the symmetric ``Sigma``), so a broken branch that only the
+    exact action has can still be found."""
+    closure = _plan(model, "gaussian", tol, None, inner, None, 0.01, 0, False)
+    branches = {b.init: b for b in _run_starts(closure, "auto")}
+    symmetric, broken = branches["prior"].Sigma, branches["broken"].Sigma
+    if _same_branch(branches["broken"], branches["prior"], plan.problem.T, plan.problem.P):
+        broken = broken_start(plan.problem, symmetric)
+    return [plan.run(Preactivations(symmetric), init="prior"), plan.run(Preactivations(broken), init="broken")]
 
 
 def assemble(model: Model, found: Sequence[Branch], problem: Problem, *, tol: float, method: str, max_iter: int,
@@ -526,15 +568,17 @@ def _warn_unconverged(sol: Solution, method: str, max_iter: int, tol: float) -> 
         )
 
 
-def _maximise_particles(prob: Problem, nl, C0: np.ndarray, settings: ParticleSettings, tol: float,
+def _maximise_particles(prob: Problem, nl, C0: np.ndarray | Preactivations, settings: ParticleSettings, tol: float,
                         init: str) -> Branch:
-    """One start of the particle solver: trajectories drawn from ``N(0, K(C0))``. The prior start
-    of an odd ``phi`` stays in the time-symmetric subspace where that subspace is invariant."""
+    """One start of the particle solver: trajectories drawn from ``N(0, K(C0))``, or from
+    ``N(0, Sigma)`` for ``C0 = Preactivations(Sigma)``. The prior start of an odd ``phi`` stays in
+    the time-symmetric subspace where that subspace is invariant."""
     free = prob.block_mask()
     symmetric = time_symmetric_mask(prob, nl) if init == "prior" else None
     if symmetric is not None:
         free = free * symmetric
-    r = maximise_particles(prob, nl, np.asarray(prob.K(C0)), free, settings, label=init)
+    K0 = C0.Sigma if isinstance(C0, Preactivations) else np.asarray(prob.K(C0))
+    r = maximise_particles(prob, nl, K0, free, settings, label=init)
     limit = max(tol, 3.0 * r.residual_error)
     return Branch(C=r.C, Ct=r.Ct, S=r.S, Gamma=r.Gamma, E=r.E, init=init,
                   converged=bool(r.burned_in and max(r.residual_forward, r.residual_backward) <= limit),
