@@ -23,6 +23,21 @@ def sequential_task(P=3, T=4, D=5, scale=1.0, seed=0):
     return kf.Task(X, Y)
 
 
+# One small Langevin training run, shared (per worker process) by the trainer's bookkeeping test
+# and the storage round trip: every kf.train call with these settings reuses one compilation.
+TRAIN_RUN = dict(N=16, num_networks=3, num_steps=300, burn_in=100, record_every=5, progress=False, seed=2)
+
+
+def train_run_model():
+    """The architecture and task of :data:`TRAIN_RUN`: an RNN on a 2-sequence integration task."""
+    return kf.Architecture.rnn(3), kf.tasks.integration(P=2, T=3, D=3, supervise_every=2, seed=0)
+
+
+@pytest.fixture(scope="session")
+def trained_rnn():
+    return kf.train(*train_run_model(), **TRAIN_RUN)
+
+
 @pytest.fixture
 def endpoint():
     return endpoint_task()

@@ -144,16 +144,36 @@ def test_comparison_dataset(solution, tmp_path):
     assert back.attrs["seed"] == 3 and back.attrs["kernelfield_version"] == kf.__version__
 
 
+def _particle_like(sol, phi="relu"):
+    """``sol`` (an exact solve) dressed as a particle solution of the ``phi`` network: the dominant
+    branch carries the Monte Carlo fields a particle solve fills in (``C_err``, ``S_err``,
+    ``mc_error``, ``<φ>``), a second branch has ``<φ>`` zero by symmetry (``None``). Storage only
+    reads these fields, so a real particle solve (a compilation of the flow and of its check)
+    would test nothing more here."""
+    rng = np.random.default_rng(5)
+    n = sol.C.shape[0]
+    best = dataclasses.replace(sol.best, C_err=0.01 * np.abs(sol.C) + 1e-3 * rng.random((n, n)), S_err=0.02,
+                               mc_error=0.013, phi_mean=rng.normal(size=n), init="broken")
+    other = dataclasses.replace(sol.best, S=sol.S - 1.0, C_err=np.full((n, n), 0.005), S_err=0.03, mc_error=0.02,
+                                phi_mean=None, init="prior")
+    return dataclasses.replace(sol, model=dataclasses.replace(sol.model, phi=phi), branches=(best, other),
+                               method="particles")
+
+
 def test_particle_solution_round_trip_keeps_monte_carlo_errors(tmp_path):
     task = endpoint_patterns(P=2, T=2, D=3, target_scale=0.5, seed=0)
-    sol = kf.solve(kf.Architecture.dnn(2), task, phi="relu", kappa=0.1, init="prior", num_particles=256,
-                   mc_tol=0.1)
+    exact_sol = kf.solve(kf.Architecture.rnn(2), task)
+    sol = _particle_like(exact_sol)
     back = storage.solution_from_dataset(storage.load(storage.save(storage.solution_to_dataset(sol), tmp_path / "s.nc")))
-    for name in ("C", "C_err", "phi_mean"):
-        np.testing.assert_array_equal(getattr(back.best, name), getattr(sol.best, name))
-    assert back.best.S_err == sol.best.S_err and back.best.mc_error == sol.best.mc_error
+    assert back.method == "particles" and back.phi == "relu" and len(back.branches) == 2
+    for mine, theirs in zip(back.branches, sol.branches):
+        for name in ("C", "C_err"):
+            np.testing.assert_array_equal(getattr(mine, name), getattr(theirs, name))
+        assert (mine.S_err, mine.mc_error, mine.init) == (theirs.S_err, theirs.mc_error, theirs.init)
+    np.testing.assert_array_equal(back.best.phi_mean, sol.best.phi_mean)
+    assert back.branches[1].phi_mean is None
     np.testing.assert_array_equal(back.C_centred, sol.C_centred)
-    exact = storage.solution_from_dataset(storage.solution_to_dataset(kf.solve(kf.Architecture.rnn(2), task)))
+    exact = storage.solution_from_dataset(storage.solution_to_dataset(exact_sol))
     assert exact.best.C_err is None and exact.best.phi_mean is None
 
 
@@ -185,14 +205,13 @@ def test_provenance_stamp_has_config_version_seed_and_time():
     assert "seed" not in storage.provenance("study", "{}")
 
 
-def test_trained_round_trip(tmp_path):
-    run = kf.train(kf.Architecture.rnn(3), endpoint_patterns(P=2, T=3, D=2, seed=0), N=8, num_networks=2,
-                   num_steps=100, burn_in=20, step_size=0.05, seed=4, progress=False)
+def test_trained_round_trip(trained_rnn, tmp_path):
+    run = trained_rnn
     ds = kf.to_xarray(run)
     assert ds.attrs["kind"] == "trained" and ds["C_networks"].dims == ("network", "t", "a", "t2", "a2")
     assert ds["params_W"].dims[:2] == ("network", "W_group") and ds["loss"].dims == ("chunk", "network")
     cfg = json.loads(ds.attrs["config"])
-    assert (cfg["N"], cfg["seed"], cfg["num_networks"], cfg["burn_in"]) == (8, 4, 2, 20)
+    assert (cfg["N"], cfg["seed"], cfg["num_networks"], cfg["burn_in"]) == (16, 2, 3, 100)
     back = storage.trained_from_dataset(storage.load(kf.save(run, tmp_path / "trained.nc")))
     for name in ("C_mean", "C_sem", "C_centred", "C_networks", "f_networks", "f_mean", "f_sem", "f_var", "loss", "step"):
         np.testing.assert_array_equal(getattr(back, name), getattr(run, name), err_msg=name)
@@ -202,7 +221,9 @@ def test_trained_round_trip(tmp_path):
     np.testing.assert_array_equal(back.task.targets, run.task.targets)
     assert (back.N, back.seed, back.num_steps, back.record_every, back.step_size, back.num_records) == (
         run.N, run.seed, run.num_steps, run.record_every, run.step_size, run.num_records)
-    assert np.isnan(back.lambda_max)  # the step size was given
+    assert back.lambda_max == run.lambda_max > 0  # measured: the step size was "auto"
+    given = dataclasses.replace(run, lambda_max=float("nan"))  # a given step size records no lambda_max
+    assert np.isnan(storage.trained_from_dataset(storage.load(kf.save(given, tmp_path / "given.nc"))).lambda_max)
     with pytest.raises(ValueError, match="not trained networks"):
         storage.trained_from_dataset(storage.lazy_kernel_to_dataset(kf.prior_kernel(run.model)))
 

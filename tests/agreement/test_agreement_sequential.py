@@ -38,7 +38,7 @@ def test_sampled_networks_agree_with_theory():
     3.4% (rnn) and 1.5% (dnn)."""
     N = 128
     ds = learning_curves(**NETWORK_STUDY, methods=["theory", "sampled"],
-                         sampling=dict(N=N, num_samples=400, num_warmup=300, num_chains=4))
+                         sampling=dict(N=N, num_samples=400, num_warmup=300, num_chains=4, keep_weights=0, progress=False))
     _agreement(ds, "sampled", N)
 
 

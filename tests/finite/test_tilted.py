@@ -48,11 +48,16 @@ def test_untilted_erf_matches_the_arcsine_kernel():
     assert _z(m.hh, m.hh_err, K) < Z_MAX
 
 
+# n = 2 problem of the quadrature test (relu scales the tilt by 0.4 to keep 2|Ct||K| < 1)
+K2 = np.array([[1.0, 0.6], [0.6, 1.5]])
+CT2 = np.array([[0.3, -0.25], [-0.25, 0.2]])
+
+
 @pytest.mark.parametrize("phi", ["tanh", "relu"])
 def test_tilted_nonlinear_two_dimensional_against_quadrature(phi):
     # n = 2: brute-force tensor Gauss-Hermite quadrature (80 x 80 nodes) in whitened coordinates
-    K = np.array([[1.0, 0.6], [0.6, 1.5]])
-    Ct = np.array([[0.3, -0.25], [-0.25, 0.2]]) * (0.4 if phi == "relu" else 1.0)  # relu: keep 2|Ct||K| < 1
+    K = K2
+    Ct = CT2 * (0.4 if phi == "relu" else 1.0)
     fn = {"tanh": np.tanh, "relu": lambda h: np.maximum(h, 0.0)}[phi]
     x, w = np.polynomial.hermite_e.hermegauss(80)
     Z1, Z2 = np.meshgrid(x, x, indexing="ij")
@@ -70,12 +75,13 @@ def test_tilted_nonlinear_two_dimensional_against_quadrature(phi):
 
 
 def test_warm_start_and_bad_input():
-    K, Ct = _kernels(3, tilt=0.2)
-    first = tilted_moments(K, Ct, "tanh", num_chains=8, num_samples=50, num_warmup=50)
-    again = tilted_moments(K, Ct, "tanh", num_chains=8, num_samples=50, num_warmup=50, init=first.positions)
+    # the tanh problem and sampler settings of the quadrature test: one compilation for both
+    first = tilted_moments(K2, CT2, "tanh")
+    again = tilted_moments(K2, CT2, "tanh", init=first.positions)
     assert np.isfinite(again.phiphi).all()
     with pytest.raises(ValueError, match="init"):
-        tilted_moments(K, Ct, "tanh", num_chains=8, init=first.positions[:4])
+        tilted_moments(K2, CT2, "tanh", init=first.positions[:4])
+    K, Ct = _kernels(3, tilt=0.2)
     with pytest.raises(ValueError, match="K: must be positive definite"):
         tilted_moments(-K, Ct, "tanh")
     with pytest.raises(ValueError, match="Ct: expected shape"):

@@ -8,6 +8,7 @@ import optax
 import pytest
 
 import kernelfield as kf
+from conftest import TRAIN_RUN, train_run_model
 from kernelfield.finite.training import langevin_optimizer
 
 
@@ -38,11 +39,8 @@ def test_optimizer_samples_the_gaussian_posterior():
     assert abs(trace.mean()) < 0.02
 
 
-def test_train_shapes_seed_and_diagnostics():
-    task = kf.tasks.integration(P=2, T=3, D=3, supervise_every=2, seed=0)
-    arch = kf.Architecture.rnn(3)
-    kw = dict(N=16, num_networks=3, num_steps=300, burn_in=100, record_every=5, progress=False, seed=2)
-    a, b = kf.train(arch, task, **kw), kf.train(arch, task, **kw)
+def test_train_shapes_seed_and_diagnostics(trained_rnn):
+    a, b = trained_rnn, kf.train(*train_run_model(), **TRAIN_RUN)
     np.testing.assert_array_equal(a.f_mean, b.f_mean)
     assert a.f_networks.shape == (3, 2, 3) and a.f_mean.shape == a.f_sem.shape == a.f_var.shape == (2, 3)
     assert a.C_networks.shape == (3, 6, 6) and a.C_mean.shape == (6, 6)
