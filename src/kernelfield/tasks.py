@@ -26,10 +26,13 @@ messages that start with the argument name. Real data are read from files shippe
 installed packages: nothing is downloaded. :data:`TASKS` maps the names used in configuration
 files to the generators; every generator takes ``P``, ``T`` and ``seed``.
 
-The theory needs a non-singular input kernel at ``t = 0`` (``sigma_u² x(0)·x(0)ᵀ/D``): the
-``P`` inputs at ``t = 0`` must be linearly independent, so ``D >= P`` (comfortably, ``D >= 2P``
-keeps it well conditioned). The scalar signals (oscillator, sunspots) are therefore given as
-delay embeddings of ``D`` past values.
+Any ``P`` works with any ``D``: with more sequences than input dimensions (or repeated or
+linearly dependent inputs) the input kernel ``sigma_u² x·xᵀ/D`` is singular and the exact linear
+solver (and the lazy kernel) take kernels on its support (THEORY.md §3, "Rank-deficient prior
+covariances"). The particle solver and the Gaussian closure still need a non-singular input
+kernel at ``t = 0``, i.e. ``P`` linearly independent inputs there (``D >= P``; comfortably
+``D >= 2P``). The scalar signals (oscillator, sunspots) are given as delay embeddings of ``D``
+past values.
 """
 
 from __future__ import annotations
@@ -166,8 +169,8 @@ def integration(P: int, T: int, D: int = 1, supervise_every: int = 2, seed: int 
     (so ``supervise_every = 1`` supervises every step and ``supervise_every = 2`` the steps
     ``1, 3, 5, ...``); all other steps are ``NaN`` (unsupervised), which is where the theory
     predicts interpolation. ``supervise_every`` must be ``<= T`` so that at least one step is
-    supervised. The theory needs a non-singular input kernel at ``t = 0``: use ``D >= P`` (or a
-    bias, ``sigma_b > 0``).
+    supervised. ``D < P`` is fine for linear ``phi`` (the exact solver); the particle solver and
+    the Gaussian closure need ``D >= P`` (or a bias, ``sigma_b > 0``).
     """
     P, T, D = positive_int("P", P), positive_int("T", T), positive_int("D", D)
     supervise_every = positive_int("supervise_every", supervise_every)
@@ -234,7 +237,8 @@ def oscillator(
     zero afterwards. truth: the next value ``y_a(t) = s_a(t+1)`` at every step, so after the cue
     the network must continue the oscillation on its own. targets: truth plus
     ``noise · N(0, 1)``. ``input_noise > 0`` keeps the ``t = 0`` input kernel non-singular
-    (noise-free windows of a few frequencies span only a few dimensions).
+    (noise-free windows of a few frequencies span only a few dimensions), which only the particle
+    solver and the Gaussian closure need.
     """
     P, T, D = positive_int("P", P), positive_int("T", T), positive_int("D", D)
     frequency = real_in("frequency", frequency, 0.0, np.pi, open_low=True)
@@ -357,7 +361,8 @@ def sequential_digits(
     its band (``T = 8``: one row per step). Each step's 8 pixels (centred by the data set's mean,
     unit mean square per row) are projected to ``D`` dimensions by one seeded Gaussian matrix,
     plus ``input_noise · N(0, I_D)`` (the top rows are nearly blank, and 8 pixels span at most 8
-    dimensions: the noise keeps the ``t = 0`` input kernel non-singular). targets:
+    dimensions: the noise keeps the ``t = 0`` input kernel non-singular for ``P <= D``, which
+    only the particle solver and the Gaussian closure need). targets:
     ``±target_scale`` as in :func:`digits`, at the last step (``label = "end"``) or at every step
     (``label = "every"``, a running classification whose early steps a schedule can leave
     unsupervised).

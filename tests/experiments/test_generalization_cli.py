@@ -77,7 +77,10 @@ def _with(section, **kw):
         (_with("task", generator="xor"), r"task\.generator: unknown task generator 'xor'"),
         (_with("task", P=3), r"task\.P: set the training-set sizes in \[study\]"),
         (_with("task", delay=2), r"task\.delay: not an argument of task generator 'integration'"),
-        (_with("task", D=3), r"task\.D: the input kernel at t = 0 .* singular"),
+        ({**_with("task", D=3), "study": {**BASE["study"], "methods": ["theory"]}, "theory": {"phi": "erf"}},
+         r"task\.D: the input kernel at t = 0 .* singular .*theory\.method = 'particles' \(phi = 'erf'\)"),
+        ({**_with("task", D=3), "study": {**BASE["study"], "methods": ["theory"]}, "theory": {"method": "gaussian"}},
+         r"task\.D: .* singular .*theory\.method = 'gaussian'"),
         ({**BASE, "schedule": {"kind": "random"}}, r"schedule\.fraction: required when kind = 'random'"),
         (_with("schedule", fraction=0.5), r"schedule\.fraction: not used with kind = 'every'"),
         (_with("schedule", k=[0]), r"k: must be an integer >= 1"),
@@ -92,6 +95,21 @@ def _with(section, **kw):
 def test_bad_study_config(data, expected):
     with pytest.raises(ConfigError, match=r"^bad\.toml: invalid configuration.*" + expected):
         parse_generalization_config(data, source="bad.toml")
+
+
+def test_linear_study_takes_more_sequences_than_input_dimensions():
+    """Linear phi, exact solver and lazy kernel at P + P_test = 8 > D = 2: no singular-input error,
+    every solve converges, and the RNN's shared weights carry the signal to the unsupervised steps
+    (integration task: the DNN's untied readout predicts zero there, nmse = 1)."""
+    data = _with("task", D=2)
+    data["schedule"]["k"] = 2
+    data["study"] = {**data["study"], "P": [6], "repeats": 1, "architectures": ["rnn", "dnn"],
+                     "methods": ["theory", "lazy"]}
+    ds = learning_curves(**parse_generalization_config(data).study_kwargs(), progress=False)
+    assert ds.attrs["theory_method"] == "exact" and np.all(ds.theory_converged == 1.0)
+    assert np.all(np.isfinite(ds.nmse_heldout)) and np.all(np.isfinite(ds.nmse_unsupervised))
+    unsupervised = ds.nmse_unsupervised.sel(predictor="theory").squeeze()
+    assert unsupervised.sel(arch="rnn") < 0.5 and unsupervised.sel(arch="dnn") == 1.0  # measured: 0.14
 
 
 @pytest.fixture(scope="module")

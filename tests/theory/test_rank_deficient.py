@@ -237,3 +237,46 @@ def test_particle_solver_still_needs_a_regular_prior_covariance():
     task = teacher_endpoint(P=4, T=2, D=2)
     with pytest.raises(ValueError, match="singular.*'particles' does not handle yet.*method='exact'"):
         kf.solve(kf.Architecture.rnn(2), task, phi="erf", method="particles")
+
+
+@pytest.mark.slow
+def test_stability_on_the_support():
+    """The cross-time Hessian at P > D is taken over ``Sym(R)``: ``Σ_{t<s} r_t r_s`` directions
+    (inputs at t = 0: ``r_t = D``), minus identity for the DNN (only ``log pdet C`` sees them), and
+    ``C_sym`` is a stationary point of the RNN's action; the Gaussian closure says it cannot."""
+    task = teacher_endpoint(P=6, T=3, D=3)
+    dnn = kf.stability(kf.solve(kf.Architecture.dnn(3), task, kappa=0.1), k=4)
+    assert dnn.dimension == 3 * 3**2
+    np.testing.assert_allclose(dnn.eigenvalues, -1.0, atol=1e-9)
+    rnn = kf.stability(kf.Model(kf.Architecture.rnn(3), task, kf.Prior(), "linear", 0.1))
+    assert rnn.dimension == 27 and rnn.gradient < 1e-10 and rnn.stable
+    with pytest.raises(ValueError, match="theory: the Gaussian closure's stability needs a regular prior covariance"):
+        kf.stability(kf.Model(kf.Architecture.rnn(3), task, kf.Prior(), "erf", 0.1))
+
+
+@pytest.mark.slow
+def test_critical_signal_and_outliers_are_the_limit_of_the_regularised_problem():
+    """Issue example (linear RNN, T = 3, P = 6, D = 3, kappa = 0.1, teacher targets): the critical
+    target scale of the regularised problem approaches the one on the support linearly (measured
+    2.62392 vs +0.0093 / +0.00095 / +0.000095 at eps = 1e-3 / 1e-4 / 1e-5); tolerance: at least 5x
+    per decade and within 2e-4 relative at eps = 1e-5. The outlier eigenvalue of the
+    symmetry-broken branch (T = 4, P = 8, D = 3, scale 2.5; measured 1.21241, regularised 1.21227 /
+    1.21239 at eps = 1e-4 / 1e-5) converges the same way, and vanishes on the symmetric branch."""
+    task = teacher_endpoint(P=6, T=3, D=3)
+    arch = kf.Architecture.rnn(3)
+    bracket = (2.4, 2.9)
+    exact = kf.critical_signal(arch, task, kappa=0.1, tol=1e-7, bracket=bracket).value
+    diffs = np.array([kf.critical_signal(arch, regularised(task, eps), kappa=0.1, tol=1e-7, bracket=bracket).value - exact
+                      for eps in (1e-3, 1e-4, 1e-5)])
+    assert 2.5 < exact < 2.75
+    assert np.all(np.abs(diffs[1:]) < 0.2 * np.abs(diffs[:-1])) and abs(diffs[2]) < 2e-4 * exact, (exact, diffs)
+    task = teacher_endpoint(P=8, T=4, D=3, scale=2.5)
+    arch = kf.Architecture.rnn(4)
+    outlier = kf.outlier_eigenvalues(kf.solve(arch, task, kappa=0.1))[0]
+    assert outlier.imag == 0 and outlier.real > 1.0
+    regularised_outliers = [kf.outlier_eigenvalues(kf.solve(arch, regularised(task, eps), kappa=0.1))[0]
+                            for eps in (1e-4, 1e-5)]
+    gaps = np.abs(np.array(regularised_outliers) - outlier)
+    assert gaps[1] < 0.2 * gaps[0] and gaps[1] < 1e-4 * abs(outlier), gaps
+    symmetric = kf.solve(arch, teacher_endpoint(P=8, T=4, D=3, scale=1.0), kappa=0.1)
+    assert np.abs(kf.outlier_eigenvalues(symmetric)).max() < 1e-2  # nilpotent chain: residual^(1/chain)

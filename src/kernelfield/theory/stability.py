@@ -13,6 +13,16 @@ dimensionless). Its leading eigenvalue ``λ_max`` is negative while ``C_sym`` is
 and crosses zero at the critical signal (Sylvester's law of inertia: the sign does not depend on
 the coordinates).
 
+Rank-deficient prior covariances (THEORY.md §3, e.g. ``P > D``): kernels live on the support
+``R`` (:class:`.kernels.Support`). Wherever the symmetric solution exists nothing couples time
+steps in the prior, so ``R = ⊕_t R_t`` is a product over time (basis ``Q`` block diagonal with
+blocks ``Q_t``, ``r_t = dim R_t``; inputs at ``t = 0`` only: every ``R_t`` is the span of the
+inputs, ``r_t = D``). The cross-time directions are then ``δC = Q L (X + Xᵀ) Lᵀ Qᵀ`` with
+``L = chol(Qᵀ C_sym Q)`` and ``X`` strictly block upper triangular in blocks ``r_t × r_s``:
+``Σ_{t<s} r_t r_s`` of them, all of ``Sym(R)`` with zero equal-time blocks, and the action is
+taken on the support (``action_terms(..., basis=Q)``). With full rank ``Q = I`` and nothing
+changes.
+
 Nonlinear ``phi`` (``theory="gaussian"``): the same analysis for the Gaussian closure (THEORY.md
 §3), whose action ``S_G(Sigma)`` is a smooth function of the preactivation covariance: the
 symmetric point is the DNN's closure solution ``Sigma_sym`` and the Hessian is taken over the
@@ -40,7 +50,7 @@ from ..validation import positive_int
 from .action import action_terms
 from .closure import check_gaussian_map
 from .closure_stability import ClosureCrossTime, cross_kernel
-from .kernels import Problem, make_problem
+from .kernels import SUPPORT_RTOL, Problem, make_problem
 from .solver import Solution, solve
 
 __all__ = [
@@ -167,22 +177,27 @@ def _problem(model: Model) -> Problem:
     return make_problem(model.arch, model.task, model.prior, model.kappa)
 
 
-def _cross_time_index(T: int, P: int) -> tuple[np.ndarray, np.ndarray]:
-    """Flat (row, col) positions of the strictly block-upper-triangular entries (blocks t < s)."""
-    t, s = np.triu_indices(T, k=1)
-    a, b = np.meshgrid(np.arange(P), np.arange(P), indexing="ij")
-    rows = (t[:, None, None] * P + a[None]).reshape(-1)
-    cols = (s[:, None, None] * P + b[None]).reshape(-1)
-    return rows, cols
+def _cross_time_index(T: int, sizes) -> tuple[np.ndarray, np.ndarray]:
+    """Flat (row, col) positions of the strictly block-upper-triangular entries (blocks t < s) of
+    a matrix with diagonal blocks of ``sizes`` (one int for ``T`` equal blocks, or one per step)."""
+    sizes = np.broadcast_to(np.asarray(sizes, dtype=int), (T,))
+    start = np.concatenate([[0], np.cumsum(sizes)])
+    rows, cols = [], []
+    for t, s in zip(*np.triu_indices(T, k=1)):
+        a, b = np.meshgrid(np.arange(start[t], start[t + 1]), np.arange(start[s], start[s + 1]), indexing="ij")
+        rows.append(a.reshape(-1))
+        cols.append(b.reshape(-1))
+    return (np.concatenate(rows), np.concatenate(cols)) if rows else (np.zeros(0, int), np.zeros(0, int))
 
 
-def _cross_time_action(x, rows, cols, C_sym, MW, Mv, K_in, S_idx, y, kappa, P: int):
-    """``S(C_sym + L (X + Xᵀ) Lᵀ)`` with ``X`` the cross-time entries ``x`` at ``(rows, cols)``."""
+def _cross_time_action(x, rows, cols, C_sym, MW, Mv, K_in, S_idx, y, kappa, P: int, basis=None):
+    """``S(C_sym + L (X + Xᵀ) Lᵀ)`` with ``X`` the cross-time entries ``x`` at ``(rows, cols)``;
+    with a support ``basis`` ``Q``, ``C_sym`` is ``QᵀC_symQ`` and the kernel ``Q(·)Qᵀ``."""
     n = C_sym.shape[0]
     L = jnp.linalg.cholesky(C_sym)
     X = jnp.zeros((n, n)).at[rows, cols].set(x)
     C = C_sym + L @ (X + X.T) @ L.T
-    return action_terms(jnp.linalg.cholesky(C), MW, Mv, K_in, S_idx, y, kappa, P)[0]
+    return action_terms(jnp.linalg.cholesky(C), MW, Mv, K_in, S_idx, y, kappa, P, basis=basis)[0]
 
 
 _action_and_gradient = jax.jit(jax.value_and_grad(_cross_time_action), static_argnames=("P",))
@@ -190,8 +205,8 @@ _hessian = jax.jit(jax.hessian(_cross_time_action), static_argnames=("P",))
 
 
 @partial(jax.jit, static_argnames=("P",))
-def _hvp(v, x, *args, P: int):
-    return jax.jvp(lambda z: jax.grad(_cross_time_action)(z, *args, P=P), (x,), (v,))[1]
+def _hvp(v, x, *args, P: int, basis=None):
+    return jax.jvp(lambda z: jax.grad(_cross_time_action)(z, *args, P=P, basis=basis), (x,), (v,))[1]
 
 
 def stability(sol, k: int = 3, method: str = "auto", theory: str = "auto") -> Stability:
@@ -218,20 +233,37 @@ def stability(sol, k: int = 3, method: str = "auto", theory: str = "auto") -> St
 
 def _symmetric_stability(model: Model, theory: str, k: int, method: str) -> Stability:
     """:func:`stability` of ``model`` with a resolved ``theory`` (``"exact"`` or ``"gaussian"``)."""
+    prob = _problem(model)
+    if theory == "gaussian" and not prob.support.full:
+        raise ValueError(
+            f"theory: the Gaussian closure's stability needs a regular prior covariance, but K(C) is singular here "
+            f"(rank {prob.support.rank} < n = T·P = {prob.n}: more sequences than input dimensions, or repeated or "
+            "linearly dependent inputs); use theory='exact' (phi='linear'), more input dimensions or fewer sequences")
     sym = symmetric_solution(model, method=theory)
     if theory == "exact":
-        return _stability(_problem(model), sym.C, k, method)
-    return _closure_stability(_problem(model), model.nonlinearity, sym.Sigma, sym.C, k, method)
+        return _stability(prob, sym.C, k, method)
+    return _closure_stability(prob, model.nonlinearity, sym.Sigma, sym.C, k, method)
 
 
 def _stability(prob: Problem, C_sym: np.ndarray, k: int, method: str) -> Stability:
-    """Cross-time Hessian of the exact action at ``C_sym``."""
-    rows, cols = _cross_time_index(prob.T, prob.P)
-    args = (jnp.asarray(rows), jnp.asarray(cols), jnp.asarray(C_sym), prob.MW, prob.Mv, prob.K_in,
+    """Cross-time Hessian of the exact action at ``C_sym``, on the support (module docstring)."""
+    support = prob.support
+    if support.full:
+        rows, cols = _cross_time_index(prob.T, prob.P)
+        reduced, basis = jnp.asarray(C_sym), None
+    else:
+        if len(support.classes) != prob.T:  # unreachable: _check_symmetric_exists refuses time-coupled priors
+            raise ValueError("task: the support couples time steps, so there is no time-symmetric solution")
+        rows, cols = _cross_time_index(prob.T, [len(idx) if Q is None else Q.shape[1]
+                                                for idx, Q in zip(support.classes, support.bases)])
+        basis = jnp.asarray(support.basis)
+        reduced = jnp.asarray(support.basis.T @ np.asarray(C_sym) @ support.basis)
+    args = (jnp.asarray(rows), jnp.asarray(cols), reduced, prob.MW, prob.Mv, prob.K_in,
             jnp.asarray(prob.supervised), prob.y, prob.kappa)
     S0, gradient, eig = _spectrum(
-        lambda x: _action_and_gradient(x, *args, P=prob.P), lambda x: _hessian(x, *args, P=prob.P),
-        lambda v, x: _hvp(v, x, *args, P=prob.P), prob.T, rows.size, k, method)
+        lambda x: _action_and_gradient(x, *args, P=prob.P, basis=basis),
+        lambda x: _hessian(x, *args, P=prob.P, basis=basis),
+        lambda v, x: _hvp(v, x, *args, P=prob.P, basis=basis), prob.T, rows.size, k, method)
     return Stability(eigenvalues=eig, dimension=rows.size, gradient=gradient, C_sym=np.asarray(C_sym), S_sym=S0)
 
 
@@ -438,6 +470,10 @@ def outlier_eigenvalues(sol, group: int | None = None) -> np.ndarray:
     an RNN). Returns the ``|group|·P`` eigenvalues (complex) sorted by decreasing modulus; on the
     symmetric solution the operator is a nilpotent chain and all of them vanish (numerically
     ~ ``residual^(1/chain length)``).
+
+    A singular prior covariance (e.g. ``P > D``, :attr:`.kernels.Problem.support`) makes ``C_pp``
+    singular: the regression is then the least-squares one on its range, ``C_pp⁺ X_pn`` (the
+    ``eps -> 0`` limit of the regularised problem's), with at most ``rank C_pp`` non-zero eigenvalues.
     """
     arch, T, P = sol.arch, sol.task.T, sol.task.P
     labels = np.asarray(arch.W_groups)
@@ -448,8 +484,12 @@ def outlier_eigenvalues(sol, group: int | None = None) -> np.ndarray:
     a = np.arange(P)
     n_idx = (steps[:, None] * P + a).reshape(-1)
     p_idx = n_idx - P
-    C = np.asarray(sol.C)
-    A = np.linalg.solve(C[np.ix_(p_idx, p_idx)], _activity_to_preactivation(sol, p_idx, n_idx))
+    C_pp, X_pn = np.asarray(sol.C)[np.ix_(p_idx, p_idx)], _activity_to_preactivation(sol, p_idx, n_idx)
+    prob = getattr(sol, "problem", None) or _problem(sol.model)
+    if prob.support.full:
+        A = np.linalg.solve(C_pp, X_pn)
+    else:
+        A = np.linalg.lstsq(C_pp, X_pn, rcond=SUPPORT_RTOL)[0]
     eig = np.linalg.eigvals(A)
     return eig[np.argsort(-np.abs(eig), kind="stable")]
 

@@ -1,0 +1,48 @@
+"""The exact linear theory at P > D (THEORY.md §3, "Rank-deficient prior covariances") against
+posterior samples of width-N linear networks, which have no singularity at all.
+
+P = 6 sequences of D = 3 input dimensions, T = 3: the prior covariance is singular (the support
+has rank 9 of 18 for the endpoint task and the sequential RNN, 15 for the sequential DNN).
+Tolerance as in test_agreement_linear.py: relative kernel and prediction error below
+``3·error_bar + 2/N`` (three standard errors of the sampler plus twice the leading 1/N bias).
+Sampling is kept cheap (4 chains x 300 samples after 200 warm-up steps), so the error bar is
+larger than there; the tolerance grows with it. Measured (kernel / prediction error, error bar,
+tolerance): endpoint RNN N = 128: 0.023 / 0.032, 0.033, 0.11; endpoint DNN N = 64: 0.063 / 0.021,
+0.037, 0.14; sequential RNN N = 64: 0.025 / 0.011, 0.026, 0.11; sequential DNN N = 64:
+0.028 / 0.006, 0.031, 0.12 (a fifth to a half of the tolerance). About 40 s CPU in all. A linear network's kernel lies on the support
+sample by sample (``h(t) = Σ W^k U x``), so the sampled mean kernel must too, to rounding.
+"""
+
+import numpy as np
+import pytest
+
+import kernelfield as kf
+from conftest import endpoint_task, sequential_task
+
+SAMPLING = dict(kappa=0.1, num_samples=300, num_warmup=200, num_chains=4, seed=0, keep_weights=0, progress=False)
+
+# case -> (architecture, task, width)
+CASES = {
+    "endpoint-rnn": (kf.Architecture.rnn, endpoint_task(P=6, T=3, D=3, scale=1.0), 128),
+    "endpoint-dnn": (kf.Architecture.dnn, endpoint_task(P=6, T=3, D=3, scale=1.0), 64),
+    "sequential-rnn": (kf.Architecture.rnn, sequential_task(P=6, T=3, D=3), 64),
+    "sequential-dnn": (kf.Architecture.dnn, sequential_task(P=6, T=3, D=3), 64),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES)
+def test_theory_matches_sampled_networks_at_more_sequences_than_inputs(case):
+    make_arch, task, N = CASES[case]
+    arch = make_arch(task.T)
+    sol = kf.solve(arch, task, kappa=0.1)
+    support = sol.problem.support
+    assert sol.converged and support.rank < sol.problem.n
+    samples = kf.sample(arch, task, N=N, **SAMPLING)
+    cmp = kf.compare(sol, samples)
+    tolerance = 3 * cmp.error_bar + 2.0 / N
+    assert cmp.error < tolerance, cmp.table()
+    assert cmp.prediction_error < tolerance, cmp.table()
+    Q = support.basis
+    on_support = Q @ (Q.T @ cmp.C_sampled @ Q) @ Q.T
+    assert np.abs(cmp.C_sampled - on_support).max() < 1e-8 * np.abs(cmp.C_sampled).max()
