@@ -31,9 +31,9 @@ traces ``tr C_ts`` over the later half of all windows so far show no significant
 (a horizon that grows with the run and survives step halvings, so that a slow collective
 relaxation, invisible from one window to the next, is not mistaken for stationarity: the erf
 RNN's broken branch at n = 128 relaxes over ~10⁵ iterations); then window means are averaged (Polyak)
-until the largest entrywise standard error of ``C`` (batch means, relative to
-``sqrt(C_ii C_jj)``) is below ``mc_tol`` and neither a Geweke test nor the trend test finds a
-drift over the averaging window. The result is checked by an independent sampler
+until the largest entrywise standard error of ``C`` (batch means inflated by the correlation
+between windows, relative to ``sqrt(C_ii C_jj)``) is below ``mc_tol`` and neither a Geweke test
+nor the trend test finds a drift over the averaging window. The result is checked by an independent sampler
 (:func:`kernelfield.finite.tilted.tilted_moments`, ChEES-HMC chains at the final fields): the
 forward residual compares ``C`` with ``<φφᵀ>_q``, the backward one ``<hhᵀ>`` with the
 ``Σ`` that built ``Ct``, and ``log Z`` by thermodynamic integration gives
@@ -70,8 +70,8 @@ from ..progress import ProgressEvent, reporter
 from ..finite.tilted import tilted_moments
 from .action import data_fit
 from .kernels import Problem, shift, shift_adjoint
-from .particle_control import (ControlState, Decision, ParticleSettings, WindowSummary, averaged_windows, block_traces,
-                               control_step, init_control, relative_error)
+from .particle_control import (ControlState, Decision, ParticleSettings, WindowSummary, averaged_windows,
+                               batch_means_error, block_traces, control_step, init_control, relative_error)
 
 __all__ = ["ParticleSettings", "ParticleResult", "FlowArrays", "maximise_particles", "time_symmetric_mask"]
 
@@ -270,7 +270,8 @@ def _assemble(arrays: FlowArrays, nl: Nonlinearity, H: np.ndarray, state: Contro
     n = T * P
     batch_C, batch_Sigma, batch_mean = averaged_windows(state, n)
     C = np.mean(batch_C, axis=0)
-    C_err = np.std(batch_C, axis=0, ddof=1) / np.sqrt(len(batch_C))
+    summaries = state.batch_summaries if batch_C is state.batch_C else ()  # burn-in fallback: plain batch means
+    C_err = batch_means_error(batch_C, summaries)
     Sigma, mean = np.mean(batch_Sigma, axis=0), np.mean(batch_mean, axis=0)
     C = arrays.free * C + (1 - arrays.free) * np.outer(mean, mean)
     rate = float(np.mean(state.rates)) if state.rates else float("nan")
