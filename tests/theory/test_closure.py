@@ -171,3 +171,28 @@ def test_closure_is_a_lower_bound_on_the_particle_action(scale):
     assert closure.S <= particles.S + 3 * particles.best.S_err + 1e-9
     diff = min(np.abs(closure.C - particles.C).max(), np.abs(closure.C - parity_flip(particles.C, t.T, t.P)).max())
     assert diff < (0.02 if scale < 0.5 else 0.15)
+
+
+@pytest.mark.parametrize("phi", ["erf", "tanh", "relu"])
+def test_time_local_layout_equals_dense_layout(phi):
+    """On time-block-diagonal innovations the ``(T, P, P)`` layout gives the dense layout's
+    ``F``, gradient, Hessian-vector products and kernels to rounding (1e-10)."""
+    t = endpoint_task(P=2, T=3, scale=0.7)
+    prob = make_problem(kf.Architecture.dnn(t.T), t, kf.Prior(), 0.1)
+    nl = kf.nonlinearities.get_nonlinearity(phi)
+    Sigma0 = np.asarray(prob.K(lazy_kernel(prob, phi)))
+    mask = free_mask(prob, Sigma0)
+    dense, local = ClosureObjective(prob, nl, mask, 60), ClosureObjective.time_local(prob, nl, 60)
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=mask.shape)
+    D = 0.02 * (A @ A.T) * mask
+    V = (A + A.T) * mask
+    F, g = dense.value_and_gradient(D)
+    F_local, g_local = local.value_and_gradient(local.restrict(D))
+    assert F_local == pytest.approx(F, abs=1e-10)
+    np.testing.assert_allclose(local.full(g_local), g, atol=1e-10)
+    np.testing.assert_allclose(local.full(local.hessian_vector(local.restrict(D), local.restrict(V))),
+                               dense.hessian_vector(D, V), atol=1e-9)
+    same_step = np.kron(np.eye(t.T), np.ones((t.P, t.P)))  # a non-odd phi's C also has <φ><φ>ᵀ across steps
+    for a, b in zip(dense.point(D), local.point(local.restrict(D))):
+        np.testing.assert_allclose(local.full(b) if np.ndim(b) else b, a * same_step if np.ndim(a) else a, atol=1e-10)

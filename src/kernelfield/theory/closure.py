@@ -31,23 +31,35 @@ solver's two residuals).
 
 from __future__ import annotations
 
-from functools import lru_cache, partial
+from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.linalg
 from jax.scipy.linalg import solve_triangular
 
 from ..gaussian import DEFAULT_ORDER, gauss_hermite
 from ..nonlinearities import Nonlinearity
 from .branch import Branch
+from .closure_maps import (
+    LocalProblem,
+    dense_preactivation,
+    gaussian_map,
+    local_action,
+    local_preactivation,
+    local_prior_covariance,
+    local_problem,
+)
 from .kernels import Problem, invariant_components, sym
 from .lazy import feature_mean_outer
 from .newton import truncated_newton
 
-__all__ = ["check_gaussian_map", "closure_action", "ClosurePoint", "closure_point", "maximise_closure", "closure_branch",
-           "ClosureObjective", "free_mask"]
+__all__ = ["check_gaussian_map", "closure_action", "ClosurePoint", "closure_point", "maximise_closure",
+           "closure_branch", "ClosureObjective", "free_mask"]
+
+_gaussian_map = gaussian_map  # the name under which other modules import it
 
 NOTE = "Gaussian closure: approximation, S is a lower bound"
 
@@ -57,84 +69,13 @@ def check_gaussian_map(nl: Nonlinearity, order: int = DEFAULT_ORDER) -> None:
     Gauss–Hermite quadrature of ``phi``) is jax-differentiable and finite at a test covariance."""
     K = jnp.array([[1.0, 0.3], [0.3, 0.8]])
     try:
-        value, tangent = jax.jvp(lambda X: _gaussian_map(nl, order, X), (K,), (jnp.ones((2, 2)),))
+        value, tangent = jax.jvp(lambda X: gaussian_map(nl, order, X), (K,), (jnp.ones((2, 2)),))
         ok = bool(np.all(np.isfinite(np.asarray(value))) and np.all(np.isfinite(np.asarray(tangent))))
     except Exception:  # any failure to trace or differentiate phi means: no Gaussian map
         ok = False
     if not ok:
         raise ValueError(f"method: 'gaussian' needs a differentiable Gaussian map of phi = {nl.name!r} "
                          "(a jax-traceable phi or a closed-form expect_phiphi); use method='particles'")
-
-
-@lru_cache(maxsize=None)
-def _closed_form_diagonal(nl: Nonlinearity) -> bool:
-    """Whether ``phi``'s closed form is differentiable at perfect correlation (erf, linear; not
-    ReLU's arc-cosine kernel, whose square root has an infinite derivative there)."""
-    if nl.expect_phiphi is None:
-        return False
-    with jax.ensure_compile_time_eval():  # decided while tracing: concrete values
-        v = jnp.ones(())
-        tangent = jax.jvp(lambda x: nl.expect_phiphi(x, x, x), (v,), (v,))[1]
-        return bool(np.isfinite(np.asarray(tangent)))
-
-
-def _second_moment(fn, d, order: int):
-    """``E[φ(h)²]``, ``h ~ N(0, d)``, by 1-D Gauss–Hermite quadrature (exact for ReLU and linear)."""
-    x, w = gauss_hermite(order)
-    return fn(jnp.sqrt(jnp.maximum(d, 0.0))[:, None] * x) ** 2 @ w
-
-
-def _pair_quadrature(fn, d, off, order: int):
-    """``E[φ(h_i)φ(h_j)]`` off the diagonal by 2-D Gauss–Hermite quadrature (as
-    :func:`kernelfield.gaussian.quadrature_2d`), the covariance of each pair being
-    ``[[d_i, off_ij], [off_ij, d_j]]``; the scan over nodes is rematerialised in the gradient."""
-    x, w = (jnp.asarray(a) for a in gauss_hermite(order))
-    L11 = jnp.sqrt(jnp.maximum(d, 0.0))[:, None]
-    L21 = off / L11
-    L22 = jnp.sqrt(jnp.maximum(d[None, :] - L21**2, 0.0))
-
-    @jax.checkpoint
-    def outer(acc, xw):
-        xk, wk = xw
-        h2 = (L21 * xk)[..., None] + L22[..., None] * x
-        return acc + wk * fn(L11 * xk) * (fn(h2) @ w), None
-
-    return jax.lax.scan(outer, jnp.zeros_like(off), (x, w))[0]
-
-
-def _gaussian_map(nl: Nonlinearity, order: int, Sigma):
-    """``G_φ(Sigma) = <φφᵀ>_{N(0, Sigma)}`` with derivatives finite on the diagonal: off the
-    diagonal the closed form or 2-D quadrature of each pair (evaluated at zero correlation on
-    the diagonal, where it is discarded), on it the closed form where that is differentiable
-    there, 1-D quadrature of ``φ²`` otherwise."""
-    d = jnp.diagonal(Sigma)
-    eye = jnp.eye(Sigma.shape[0])
-    off = Sigma * (1.0 - eye)
-    if nl.expect_phiphi is not None:
-        E = nl.expect_phiphi(d[:, None], d[None, :], off)
-    else:
-        E = _pair_quadrature(nl.fn, d, off, order)
-    diagonal = nl.expect_phiphi(d, d, d) if _closed_form_diagonal(nl) else _second_moment(nl.fn, d, order)
-    E = E * (1.0 - eye) + jnp.diag(diagonal)
-    return 0.5 * (E + E.T)
-
-
-def _preactivation_kernel(prob: Problem, nl: Nonlinearity, order: int, D):
-    """``Sigma(D)``, one causal sweep: ``Sigma = K(C) + D`` where step ``t`` needs ``C`` only on
-    the entries of ``Sigma`` whose later time is before ``t``, final by then. Entries not yet
-    final are replaced by the identity before ``G_φ`` (so only valid covariances, with finite
-    derivatives, enter it) and their features by 0; a scan over ``t``."""
-    time_of = np.arange(prob.n) // prob.P
-    later = np.maximum(time_of[:, None], time_of[None, :])
-    eye = jnp.eye(prob.n)
-
-    def step(Sigma, t):
-        final = later < t
-        C = jnp.where(final, _gaussian_map(nl, order, jnp.where(final, Sigma, eye)), 0.0)
-        return prob.K(C) + D, None
-
-    Sigma, _ = jax.lax.scan(step, prob.K_in + D, jnp.arange(1, prob.T))
-    return 0.5 * (Sigma + Sigma.T)
 
 
 def _logdet(L):
@@ -157,34 +98,48 @@ def closure_action(prob: Problem, Sigma, C):
     return gamma, 0.5 * jnp.sum(a**2)
 
 
-def _objective(prob: Problem, mask, D, nl: Nonlinearity, order: int):
-    """``F(D) = -S_G = Gamma_G + E`` on the free blocks ``mask`` of the innovation."""
-    Sigma = _preactivation_kernel(prob, nl, order, 0.5 * (D + D.T) * mask)
-    gamma, energy = closure_action(prob, Sigma, _gaussian_map(nl, order, Sigma))
+def _maps(data, nl: Nonlinearity, order: int):
+    """The layout's maps: innovation to ``Sigma``, ``Sigma`` to ``C = G_φ(Sigma)``, and ``C`` to
+    ``K(C)`` and the action. ``data`` is ``(prob, mask)`` (dense, the free blocks ``mask`` of the
+    innovation) or a :class:`.closure_maps.LocalProblem` (``(T, P, P)`` stacks)."""
+    if isinstance(data, LocalProblem):
+        return (lambda D: local_preactivation(data, nl, order, 0.5 * (D + jnp.swapaxes(D, -1, -2))),
+                jax.vmap(partial(gaussian_map, nl, order)), partial(local_prior_covariance, data),
+                partial(local_action, data))
+    prob, mask = data
+    return (lambda D: dense_preactivation(prob, nl, order, 0.5 * (D + D.T) * mask), partial(gaussian_map, nl, order),
+            prob.K, partial(closure_action, prob))
+
+
+def _objective(data, D, nl: Nonlinearity, order: int):
+    """``F(D) = -S_G = Gamma_G + E`` at the innovation ``D``."""
+    preactivation, feature_kernel, _, action = _maps(data, nl, order)
+    Sigma = preactivation(D)
+    gamma, energy = action(Sigma, feature_kernel(Sigma))
     return gamma + energy
 
 
 @partial(jax.jit, static_argnames=("nl", "order"))
-def _value(prob, mask, D, nl, order):
-    return _objective(prob, mask, D, nl, order)
+def _value(data, D, nl, order):
+    return _objective(data, D, nl, order)
 
 
 @partial(jax.jit, static_argnames=("nl", "order"))
-def _value_and_gradient(prob, mask, D, nl, order):
-    return jax.value_and_grad(_objective, argnums=2)(prob, mask, D, nl, order)
+def _value_and_gradient(data, D, nl, order):
+    return jax.value_and_grad(_objective, argnums=1)(data, D, nl, order)
 
 
 @partial(jax.jit, static_argnames=("nl", "order"))
-def _hessian_vector(prob, mask, D, V, nl, order):
+def _hessian_vector(data, D, V, nl, order):
     """``∂²F/∂D² · V`` (forward-over-reverse autodiff)."""
-    gradient = jax.grad(_objective, argnums=2)
-    return jax.jvp(lambda X: gradient(prob, mask, X, nl, order), (D,), (V,))[1]
+    gradient = jax.grad(_objective, argnums=1)
+    return jax.jvp(lambda X: gradient(data, X, nl, order), (D,), (V,))[1]
 
 
 class ClosurePoint(NamedTuple):
     """The closure at an innovation: ``Sigma``, ``C = G_φ(Sigma)``, ``K = K(C)``, the backward
     field ``Ct``, its pull-back ``Ct_Sigma = ∂/∂Sigma tr(Ct G_φ(Sigma))`` (``Ct`` for linear
-    ``phi``), ``Gamma_G`` and ``E``."""
+    ``phi``), ``Gamma_G`` and ``E``; ``(n, n)`` arrays, or ``(T, P, P)`` stacks in the time-local layout."""
 
     Sigma: jax.Array
     C: jax.Array
@@ -196,25 +151,31 @@ class ClosurePoint(NamedTuple):
 
 
 @partial(jax.jit, static_argnames=("nl", "order"))
-def closure_point(prob: Problem, mask, D, nl: Nonlinearity, order: int = DEFAULT_ORDER) -> ClosurePoint:
+def _point(data, D, nl: Nonlinearity, order: int) -> ClosurePoint:
     """Everything the residuals need at the innovation ``D``: ``Ct = -∂F/∂C`` at fixed ``Sigma``
     (the backward equation) and ``Ct_Sigma`` its vector-Jacobian product through ``G_φ``."""
-    Sigma = _preactivation_kernel(prob, nl, order, 0.5 * (D + D.T) * mask)
-    C, pull_back = jax.vjp(partial(_gaussian_map, nl, order), Sigma)
-    (gamma, energy), parts_vjp = jax.vjp(lambda X: closure_action(prob, Sigma, X), C)
+    preactivation, feature_kernel, prior_covariance, action = _maps(data, nl, order)
+    Sigma = preactivation(D)
+    C, pull_back = jax.vjp(feature_kernel, Sigma)
+    (gamma, energy), parts_vjp = jax.vjp(lambda X: action(Sigma, X), C)
     Ct = -parts_vjp((jnp.ones(()), jnp.ones(())))[0]
-    Ct = 0.5 * (Ct + Ct.T)
+    Ct = 0.5 * (Ct + jnp.swapaxes(Ct, -1, -2))
     Ct_Sigma = pull_back(Ct)[0]
-    return ClosurePoint(Sigma, C, prob.K(C), Ct, 0.5 * (Ct_Sigma + Ct_Sigma.T), gamma, energy)
+    return ClosurePoint(Sigma, C, prior_covariance(C), Ct, 0.5 * (Ct_Sigma + jnp.swapaxes(Ct_Sigma, -1, -2)),
+                        gamma, energy)
 
 
-def _residuals(point: ClosurePoint, mask: np.ndarray) -> tuple[float, float]:
+def closure_point(prob: Problem, mask, D, nl: Nonlinearity, order: int = DEFAULT_ORDER) -> ClosurePoint:
+    """:class:`ClosurePoint` at the innovation ``D`` (``(n, n)``) on the free blocks ``mask``."""
+    return _point((prob, mask), D, nl=nl, order=order)
+
+
+def _residuals(point: ClosurePoint, mask) -> tuple[float, float]:
     """Forward ``||Sigma - (K⁻¹ - 2Ct_Sigma)⁻¹|| / ||Sigma||`` (``inf`` if not positive definite)
     and backward ``2||Sigma G Sigma|| / ||Sigma||``, ``G = ½(K⁻¹ - Sigma⁻¹) - Ct_Sigma`` on the
-    free blocks."""
+    free blocks ``mask`` (``1.0`` for ``(T, P, P)`` stacks; norms over all entries)."""
     Sigma, K, Ct_Sigma = (np.asarray(x) for x in (point.Sigma, point.K, point.Ct_Sigma))
-    Kinv, Sinv = np.linalg.inv(K), np.linalg.inv(Sigma)
-    Kinv, Sinv = sym(Kinv), sym(Sinv)
+    Kinv, Sinv = sym(np.linalg.inv(K)), sym(np.linalg.inv(Sigma))
     G = (0.5 * (Kinv - Sinv) - Ct_Sigma) * mask
     norm = np.linalg.norm(Sigma)
     backward = float(2.0 * np.linalg.norm(Sigma @ G @ Sigma) / norm)
@@ -223,7 +184,7 @@ def _residuals(point: ClosurePoint, mask: np.ndarray) -> tuple[float, float]:
     except np.linalg.LinAlgError:
         return np.inf, backward
     Linv = np.linalg.inv(L)
-    return float(np.linalg.norm(Sigma - Linv.T @ Linv) / norm), backward
+    return float(np.linalg.norm(Sigma - np.swapaxes(Linv, -1, -2) @ Linv) / norm), backward
 
 
 def free_mask(prob: Problem, Sigma0) -> np.ndarray:
@@ -234,24 +195,55 @@ def free_mask(prob: Problem, Sigma0) -> np.ndarray:
 
 class ClosureObjective:
     """``F(D) = -S_G`` (NaN where undefined), its gradient and Hessian-vector products in the
-    innovation ``D`` on the free blocks ``mask`` (a symmetric 0/1 ``(n, n)`` mask)."""
+    innovation ``D`` on the free blocks ``mask`` (a symmetric 0/1 ``(n, n)`` mask), or, from
+    :meth:`time_local`, on ``(T, P, P)`` stacks of equal-time blocks."""
 
     def __init__(self, prob: Problem, nl: Nonlinearity, mask: np.ndarray, order: int):
         self.prob, self.nl, self.mask, self.order = prob, nl, mask, order
+        self.data = (prob, mask)
+
+    @classmethod
+    def time_local(cls, prob: Problem, nl: Nonlinearity, order: int) -> "ClosureObjective":
+        """The objective on time-block-diagonal kernels held as ``(T, P, P)`` stacks."""
+        f = cls(prob, nl, 1.0, order)
+        f.data = local_problem(prob)
+        return f
+
+    @property
+    def local(self) -> bool:
+        return isinstance(self.data, LocalProblem)
+
+    def restrict(self, X) -> np.ndarray:
+        """The free part of an ``(n, n)`` kernel in this layout."""
+        X = sym(np.asarray(X, dtype=np.float64))
+        if not self.local:
+            return X * self.mask
+        T, P = self.prob.T, self.prob.P
+        return X.reshape(T, P, T, P)[np.arange(T), :, np.arange(T), :]
+
+    def full(self, X) -> np.ndarray:
+        """An array of this layout as an ``(n, n)`` array."""
+        return scipy.linalg.block_diag(*np.asarray(X)) if self.local else np.asarray(X)
+
+    def innovation(self, Sigma0) -> np.ndarray:
+        """``D = Sigma0 - K(G_φ(Sigma0))`` on the free blocks, ``Sigma0`` ``(n, n)``."""
+        _, feature_kernel, prior_covariance, _ = _maps(self.data, self.nl, self.order)
+        Sigma0 = self.restrict(Sigma0)
+        return sym(Sigma0 - np.asarray(prior_covariance(feature_kernel(jnp.asarray(Sigma0))))) * self.mask
 
     def value(self, D) -> float:
-        F = float(_value(self.prob, self.mask, D, nl=self.nl, order=self.order))
+        F = float(_value(self.data, D, nl=self.nl, order=self.order))
         return F if np.isfinite(F) else np.nan
 
     def value_and_gradient(self, D):
-        F, g = _value_and_gradient(self.prob, self.mask, D, nl=self.nl, order=self.order)
+        F, g = _value_and_gradient(self.data, D, nl=self.nl, order=self.order)
         return float(F), np.asarray(g)
 
     def hessian_vector(self, D, V):
-        return np.asarray(_hessian_vector(self.prob, self.mask, D, V, nl=self.nl, order=self.order))
+        return np.asarray(_hessian_vector(self.data, D, V, nl=self.nl, order=self.order))
 
     def point(self, D) -> ClosurePoint:
-        return closure_point(self.prob, self.mask, D, nl=self.nl, order=self.order)
+        return _point(self.data, D, nl=self.nl, order=self.order)
 
 
 def _line_search(f: ClosureObjective, D, F: float, g, p):
@@ -286,18 +278,15 @@ def maximise_closure(prob: Problem, nl: Nonlinearity, Sigma0, tol: float, max_it
     docstring), at most ``max_iter`` steps of at most ``inner`` CG iterations, the Newton system
     solved to the relative accuracy ``min(0.1, √residual)``; stopped once both residuals are below
     ``tol`` or when the line search finds no decrease."""
-    Sigma0 = sym(np.asarray(Sigma0, dtype=np.float64))
-    mask = free_mask(prob, Sigma0)
-    Sigma0 = Sigma0 * mask
-    f = ClosureObjective(prob, nl, mask, order)
-    D = sym((Sigma0 - np.asarray(prob.K(_gaussian_map(nl, order, Sigma0)))) * mask)
+    f = _objective_for(prob, nl, Sigma0, order)
+    D = f.innovation(Sigma0)
     F, g = f.value_and_gradient(D)
     if not np.isfinite(F):
         raise ValueError("init: Sigma or K(G_phi(Sigma)) is not positive definite at the initial kernel")
     iterations, stalled = 0, False
     while True:
         point = f.point(D)
-        forward, backward = _residuals(point, mask)
+        forward, backward = _residuals(point, f.mask)
         if max(forward, backward) < tol or stalled or iterations >= max_iter:
             break
         p = truncated_newton(lambda v: f.hessian_vector(D, v), np.asarray(point.K), g, max_cg=inner,
@@ -309,11 +298,20 @@ def maximise_closure(prob: Problem, nl: Nonlinearity, Sigma0, tol: float, max_it
         D = trial[0]
         F, g = f.value_and_gradient(D)
         iterations += 1
-    phi_mean = None
-    if not nl.odd:
-        variances = np.diag(np.asarray(point.Sigma))
-        phi_mean = _feature_mean(variances, nl, order)
+    point = ClosurePoint(*(f.full(x) if np.ndim(x) else x for x in point))
+    if f.local and not nl.odd:  # a non-odd phi correlates steps through the means: C_ts = <φ><φ>ᵀ
+        point = point._replace(C=np.asarray(gaussian_map(nl, order, jnp.asarray(point.Sigma))))
+    phi_mean = None if nl.odd else _feature_mean(np.diag(point.Sigma), nl, order)
     return ClosureResult(point, forward, backward, bool(max(forward, backward) < tol), iterations, phi_mean)
+
+
+def _objective_for(prob: Problem, nl: Nonlinearity, Sigma0, order: int) -> ClosureObjective:
+    """The objective on the blocks reachable from ``Sigma0`` (:func:`free_mask`): time-local
+    ``(T, P, P)`` stacks when those are the equal-time blocks only, dense otherwise."""
+    labels = invariant_components(prob, np.asarray(Sigma0))
+    if len(np.unique(labels)) == prob.T:
+        return ClosureObjective.time_local(prob, nl, order)
+    return ClosureObjective(prob, nl, free_mask(prob, Sigma0), order)
 
 
 def _feature_mean(variances: np.ndarray, nl: Nonlinearity, order: int) -> np.ndarray:

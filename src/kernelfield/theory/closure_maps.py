@@ -1,0 +1,173 @@
+"""The maps of the Gaussian closure (:mod:`.closure`, THEORY.md §3) in jax: the Gaussian map
+``G_φ``, the causal sweep ``D ↦ Sigma(D)`` with ``Sigma = K(G_φ(Sigma)) + D`` and the action, in
+two layouts (as the exact solver's, :mod:`.kernels`):
+
+* dense: ``(n, n)`` matrices. ``G_φ`` is entrywise given the diagonal (entry ``(i, j)`` needs
+  ``Sigma_ii``, ``Sigma_jj``, ``Sigma_ij``) and block ``(t, s)`` of ``K`` needs ``C`` at
+  ``(t-1, s-1)``, so the sweep builds ``Sigma`` one block row ``Sigma_{t, s<=t}`` at a time from
+  the row before and the variances known so far: ``G_φ`` is evaluated on ``P × n`` entries a
+  step, ``n²`` in all.
+* time-local: ``(T, P, P)`` stacks of the equal-time blocks, for kernels whose free blocks are
+  the equal-time ones (a DNN; an RNN's time-symmetric branch):
+  ``Sigma_t = w_t G_φ(Sigma_{t-1}) + K_in,t + D_t`` and ``S_G`` a sum over steps, ``O(T P³)``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.linalg import solve_triangular
+
+from ..gaussian import gauss_hermite
+from ..nonlinearities import Nonlinearity
+from .kernels import Problem, TimeLocalLayout
+
+__all__ = ["gaussian_map", "dense_preactivation", "LocalProblem", "local_problem",
+           "local_preactivation", "local_prior_covariance", "local_action"]
+
+
+@lru_cache(maxsize=None)
+def _closed_form_diagonal(nl: Nonlinearity) -> bool:
+    """Whether ``phi``'s closed form is differentiable at perfect correlation (erf, linear; not
+    ReLU's arc-cosine kernel, whose square root has an infinite derivative there)."""
+    if nl.expect_phiphi is None:
+        return False
+    with jax.ensure_compile_time_eval():  # decided while tracing: concrete values
+        v = jnp.ones(())
+        tangent = jax.jvp(lambda x: nl.expect_phiphi(x, x, x), (v,), (v,))[1]
+        return bool(np.isfinite(np.asarray(tangent)))
+
+
+def _second_moment(fn, d, order: int):
+    """``E[φ(h)²]``, ``h ~ N(0, d)``, by 1-D Gauss–Hermite quadrature (exact for ReLU and linear)."""
+    x, w = gauss_hermite(order)
+    return fn(jnp.sqrt(jnp.maximum(d, 0.0))[:, None] * x) ** 2 @ w
+
+
+def _diagonal_map(nl: Nonlinearity, order: int, d):
+    """``E[φ(h)²]``, ``h ~ N(0, d)``: the closed form where it is differentiable there, 1-D quadrature otherwise."""
+    return nl.expect_phiphi(d, d, d) if _closed_form_diagonal(nl) else _second_moment(nl.fn, d, order)
+
+
+def _pair_quadrature(fn, d_row, d_col, off, order: int):
+    """``E[φ(h_i)φ(h_j)]`` by 2-D Gauss–Hermite quadrature (as
+    :func:`kernelfield.gaussian.quadrature_2d`), the covariance of each pair being
+    ``[[d_row_i, off_ij], [off_ij, d_col_j]]``; the scan over nodes is rematerialised in the gradient."""
+    x, w = (jnp.asarray(a) for a in gauss_hermite(order))
+    L11 = jnp.sqrt(jnp.maximum(d_row, 0.0))[:, None]
+    L21 = off / L11
+    L22 = jnp.sqrt(jnp.maximum(d_col[None, :] - L21**2, 0.0))
+
+    @jax.checkpoint
+    def outer(acc, xw):
+        xk, wk = xw
+        h2 = (L21 * xk)[..., None] + L22[..., None] * x
+        return acc + wk * fn(L11 * xk) * (fn(h2) @ w), None
+
+    return jax.lax.scan(outer, jnp.zeros_like(off), (x, w))[0]
+
+
+def _pair_map(nl: Nonlinearity, order: int, d_row, d_col, off):
+    """``E[φ(h_i)φ(h_j)]`` for the pairs of variances ``d_row_i``, ``d_col_j`` and covariance ``off_ij``."""
+    if nl.expect_phiphi is not None:
+        return nl.expect_phiphi(d_row[:, None], d_col[None, :], off)
+    return _pair_quadrature(nl.fn, d_row, d_col, off, order)
+
+
+def gaussian_map(nl: Nonlinearity, order: int, Sigma):
+    """``G_φ(Sigma) = <φφᵀ>_{N(0, Sigma)}`` with derivatives finite on the diagonal: off the
+    diagonal the closed form or 2-D quadrature of each pair (evaluated at zero correlation on
+    the diagonal, where it is discarded), on it :func:`_diagonal_map`."""
+    d = jnp.diagonal(Sigma)
+    eye = jnp.eye(Sigma.shape[0])
+    E = _pair_map(nl, order, d, d, Sigma * (1.0 - eye))
+    E = E * (1.0 - eye) + jnp.diag(_diagonal_map(nl, order, d))
+    return 0.5 * (E + E.T)
+
+
+def dense_preactivation(prob: Problem, nl: Nonlinearity, order: int, D):
+    """``Sigma(D)`` (``(n, n)``; ``D`` symmetric), one causal sweep over block rows (module
+    docstring): ``Sigma_ts = g²[W_t ≡ W_s] G_φ(Sigma)_{t-1,s-1} + (K_in + D)_ts`` for ``s <= t``,
+    mirrored. Entries not yet known enter ``G_φ`` as zero covariance and unit variance (valid,
+    with finite derivatives) and are then discarded."""
+    T, P, n = prob.T, prob.P, prob.n
+    time_of = np.arange(n) // P
+    own = np.arange(P)[:, None] == (np.arange(n) % P)[None, :]  # column (s, a) of row a
+    base = (prob.K_in + D).reshape(T, P, n)
+    first = jnp.where(time_of < 1, base[0], 0.0)
+    variances = jnp.zeros(n).at[:P].set(jnp.diagonal(first[:, :P]))
+
+    def step(carry, inputs):
+        previous, variances = carry  # block row t-1 of Sigma and the variances of steps < t
+        t, row_base, weights = inputs
+        known = time_of <= t - 1
+        diagonal = own & (time_of == t - 1)
+        v_row = jax.lax.dynamic_slice(variances, ((t - 1) * P,), (P,))
+        off = jnp.where(known & ~diagonal, previous, 0.0)
+        C = _pair_map(nl, order, v_row, jnp.where(known, variances, 1.0), off)
+        C = jnp.where(diagonal, _diagonal_map(nl, order, v_row)[:, None], C)
+        C = jnp.where(known, C, 0.0)
+        row = jnp.where(time_of <= t, row_base + weights * jnp.pad(C[:, : n - P], ((0, 0), (P, 0))), 0.0)
+        own_block = jax.lax.dynamic_slice(row, (0, t * P), (P, P))
+        return (row, jax.lax.dynamic_update_slice(variances, jnp.diagonal(own_block), (t * P,))), row
+
+    inputs = (jnp.arange(1, T), base[1:], prob.MW.reshape(T, P, n)[1:])
+    _, rows = jax.lax.scan(step, (first, variances), inputs)
+    lower = jnp.concatenate([first[None], rows]).reshape(n, n)  # blocks (t, s <= t)
+    return lower + lower.T - jnp.where(time_of[:, None] == time_of[None, :], lower, 0.0)
+
+
+class LocalProblem(NamedTuple):
+    """The problem in the time-local layout (:class:`.kernels.TimeLocalLayout`): ``w_t = g²[W_t ≡ W_t]``
+    ``(T,)``, ``K_in`` ``(T, P, P)``, the readout weights ``Mv_S`` ``(T, P, P)`` and targets ``y``
+    ``(T, P, 1)`` (zero on unsupervised patterns) and ``kappa``. A jax pytree."""
+
+    w: np.ndarray
+    K_in: np.ndarray
+    Mv_S: np.ndarray
+    y: np.ndarray
+    kappa: float
+
+
+def local_problem(prob: Problem) -> LocalProblem:
+    """``prob`` in the time-local layout."""
+    lay = TimeLocalLayout(prob)
+    return LocalProblem(lay.w, lay.K_in, lay.Mv_S, lay.y, lay.kappa)
+
+
+def local_prior_covariance(lp: LocalProblem, C):
+    """``K_t = w_t C_{t-1} + K_in,t`` (``K_0 = K_in,0``) for a ``(T, P, P)`` stack ``C``."""
+    return lp.K_in + jnp.pad(lp.w[1:, None, None] * C[:-1], ((1, 0), (0, 0), (0, 0)))
+
+
+def local_preactivation(lp: LocalProblem, nl: Nonlinearity, order: int, D):
+    """``Sigma_t = w_t G_φ(Sigma_{t-1}) + K_in,t + D_t`` for a ``(T, P, P)`` stack ``D``."""
+
+    def step(previous, inputs):
+        w, K_in, D_t = inputs
+        Sigma = w * gaussian_map(nl, order, previous) + K_in + D_t
+        return Sigma, Sigma
+
+    first = lp.K_in[0] + D[0]
+    _, rest = jax.lax.scan(step, first, (lp.w[1:], lp.K_in[1:], D[1:]))
+    return jnp.concatenate([first[None], rest])
+
+
+def _logdet(L):
+    """``log det`` (summed over a stack) from Cholesky factors."""
+    return 2.0 * jnp.sum(jnp.log(jnp.diagonal(L, axis1=-2, axis2=-1)))
+
+
+def local_action(lp: LocalProblem, Sigma, C):
+    """``(Gamma_G, E)`` (:func:`.closure.closure_action`) for ``(T, P, P)`` stacks: sums over steps
+    of ``½[tr(K_t⁻¹Sigma_t) - log det Sigma_t + log det K_t - P]`` and ``½ y_tᵀ(M_v ∘ C_t + κI)⁻¹y_t``."""
+    Lk = jnp.linalg.cholesky(local_prior_covariance(lp, C))
+    Ls = jnp.linalg.cholesky(Sigma)
+    Z = solve_triangular(Lk, Ls, lower=True)
+    gamma = 0.5 * (jnp.sum(Z**2) - _logdet(Ls) + _logdet(Lk) - Sigma.shape[0] * Sigma.shape[1])
+    La = jnp.linalg.cholesky(lp.Mv_S * C + lp.kappa * jnp.eye(C.shape[1]))
+    return gamma, 0.5 * jnp.sum(solve_triangular(La, lp.y, lower=True) ** 2)
