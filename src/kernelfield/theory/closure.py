@@ -293,7 +293,8 @@ def maximise_closure(prob: Problem, nl: Nonlinearity, Sigma0, tol: float, max_it
                              eta=min(0.1, np.sqrt(backward)))
         trial = _line_search(f, D, F, g, p)
         if trial is None or F - trial[1] <= 8 * np.finfo(float).eps * abs(F):
-            stalled = True  # no decrease beyond rounding along the Newton direction
+            stalled = True  # no decrease beyond rounding: the residuals are checked once more, at the step taken
+            D = D if trial is None else trial[0]
             continue
         D = trial[0]
         F, g = f.value_and_gradient(D)

@@ -158,16 +158,22 @@ def local_preactivation(lp: LocalProblem, nl: Nonlinearity, order: int, D):
 
 
 def _logdet(L):
-    """``log det`` (summed over a stack) from Cholesky factors."""
-    return 2.0 * jnp.sum(jnp.log(jnp.diagonal(L, axis1=-2, axis2=-1)))
+    return 2.0 * jnp.sum(jnp.log(jnp.diag(L)))
+
+
+def _step_action(K, Sigma, A, y):
+    """One step's ``½[tr(K⁻¹Sigma) - log det Sigma + log det K - P]`` and ``½ yᵀA⁻¹y``."""
+    Lk, Ls, La = jnp.linalg.cholesky(K), jnp.linalg.cholesky(Sigma), jnp.linalg.cholesky(A)
+    Z = solve_triangular(Lk, Ls, lower=True)
+    gamma = 0.5 * (jnp.sum(Z**2) - _logdet(Ls) + _logdet(Lk) - Sigma.shape[0])
+    return gamma, 0.5 * jnp.sum(solve_triangular(La, y, lower=True) ** 2)
 
 
 def local_action(lp: LocalProblem, Sigma, C):
     """``(Gamma_G, E)`` (:func:`.closure.closure_action`) for ``(T, P, P)`` stacks: sums over steps
-    of ``½[tr(K_t⁻¹Sigma_t) - log det Sigma_t + log det K_t - P]`` and ``½ y_tᵀ(M_v ∘ C_t + κI)⁻¹y_t``."""
-    Lk = jnp.linalg.cholesky(local_prior_covariance(lp, C))
-    Ls = jnp.linalg.cholesky(Sigma)
-    Z = solve_triangular(Lk, Ls, lower=True)
-    gamma = 0.5 * (jnp.sum(Z**2) - _logdet(Ls) + _logdet(Lk) - Sigma.shape[0] * Sigma.shape[1])
-    La = jnp.linalg.cholesky(lp.Mv_S * C + lp.kappa * jnp.eye(C.shape[1]))
-    return gamma, 0.5 * jnp.sum(solve_triangular(La, lp.y, lower=True) ** 2)
+    of ``½[tr(K_t⁻¹Sigma_t) - log det Sigma_t + log det K_t - P]`` and ``½ y_tᵀ(M_v ∘ C_t + κI)⁻¹y_t``.
+    The steps run one after another (``lax.map``): jaxlib's batched LAPACK kernels deadlock when
+    two of them run concurrently on the CPU thread pool (seen for P >= 24, jax 0.10)."""
+    A = lp.Mv_S * C + lp.kappa * jnp.eye(C.shape[1])
+    gamma, energy = jax.lax.map(lambda args: _step_action(*args), (local_prior_covariance(lp, C), Sigma, A, lp.y))
+    return jnp.sum(gamma), jnp.sum(energy)
