@@ -20,7 +20,8 @@ preactivation kernel. ``D`` is restricted to the blocks reachable from the start
 (:func:`.kernels.invariant_components`), so a DNN's ``Sigma`` stays time-block diagonal.
 
 Optimiser: Newton's method on ``F = -S_G`` with the gradient and Hessian-vector products by JAX
-autodiff (dense ``(n, n)``, float64, jit), conjugate gradients preconditioned with
+autodiff (float64, jit; in the layouts of :mod:`.closure_maps`: ``(T, P, P)`` stacks where only
+equal-time blocks are free, dense ``(n, n)`` otherwise), conjugate gradients preconditioned with
 ``R ↦ K R K`` (the inverse Hessian of the KL term at ``D = 0``), and a backtracking Armijo line
 search on ``F`` that rejects every step where ``Sigma``, ``K`` or ``G_S + κI`` is not positive
 definite (``F`` is NaN there). Converged when both stationarity residuals are below ``tol``:
