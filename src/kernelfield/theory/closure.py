@@ -60,7 +60,6 @@ from .newton import truncated_newton
 __all__ = ["check_gaussian_map", "closure_action", "ClosurePoint", "closure_point", "maximise_closure",
            "closure_branch", "ClosureObjective", "free_mask"]
 
-_gaussian_map = gaussian_map  # the name under which other modules import it
 
 NOTE = "Gaussian closure: approximation, S is a lower bound"
 

@@ -25,7 +25,8 @@ import numpy as np
 
 from ..gaussian import DEFAULT_ORDER, expect_hphi
 from ..nonlinearities import Nonlinearity
-from .closure import _gaussian_map, closure_action
+from .closure import closure_action
+from .closure_maps import gaussian_map
 from .kernels import Problem
 
 __all__ = ["closure_cross_time_action", "ClosureCrossTime", "cross_kernel"]
@@ -41,7 +42,7 @@ def closure_cross_time_action(x, rows, cols, Sigma_sym, prob: Problem, nl: Nonli
     L = jnp.linalg.cholesky(Sigma_sym)
     X = jnp.zeros((n, n)).at[rows, cols].set(x)
     Sigma = Sigma_sym + L @ (X + X.T) @ L.T
-    gamma, energy = closure_action(prob, Sigma, _gaussian_map(nl, order, Sigma))
+    gamma, energy = closure_action(prob, Sigma, gaussian_map(nl, order, Sigma))
     return -(gamma + energy)
 
 
