@@ -26,7 +26,7 @@ from ..gaussian import gauss_hermite
 from ..nonlinearities import Nonlinearity
 from .kernels import Problem, TimeLocalLayout
 
-__all__ = ["gaussian_map", "dense_preactivation", "LocalProblem", "local_problem",
+__all__ = ["gaussian_map", "dense_preactivation", "closure_action", "LocalProblem", "local_problem",
            "local_preactivation", "local_prior_covariance", "local_action"]
 
 
@@ -161,6 +161,22 @@ def _logdet(L):
     return 2.0 * jnp.sum(jnp.log(jnp.diag(L)))
 
 
+def closure_action(prob: Problem, Sigma, C):
+    """``(Gamma_G, E)`` at the preactivation kernel ``Sigma`` and feature kernel ``C`` (taken as
+    independent arguments): ``Gamma_G = ½[tr(K⁻¹Sigma) - log det Sigma + log det K - n]`` with
+    ``K = K(C)`` and ``E = ½ yᵀ(G_S(C) + κI)⁻¹y``; NaN where a factorisation fails."""
+    K = prob.K(C)
+    Lk = jnp.linalg.cholesky(K)
+    Ls = jnp.linalg.cholesky(Sigma)
+    Z = solve_triangular(Lk, Ls, lower=True)
+    gamma = 0.5 * (jnp.sum(Z**2) - _logdet(Ls) + _logdet(Lk) - prob.n)
+    S_idx = jnp.asarray(prob.supervised)
+    A = (prob.Mv * C)[S_idx][:, S_idx] + prob.kappa * jnp.eye(S_idx.shape[0])
+    La = jnp.linalg.cholesky(A)
+    a = solve_triangular(La, prob.y, lower=True)
+    return gamma, 0.5 * jnp.sum(a**2)
+
+
 def _step_action(K, Sigma, A, y):
     """One step's ``½[tr(K⁻¹Sigma) - log det Sigma + log det K - P]`` and ``½ yᵀA⁻¹y``."""
     Lk, Ls, La = jnp.linalg.cholesky(K), jnp.linalg.cholesky(Sigma), jnp.linalg.cholesky(A)
@@ -170,7 +186,7 @@ def _step_action(K, Sigma, A, y):
 
 
 def local_action(lp: LocalProblem, Sigma, C):
-    """``(Gamma_G, E)`` (:func:`.closure.closure_action`) for ``(T, P, P)`` stacks: sums over steps
+    """``(Gamma_G, E)`` (:func:`closure_action`) for ``(T, P, P)`` stacks: sums over steps
     of ``½[tr(K_t⁻¹Sigma_t) - log det Sigma_t + log det K_t - P]`` and ``½ y_tᵀ(M_v ∘ C_t + κI)⁻¹y_t``.
     The steps run one after another (``lax.map``): jaxlib's batched LAPACK kernels deadlock when
     two of them run concurrently on the CPU thread pool (seen for P >= 24, jax 0.10)."""

@@ -79,12 +79,13 @@ from .action import (
 )
 from .kernels import DenseLayout, Problem, TimeLocalLayout, layout, make_problem, sym
 from .branch import Branch, ConvergenceWarning
-from .closure import check_gaussian_map, closure_branch
+from .closure import check_gaussian_map, closure_branch, closure_broken_start
 from .lazy import lazy_kernel
 from .lowrank import FactoredInnovation
 from .newton import truncated_newton
 from .particles import ParticleSettings, maximise_particles, time_symmetric_mask
 from .predict import Prediction, predictive
+from .starts import broken_factor, broken_start
 
 __all__ = ["solve", "predict", "assemble", "Solution", "Branch", "ConvergenceWarning", "broken_start", "broken_factor"]
 
@@ -181,44 +182,6 @@ def _low_rank_stage(lay, V: np.ndarray, classes: np.ndarray, max_iter: int, tol:
     return objective, V, iterations
 
 
-def broken_factor(prob: Problem, C_sym: np.ndarray, rank: int | None = None):
-    """A symmetry-broken start for the exact solver in innovation form: with ``D_sym`` the
-    innovation of ``C_sym``, the ``rank`` leading eigenfactors ``d_t^k`` of each equal-time
-    block ``(D_sym)_tt`` (positive part; signs aligned along time; by default one more than the
-    largest number of eigenvalues of a block above 1e-3 of its largest) are joined across time,
-    ``v^k = (d_0^k, ..., d_{T-1}^k)``, within each class of the dense layout. ``D = V Vᵀ`` then
-    has the equal-time blocks ``d_t dₜᵀ`` of ``D_sym``'s leading part and cross-time blocks
-    that correlate all steps; ``C = K + D`` is positive definite. Returns the layout, ``V`` and
-    the class of each column. Used where the broken start leaves a time-local symmetric
-    solution (an endpoint task); ``None`` otherwise (a time-local broken start, or a symmetric
-    solution that is itself dense, as on sequential tasks, where the broken start usually
-    returns to it and plain Newton from :func:`broken_start` is faster)."""
-    T, P = prob.T, prob.P
-    lay = layout(prob, broken_start(prob, C_sym))
-    if not isinstance(lay, DenseLayout) or not isinstance(layout(prob, C_sym), TimeLocalLayout):
-        return None
-    C = lay.restrict(C_sym)
-    blocks = (C - lay.K_in - lay.shift(C)).reshape(T, P, T, P)
-    eigen = [np.linalg.eigh(blocks[t, :, t, :]) for t in range(T)]
-    if rank is None:
-        rank = min(P, 1 + max(int(np.sum(w > 1e-3 * max(w[-1], 1e-300))) for w, _ in eigen))
-    columns, classes = [], []
-    for label in np.unique(lay.labels):
-        steps = [t for t in range(T) if lay.labels[t * P] == label]
-        for k in range(1, rank + 1):
-            column, previous = np.zeros((T, P)), None
-            for t in steps:
-                w, U = eigen[t]
-                d = U[:, -k] * np.sqrt(max(w[-k], 0.0))
-                if previous is not None and d @ previous < 0:
-                    d = -d
-                column[t] = d
-                previous = d
-            columns.append(column.ravel())
-            classes.append(label)
-    return lay, lay.project_columns(np.array(columns).T), np.array(classes, dtype=int)
-
-
 def _maximise(prob: Problem, C0, tol: float, max_iter: int, inner: int, init: str) -> Branch:
     """Newton's method from the kernel ``C0`` (at most ``max_iter`` Newton steps of at most
     ``inner`` conjugate-gradient iterations each), stopped once both residuals are below ``tol``
@@ -287,18 +250,6 @@ def _maximise(prob: Problem, C0, tol: float, max_iter: int, inner: int, init: st
     )
 
 
-def broken_start(prob: Problem, C_sym: np.ndarray, mix: float = 0.5) -> np.ndarray:
-    """A symmetry-broken but positive definite initial kernel: the convex mix
-    ``(1 - mix)·C_sym + mix·(J_T ⊗ Ā)`` with ``Ā`` the mean equal-time block of ``C_sym`` and
-    ``J_T`` the all-ones ``T × T`` matrix (a kernel fully correlated across time), restricted to
-    the coupled blocks (a Schur product with a positive semidefinite 0/1 mask)."""
-    T, P = prob.T, prob.P
-    blocks = C_sym.reshape(T, P, T, P)
-    mean_block = np.mean([blocks[t, :, t, :] for t in range(T)], axis=0)
-    correlated = np.kron(np.ones((T, T)), mean_block) * prob.block_mask()
-    return (1.0 - mix) * C_sym + mix * correlated
-
-
 def _same_branch(b1: Branch, b2: Branch, T: int, P: int, rtol: float = 1e-3) -> bool:
     """Equal up to the ``W -> -W`` symmetry (``C_ts -> (-1)^(t-s) C_ts``), within ``rtol`` or,
     for Monte Carlo solutions, within 5 combined standard errors."""
@@ -357,13 +308,16 @@ class Solution(ModelResult):
 class _Plan(NamedTuple):
     """What :func:`solve` runs: the assembled problem, the prior start (the lazy kernel; for the
     closure its preactivation kernel), one start of the chosen solver as ``run(start, init=label)``,
-    the method and the iteration budget."""
+    the method, the iteration budget and the symmetry-broken start made from the prior start's
+    branch (:func:`.starts.broken_factor` or :func:`.closure.closure_broken_start` where they
+    apply, :func:`.starts.broken_start` otherwise)."""
 
     problem: Problem
     start: np.ndarray
     run: Callable[..., Branch]
     method: str
     max_iter: int
+    broken: Callable[[Branch], object]
 
 
 def solve(
@@ -375,7 +329,7 @@ def solve(
     init="auto",
     tol: float = 1e-6,
     max_iter: int | None = None,
-    inner: int = 10,
+    inner: int | None = None,
     method: str = "auto",
     num_particles: int | None = None,
     mc_tol: float = 0.01,
@@ -395,7 +349,8 @@ def solve(
     approximation whose ``S`` is a lower bound) or ``"auto"``
     (exact for linear, particles otherwise). max_iter: Newton steps (default 5000) or particle
     iterations (default 5000) per start; inner: conjugate-gradient iterations (Hessian-vector
-    products) per Newton step at most; mc_tol: the particle solver averages until the largest
+    products) per Newton step at most (default 10; for the closure on a dense layout, e.g. an
+    RNN's broken branch, 100); mc_tol: the particle solver averages until the largest
     entrywise standard error of ``C`` (relative to ``sqrt(C_ii C_jj)``) is below it; seed: the
     particle solver's random seed.
 
@@ -437,22 +392,25 @@ def _plan(model: Model, method: str, tol, max_iter, inner, num_particles, mc_tol
         check_gaussian_map(nl)
     tol = positive_real("tol", tol)
     max_iter = positive_int("max_iter", 5000 if max_iter is None else max_iter)
-    inner = positive_int("inner", inner)
+    inner = None if inner is None else positive_int("inner", inner)
     prob = make_problem(model.arch, model.task, model.prior, model.kappa)
     C_prior = lazy_kernel(prob, nl)
     _check_prior_covariance(prob, C_prior, method)
+    broken = lambda branch: broken_start(prob, branch.C)  # noqa: E731
     if method == "exact":
-        run = partial(_maximise, prob, tol=tol, max_iter=max_iter, inner=inner)
+        run = partial(_maximise, prob, tol=tol, max_iter=max_iter, inner=10 if inner is None else inner)
+        broken = lambda branch: broken_factor(prob, branch.C) or broken_start(prob, branch.C)  # noqa: E731
     elif method == "gaussian":
         run = partial(closure_branch, prob, nl, tol=tol, max_iter=max_iter, inner=inner)
         C_prior = np.asarray(prob.K(C_prior))  # the closure starts from Sigma = K(C_lazy)
+        broken = lambda branch: closure_broken_start(prob, nl, branch.Sigma)  # noqa: E731
     else:
         if num_particles is None:  # the finite-population bias is O(n/M)
             num_particles = max(4096, 128 * prob.n)
         settings = ParticleSettings(num_particles=num_particles, mc_tol=mc_tol, max_iter=max_iter, seed=seed,
                                     progress=progress)
         run = partial(_maximise_particles, prob, nl, settings=settings, tol=tol)
-    return _Plan(prob, C_prior, run, method, max_iter)
+    return _Plan(prob, C_prior, run, method, max_iter, broken)
 
 
 def _check_prior_covariance(prob: Problem, C_prior: np.ndarray, method: str) -> None:
@@ -480,9 +438,7 @@ def _run_starts(plan: _Plan, init) -> list[Branch]:
         first = run(plan.start, init="prior")
         found = [first] if init != "broken" else []
         if init in ("auto", "broken"):
-            factor = broken_factor(prob, first.C) if plan.method == "exact" else None
-            symmetric = first.Sigma if plan.method == "gaussian" else first.C
-            found.append(run(broken_start(prob, symmetric) if factor is None else factor, init="broken"))
+            found.append(run(plan.broken(first), init="broken"))
         return found
     if isinstance(init, str):
         raise ValueError(f"init: must be 'auto', 'prior', 'broken', 'gaussian' (method 'particles') or an (n, n) "
@@ -516,7 +472,7 @@ def _check_warm_start(nl, method: str) -> None:
                          f"({error}); use init='auto'") from None
 
 
-def _warm_starts(model: Model, plan: _Plan, tol: float, inner: int) -> list[Branch]:
+def _warm_starts(model: Model, plan: _Plan, tol: float, inner: int | None) -> list[Branch]:
     """``init="gaussian"``: the Gaussian closure (``init="auto"``, default ``max_iter``), then one
     particle start per closure branch with the population drawn from ``N(0, Sigma)`` of that
     branch, the prior (time-symmetric) and the broken one. Where the closure's broken start
