@@ -232,10 +232,10 @@ def test_real_data_with_more_sequences_than_inputs():
 
 
 def test_particle_solver_still_needs_a_regular_prior_covariance():
-    """The particle solver (and the Gaussian closure) do not take singular prior covariances yet:
-    a clear error that names the way out."""
+    """The particle solver does not take singular prior covariances yet: a clear error that names
+    the ways out (the Gaussian closure takes them: tests/theory/test_closure_rank_deficient.py)."""
     task = teacher_endpoint(P=4, T=2, D=2)
-    with pytest.raises(ValueError, match="singular.*'particles' does not handle yet.*method='exact'"):
+    with pytest.raises(ValueError, match="singular.*'particles' does not handle yet.*method='gaussian'.*method='exact'"):
         kf.solve(kf.Architecture.rnn(2), task, phi="erf", method="particles")
 
 

@@ -144,7 +144,7 @@ class GeneralizationConfig(Section):
             pool = self.build_pool(pool_size)
         except ValueError as e:  # generator argument checks
             raise ValueError(f"task.{e}") from None
-        if "theory" in self.study.methods and self.theory_method() != "exact":
+        if "theory" in self.study.methods and self.theory_method() == "particles":
             self._check_input_kernel(pool)
         return self
 
@@ -156,8 +156,8 @@ class GeneralizationConfig(Section):
         return "exact" if self.theory.phi == "linear" else "particles"
 
     def _check_input_kernel(self, pool) -> None:
-        """The particle solver and the Gaussian closure need linearly independent inputs at t = 0
-        over the rows solved together (the exact linear solver and the lazy kernel take any)."""
+        """The particle solver needs linearly independent inputs at t = 0 over the rows solved
+        together (the exact linear solver, the Gaussian closure and the lazy kernel take any)."""
         rows = max(self.study.P) + min(self.study.P_test, self.study.heldout_batch or self.study.P_test)
         x0 = pool.inputs[:rows, 0]
         K0 = self.prior.sigma_u**2 * x0 @ x0.T / pool.D + self.prior.sigma_b**2
@@ -165,7 +165,8 @@ class GeneralizationConfig(Section):
             raise ValueError(
                 f"task.D: the input kernel at t = 0 over max(P) + P_test = {rows} sequences is singular "
                 f"(D = {pool.D}), which theory.method = {self.theory_method()!r} (phi = {self.theory.phi!r}) does "
-                f"not handle yet; use phi = 'linear' (the exact solver takes any P), D >= {rows} (better 2x), "
+                f"not handle yet; use theory.method = 'gaussian' (the Gaussian closure takes any P), phi = 'linear' "
+                f"(the exact solver), D >= {rows} (better 2x), "
                 "or set study.heldout_batch to solve held-out sequences in smaller batches"
             )
 

@@ -46,6 +46,7 @@ from ..nonlinearities import Nonlinearity
 from .branch import Branch
 from .closure_lowrank import LowRankStart, closure_broken_factor, low_rank_stage
 from .closure_maps import (
+    DenseProblem,
     LocalProblem,
     closure_action,
     dense_preactivation,
@@ -54,14 +55,15 @@ from .closure_maps import (
     local_preactivation,
     local_prior_covariance,
     local_problem,
+    on_support,
 )
-from .kernels import Problem, invariant_components, sym
+from .kernels import Problem, Support, invariant_components, kernel_support, sym
 from .lazy import feature_mean_outer
 from .newton import truncated_newton
 from .starts import broken_start
 
 __all__ = ["check_gaussian_map", "closure_action", "ClosurePoint", "closure_point", "maximise_closure",
-           "closure_branch", "closure_broken_start", "ClosureObjective", "free_mask"]
+           "closure_branch", "closure_broken_start", "closure_support", "ClosureObjective", "free_mask"]
 
 
 NOTE = "Gaussian closure: approximation, S is a lower bound"
@@ -83,16 +85,23 @@ def check_gaussian_map(nl: Nonlinearity, order: int = DEFAULT_ORDER) -> None:
 
 
 def _maps(data, nl: Nonlinearity, order: int):
-    """The layout's maps: innovation to ``Sigma``, ``Sigma`` to ``C = G_φ(Sigma)``, and ``C`` to
-    ``K(C)`` and the action. ``data`` is ``(prob, mask)`` (dense, the free blocks ``mask`` of the
-    innovation) or a :class:`.closure_maps.LocalProblem` (``(T, P, P)`` stacks)."""
+    """The layout's maps: innovation to ``Sigma`` (the innovation symmetrised and projected onto
+    the support), ``Sigma`` to ``C = G_φ(Sigma)``, and ``C`` to ``K(C)`` and the action. ``data`` is
+    a :class:`DenseProblem` or a :class:`.closure_maps.LocalProblem` (``(T, P, P)`` stacks)."""
     if isinstance(data, LocalProblem):
-        return (lambda D: local_preactivation(data, nl, order, 0.5 * (D + jnp.swapaxes(D, -1, -2))),
-                jax.vmap(partial(gaussian_map, nl, order)), partial(local_prior_covariance, data),
+        def local(D):
+            D = 0.5 * (D + jnp.swapaxes(D, -1, -2))
+            return local_preactivation(data, nl, order, D if data.projector is None else data.projector @ D @ data.projector)
+
+        return (local, jax.vmap(partial(gaussian_map, nl, order)), partial(local_prior_covariance, data),
                 partial(local_action, data))
-    prob, mask = data
-    return (lambda D: dense_preactivation(prob, nl, order, 0.5 * (D + D.T) * mask), partial(gaussian_map, nl, order),
-            prob.K, partial(closure_action, prob))
+    prob, mask, Q, complement = data
+
+    def dense(D):
+        D = 0.5 * (D + D.T) * mask
+        return dense_preactivation(prob, nl, order, on_support(D, Q))
+
+    return dense, partial(gaussian_map, nl, order), prob.K, partial(closure_action, prob, complement=complement)
 
 
 def _objective(data, D, nl: Nonlinearity, order: int):
@@ -151,24 +160,29 @@ def _point(data, D, nl: Nonlinearity, order: int) -> ClosurePoint:
 
 def closure_point(prob: Problem, mask, D, nl: Nonlinearity, order: int = DEFAULT_ORDER) -> ClosurePoint:
     """:class:`ClosurePoint` at the innovation ``D`` (``(n, n)``) on the free blocks ``mask``."""
-    return _point((prob, mask), D, nl=nl, order=order)
+    return _point(DenseProblem(prob, mask), D, nl=nl, order=order)
 
 
-def _residuals(point: ClosurePoint, mask) -> tuple[float, float]:
+def _residuals(point: ClosurePoint, mask, complement=None) -> tuple[float, float]:
     """Forward ``||Sigma - (K⁻¹ - 2Ct_Sigma)⁻¹|| / ||Sigma||`` (``inf`` if not positive definite)
     and backward ``2||Sigma G Sigma|| / ||Sigma||``, ``G = ½(K⁻¹ - Sigma⁻¹) - Ct_Sigma`` on the
-    free blocks ``mask`` (``1.0`` for ``(T, P, P)`` stacks; norms over all entries)."""
+    free blocks ``mask`` (``1.0`` for ``(T, P, P)`` stacks; norms over all entries). On a support
+    (``complement`` = ``P⊥``) inverses are pseudo-inverses, ``(X + P⊥)⁻¹ - P⊥``, and ``Ct_Sigma``
+    is projected onto it."""
     Sigma, K, Ct_Sigma = (np.asarray(x) for x in (point.Sigma, point.K, point.Ct_Sigma))
-    Kinv, Sinv = sym(np.linalg.inv(K)), sym(np.linalg.inv(Sigma))
+    off = 0.0 if complement is None else np.asarray(complement)
+    if complement is not None:
+        Ct_Sigma = (np.eye(Sigma.shape[-1]) - off) @ Ct_Sigma @ (np.eye(Sigma.shape[-1]) - off)
+    Kinv, Sinv = sym(np.linalg.inv(K + off)) - off, sym(np.linalg.inv(Sigma + off)) - off
     G = (0.5 * (Kinv - Sinv) - Ct_Sigma) * mask
     norm = np.linalg.norm(Sigma)
     backward = float(2.0 * np.linalg.norm(Sigma @ G @ Sigma) / norm)
     try:
-        L = np.linalg.cholesky(Kinv - 2.0 * Ct_Sigma * mask)
+        L = np.linalg.cholesky(Kinv - 2.0 * Ct_Sigma * mask + off)
     except np.linalg.LinAlgError:
         return np.inf, backward
     Linv = np.linalg.inv(L)
-    return float(np.linalg.norm(Sigma - np.swapaxes(Linv, -1, -2) @ Linv) / norm), backward
+    return float(np.linalg.norm(Sigma - (np.swapaxes(Linv, -1, -2) @ Linv - off)) / norm), backward
 
 
 def free_mask(prob: Problem, Sigma0) -> np.ndarray:
@@ -180,17 +194,22 @@ def free_mask(prob: Problem, Sigma0) -> np.ndarray:
 class ClosureObjective:
     """``F(D) = -S_G`` (NaN where undefined), its gradient and Hessian-vector products in the
     innovation ``D`` on the free blocks ``mask`` (a symmetric 0/1 ``(n, n)`` mask), or, from
-    :meth:`time_local`, on ``(T, P, P)`` stacks of equal-time blocks."""
+    :meth:`time_local`, on ``(T, P, P)`` stacks of equal-time blocks. ``support``: where the prior
+    covariance is singular, the :class:`.kernels.Support` of the closure's kernels
+    (:func:`closure_support`); ``None`` (regular) otherwise."""
 
-    def __init__(self, prob: Problem, nl: Nonlinearity, mask: np.ndarray, order: int):
+    def __init__(self, prob: Problem, nl: Nonlinearity, mask: np.ndarray, order: int, support: Support | None = None):
         self.prob, self.nl, self.mask, self.order = prob, nl, mask, order
-        self.data = (prob, mask)
+        self.support = None if support is None or support.full else support
+        self.complement = None if self.support is None else self.support.complement
+        self.data = DenseProblem(prob, mask, None if self.support is None else self.support.basis, self.complement)
 
     @classmethod
-    def time_local(cls, prob: Problem, nl: Nonlinearity, order: int) -> "ClosureObjective":
+    def time_local(cls, prob: Problem, nl: Nonlinearity, order: int, support: Support | None = None) -> "ClosureObjective":
         """The objective on time-block-diagonal kernels held as ``(T, P, P)`` stacks."""
-        f = cls(prob, nl, 1.0, order)
-        f.data = local_problem(prob)
+        f = cls(prob, nl, 1.0, order, support)
+        f.data = local_problem(prob, f.support)
+        f.complement = f.data.complement
         return f
 
     @property
@@ -210,10 +229,18 @@ class ClosureObjective:
         return scipy.linalg.block_diag(*np.asarray(X)) if self.local else np.asarray(X)
 
     def innovation(self, Sigma0) -> np.ndarray:
-        """``D = Sigma0 - K(G_φ(Sigma0))`` on the free blocks, ``Sigma0`` ``(n, n)``."""
+        """``D = Sigma0 - K(G_φ(Sigma0))`` on the free blocks, ``Sigma0`` ``(n, n)`` (both projected
+        onto the support, so that ``Sigma(D)`` is the start's projection)."""
         _, feature_kernel, prior_covariance, _ = _maps(self.data, self.nl, self.order)
-        Sigma0 = self.restrict(Sigma0)
-        return sym(Sigma0 - np.asarray(prior_covariance(feature_kernel(jnp.asarray(Sigma0))))) * self.mask
+        Sigma0 = self._project(self.restrict(Sigma0))
+        return self._project(sym(Sigma0 - np.asarray(prior_covariance(feature_kernel(jnp.asarray(Sigma0))))) * self.mask)
+
+    def _project(self, X) -> np.ndarray:
+        """``Π X Π`` onto the support (``X`` where the prior covariance is regular)."""
+        if self.complement is None:
+            return X
+        projector = np.eye(X.shape[-1]) - self.complement
+        return projector @ X @ projector
 
     def value(self, D) -> float:
         F = float(_value(self.data, D, nl=self.nl, order=self.order))
@@ -257,7 +284,7 @@ class ClosureResult(NamedTuple):
 
 
 def maximise_closure(prob: Problem, nl: Nonlinearity, Sigma0, tol: float, max_iter: int, inner: int | None = None,
-                     order: int = DEFAULT_ORDER) -> ClosureResult:
+                     order: int = DEFAULT_ORDER, support: Support | None = None) -> ClosureResult:
     """Newton's method on ``F = -S_G`` from the preactivation kernel ``Sigma0`` (module
     docstring), at most ``max_iter`` steps of at most ``inner`` CG iterations (default 10 on
     ``(T, P, P)`` stacks, 100 on the dense layout, where a step with fewer leaves the slow growth
@@ -265,13 +292,14 @@ def maximise_closure(prob: Problem, nl: Nonlinearity, Sigma0, tol: float, max_it
     solved to the relative accuracy ``min(0.1, √residual)``; stopped once both residuals are below
     ``tol`` or when the line search finds no decrease. ``Sigma0`` may also be a
     :class:`.closure_lowrank.LowRankStart`: its low-rank stage runs first (``max_iter`` bounds
-    both stages' iterations together)."""
+    both stages' iterations together). ``support``: :func:`closure_support` where the prior
+    covariance is singular (``None``: regular)."""
     iterations = 0
     if isinstance(Sigma0, LowRankStart):
-        f = ClosureObjective(prob, nl, Sigma0.mask, order)
-        D, iterations = low_rank_stage(prob, nl, Sigma0, min(max_iter, LOW_RANK_ITERATIONS), order)
+        f = ClosureObjective(prob, nl, Sigma0.mask, order, support)
+        D, iterations = low_rank_stage(f.data, nl, Sigma0.V, min(max_iter, LOW_RANK_ITERATIONS), order)
     else:
-        f = _objective_for(prob, nl, Sigma0, order)
+        f = _objective_for(prob, nl, Sigma0, order, support)
         D = f.innovation(Sigma0)
     if inner is None:
         inner = 10 if f.local else 100
@@ -281,7 +309,7 @@ def maximise_closure(prob: Problem, nl: Nonlinearity, Sigma0, tol: float, max_it
     stalled = False
     while True:
         point = f.point(D)
-        forward, backward = _residuals(point, f.mask)
+        forward, backward = _residuals(point, f.mask, f.complement)
         if max(forward, backward) < tol or stalled or iterations >= max_iter:
             break
         p = truncated_newton(lambda v: f.hessian_vector(D, v), np.asarray(point.K), g, max_cg=inner,
@@ -301,13 +329,13 @@ def maximise_closure(prob: Problem, nl: Nonlinearity, Sigma0, tol: float, max_it
     return ClosureResult(point, forward, backward, bool(max(forward, backward) < tol), iterations, phi_mean)
 
 
-def _objective_for(prob: Problem, nl: Nonlinearity, Sigma0, order: int) -> ClosureObjective:
+def _objective_for(prob: Problem, nl: Nonlinearity, Sigma0, order: int, support: Support | None) -> ClosureObjective:
     """The objective on the blocks reachable from ``Sigma0`` (:func:`free_mask`): time-local
     ``(T, P, P)`` stacks when those are the equal-time blocks only, dense otherwise."""
     labels = invariant_components(prob, np.asarray(Sigma0))
     if len(np.unique(labels)) == prob.T:
-        return ClosureObjective.time_local(prob, nl, order)
-    return ClosureObjective(prob, nl, free_mask(prob, Sigma0), order)
+        return ClosureObjective.time_local(prob, nl, order, support)
+    return ClosureObjective(prob, nl, free_mask(prob, Sigma0), order, support)
 
 
 def _feature_mean(variances: np.ndarray, nl: Nonlinearity, order: int) -> np.ndarray:
@@ -319,22 +347,32 @@ def _feature_mean(variances: np.ndarray, nl: Nonlinearity, order: int) -> np.nda
     return sign * np.sqrt(np.maximum(np.diag(feature_mean_outer(variances, nl, order)), 0.0))
 
 
-def closure_broken_start(prob: Problem, nl: Nonlinearity, Sigma_sym: np.ndarray,
-                         order: int = DEFAULT_ORDER) -> LowRankStart | np.ndarray:
+def closure_support(prob: Problem, lazy_preactivation: np.ndarray) -> Support:
+    """The support of the closure's kernels: the range of the lazy preactivation kernel
+    ``K(C_lazy)`` per class of the prior kernel's time partition (:func:`.kernels.kernel_support`).
+    Every ``Sigma`` reached lies in it: a block ``Sigma_tt`` without recurrent input is the input
+    kernel plus an innovation on its range, one with recurrent input carries ``G_φ`` of the step
+    before, which for a nonlinear ``phi`` is singular only along equalities that the network keeps
+    at every step (duplicate sequences; ``h_a = -h_b`` for an odd ``phi``)."""
+    return kernel_support(prob, lazy_preactivation)
+
+
+def closure_broken_start(prob: Problem, nl: Nonlinearity, Sigma_sym: np.ndarray, order: int = DEFAULT_ORDER,
+                         support: Support | None = None) -> LowRankStart | np.ndarray:
     """The closure's symmetry-broken start from its symmetric solution ``Sigma_sym``: the
     low-rank start (:func:`.closure_lowrank.closure_broken_factor`) where the symmetric solution
     is time-local and the broken start dense (an endpoint task), the convex mix
     :func:`.starts.broken_start` otherwise."""
-    blocks = ClosureObjective.time_local(prob, nl, order).innovation(Sigma_sym)
+    blocks = lambda: ClosureObjective.time_local(prob, nl, order, support).innovation(Sigma_sym)  # noqa: E731
     factor = closure_broken_factor(prob, np.asarray(Sigma_sym), blocks)
     return broken_start(prob, np.asarray(Sigma_sym)) if factor is None else factor
 
 
 def closure_branch(prob: Problem, nl: Nonlinearity, Sigma0, tol: float, max_iter: int, inner: int | None,
-                   init: str) -> Branch:
+                   init: str, support: Support | None = None) -> Branch:
     """One start of the closure (:func:`maximise_closure`) as a :class:`.branch.Branch` with
     ``S = S_G`` and its ``Sigma``."""
-    r = maximise_closure(prob, nl, Sigma0, tol, max_iter, inner)
+    r = maximise_closure(prob, nl, Sigma0, tol, max_iter, inner, support=support)
     x = r.point
     gamma, energy = float(x.gamma), float(x.energy)
     return Branch(C=np.asarray(x.C), Ct=np.asarray(x.Ct), S=-(gamma + energy), Gamma=gamma, E=energy, init=init,

@@ -24,9 +24,9 @@ from jax.scipy.linalg import solve_triangular
 
 from ..gaussian import gauss_hermite
 from ..nonlinearities import Nonlinearity
-from .kernels import Problem, TimeLocalLayout
+from .kernels import Problem, Support, TimeLocalLayout
 
-__all__ = ["gaussian_map", "dense_preactivation", "closure_action", "LocalProblem", "local_problem",
+__all__ = ["gaussian_map", "dense_preactivation", "closure_action", "DenseProblem", "on_support", "LocalProblem", "local_problem",
            "local_preactivation", "local_prior_covariance", "local_action"]
 
 
@@ -121,22 +121,46 @@ def dense_preactivation(prob: Problem, nl: Nonlinearity, order: int, D):
     return lower + lower.T - jnp.where(time_of[:, None] == time_of[None, :], lower, 0.0)
 
 
+class DenseProblem(NamedTuple):
+    """The problem in the dense layout: the free blocks ``mask`` ``(n, n)`` of the innovation and,
+    where the prior covariance is singular, an orthonormal basis ``(n, r)`` of the support and the
+    projector off it (``None`` if regular). A jax pytree."""
+
+    prob: Problem
+    mask: np.ndarray | float
+    basis: np.ndarray | None = None
+    complement: np.ndarray | None = None
+
+
+def on_support(X, basis):
+    """``Π X Π = Q(QᵀXQ)Qᵀ`` for an orthonormal basis ``Q`` ``(n, r)`` of the support (``X`` if ``None``)."""
+    return X if basis is None else basis @ (basis.T @ X @ basis) @ basis.T
+
+
 class LocalProblem(NamedTuple):
     """The problem in the time-local layout (:class:`.kernels.TimeLocalLayout`): ``w_t = g²[W_t ≡ W_t]``
     ``(T,)``, ``K_in`` ``(T, P, P)``, the readout weights ``Mv_S`` ``(T, P, P)`` and targets ``y``
-    ``(T, P, 1)`` (zero on unsupervised patterns) and ``kappa``. A jax pytree."""
+    ``(T, P, 1)`` (zero on unsupervised patterns), ``kappa``, and where the prior covariance is
+    singular the projectors onto the support per step and off it (``(T, P, P)`` each; ``None``
+    if it is regular). A jax pytree."""
 
     w: np.ndarray
     K_in: np.ndarray
     Mv_S: np.ndarray
     y: np.ndarray
     kappa: float
+    projector: np.ndarray | None = None
+    complement: np.ndarray | None = None
 
 
-def local_problem(prob: Problem) -> LocalProblem:
-    """``prob`` in the time-local layout."""
+def local_problem(prob: Problem, support: Support | None = None) -> LocalProblem:
+    """``prob`` in the time-local layout, on ``support`` (a time-local :class:`.kernels.Support`;
+    ``None``: regular)."""
     lay = TimeLocalLayout(prob)
-    return LocalProblem(lay.w, lay.K_in, lay.Mv_S, lay.y, lay.kappa)
+    if support is None or support.full:
+        return LocalProblem(lay.w, lay.K_in, lay.Mv_S, lay.y, lay.kappa)
+    bases, complements = support.time_local
+    return LocalProblem(lay.w, lay.K_in, lay.Mv_S, lay.y, lay.kappa, bases @ np.swapaxes(bases, -1, -2), complements)
 
 
 def local_prior_covariance(lp: LocalProblem, C):
@@ -161,11 +185,16 @@ def _logdet(L):
     return 2.0 * jnp.sum(jnp.log(jnp.diag(L)))
 
 
-def closure_action(prob: Problem, Sigma, C):
+def closure_action(prob: Problem, Sigma, C, complement=None):
     """``(Gamma_G, E)`` at the preactivation kernel ``Sigma`` and feature kernel ``C`` (taken as
     independent arguments): ``Gamma_G = ½[tr(K⁻¹Sigma) - log det Sigma + log det K - n]`` with
-    ``K = K(C)`` and ``E = ½ yᵀ(G_S(C) + κI)⁻¹y``; NaN where a factorisation fails."""
+    ``K = K(C)`` and ``E = ½ yᵀ(G_S(C) + κI)⁻¹y``; NaN where a factorisation fails. With a singular
+    ``K`` (``complement`` = ``P⊥``, the projector off the support ``R``, ``Sigma`` on ``R``) both are
+    factorised as ``X + P⊥``: ``tr((K + P⊥)⁻¹(Sigma + P⊥)) = tr(K⁺Sigma) + n - r`` and the
+    determinants are pseudo-determinants, so ``Gamma_G`` is the KL divergence on ``R``."""
     K = prob.K(C)
+    if complement is not None:
+        K, Sigma = K + complement, Sigma + complement
     Lk = jnp.linalg.cholesky(K)
     Ls = jnp.linalg.cholesky(Sigma)
     Z = solve_triangular(Lk, Ls, lower=True)
@@ -177,8 +206,11 @@ def closure_action(prob: Problem, Sigma, C):
     return gamma, 0.5 * jnp.sum(a**2)
 
 
-def _step_action(K, Sigma, A, y):
-    """One step's ``½[tr(K⁻¹Sigma) - log det Sigma + log det K - P]`` and ``½ yᵀA⁻¹y``."""
+def _step_action(K, Sigma, A, y, complement=None):
+    """One step's ``½[tr(K⁻¹Sigma) - log det Sigma + log det K - P]`` and ``½ yᵀA⁻¹y`` (on the
+    support: ``K`` and ``Sigma`` regularised by ``complement``, as in :func:`closure_action`)."""
+    if complement is not None:
+        K, Sigma = K + complement, Sigma + complement
     Lk, Ls, La = jnp.linalg.cholesky(K), jnp.linalg.cholesky(Sigma), jnp.linalg.cholesky(A)
     Z = solve_triangular(Lk, Ls, lower=True)
     gamma = 0.5 * (jnp.sum(Z**2) - _logdet(Ls) + _logdet(Lk) - Sigma.shape[0])
@@ -191,5 +223,6 @@ def local_action(lp: LocalProblem, Sigma, C):
     The steps run one after another (``lax.map``): jaxlib's batched LAPACK kernels deadlock when
     two of them run concurrently on the CPU thread pool (seen for P >= 24, jax 0.10)."""
     A = lp.Mv_S * C + lp.kappa * jnp.eye(C.shape[1])
-    gamma, energy = jax.lax.map(lambda args: _step_action(*args), (local_prior_covariance(lp, C), Sigma, A, lp.y))
+    steps = (local_prior_covariance(lp, C), Sigma, A, lp.y) + (() if lp.complement is None else (lp.complement,))
+    gamma, energy = jax.lax.map(lambda args: _step_action(*args), steps)
     return jnp.sum(gamma), jnp.sum(energy)

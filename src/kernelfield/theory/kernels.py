@@ -35,7 +35,7 @@ import scipy.linalg
 from ..spec import Architecture, Prior, Task, check_compatible
 from ..validation import positive_real
 
-__all__ = ["Problem", "Support", "make_problem", "shift", "shift_adjoint", "invariant_components", "layout", "DenseLayout",
+__all__ = ["Problem", "Support", "kernel_support", "make_problem", "shift", "shift_adjoint", "invariant_components", "layout", "DenseLayout",
            "TimeLocalLayout"]
 
 #: Pivoted-Cholesky tolerance of :func:`_range_basis`: a direction belongs to the support when its
@@ -195,6 +195,17 @@ def _prior_support(prob: Problem) -> Support:
         C0 = _causal_sweep(prob.MW[::P, ::P], prob.K_in, T, P)
         blocks = [C0[np.ix_(idx, idx)] for idx in classes]
     return Support(prob.n, P, classes, tuple(_range_basis(sym(block)) for block in blocks))
+
+
+def kernel_support(prob: Problem, kernel: np.ndarray) -> Support:
+    """:class:`Support` of the range of a positive semidefinite ``kernel`` ``(n, n)`` per class of
+    the prior kernel's time partition (as :attr:`Problem.support`, which is that of
+    ``(I - 𝒮)⁻¹K_in``): for the Gaussian closure, the range of its lazy preactivation kernel."""
+    labels = invariant_components(prob, np.zeros((prob.n, prob.n)))
+    classes = tuple(np.concatenate([np.arange(t * prob.P, (t + 1) * prob.P) for t in np.flatnonzero(labels == label)])
+                    for label in np.unique(labels))
+    kernel = np.asarray(kernel, dtype=np.float64)
+    return Support(prob.n, prob.P, classes, tuple(_range_basis(sym(kernel[np.ix_(idx, idx)])) for idx in classes))
 
 
 def _causal_sweep(MW: np.ndarray, B, T: int, P: int) -> np.ndarray:

@@ -79,7 +79,7 @@ from .action import (
 )
 from .kernels import DenseLayout, Problem, TimeLocalLayout, layout, make_problem, sym
 from .branch import Branch, ConvergenceWarning
-from .closure import check_gaussian_map, closure_branch, closure_broken_start
+from .closure import check_gaussian_map, closure_branch, closure_broken_start, closure_support
 from .lazy import lazy_kernel
 from .lowrank import FactoredInnovation
 from .newton import truncated_newton
@@ -401,9 +401,10 @@ def _plan(model: Model, method: str, tol, max_iter, inner, num_particles, mc_tol
         run = partial(_maximise, prob, tol=tol, max_iter=max_iter, inner=10 if inner is None else inner)
         broken = lambda branch: broken_factor(prob, branch.C) or broken_start(prob, branch.C)  # noqa: E731
     elif method == "gaussian":
-        run = partial(closure_branch, prob, nl, tol=tol, max_iter=max_iter, inner=inner)
         C_prior = np.asarray(prob.K(C_prior))  # the closure starts from Sigma = K(C_lazy)
-        broken = lambda branch: closure_broken_start(prob, nl, branch.Sigma)  # noqa: E731
+        support = closure_support(prob, C_prior)
+        run = partial(closure_branch, prob, nl, tol=tol, max_iter=max_iter, inner=inner, support=support)
+        broken = lambda branch: closure_broken_start(prob, nl, branch.Sigma, support=support)  # noqa: E731
     else:
         if num_particles is None:  # the finite-population bias is O(n/M)
             num_particles = max(4096, 128 * prob.n)
@@ -414,10 +415,11 @@ def _plan(model: Model, method: str, tol, max_iter, inner, num_particles, mc_tol
 
 
 def _check_prior_covariance(prob: Problem, C_prior: np.ndarray, method: str) -> None:
-    """The exact solver takes any prior covariance (a singular ``K(C)`` restricts every kernel to
-    :attr:`.kernels.Problem.support`); the particle solver and the Gaussian closure still need
-    ``K(C)`` positive definite at the lazy kernel."""
-    if method == "exact":
+    """The exact solver and the Gaussian closure take any prior covariance (a singular ``K(C)``
+    restricts every kernel to its support: :attr:`.kernels.Problem.support`,
+    :func:`.closure.closure_support`); the particle solver still needs ``K(C)`` positive definite
+    at the lazy kernel."""
+    if method in ("exact", "gaussian"):
         return
     try:
         np.linalg.cholesky(np.asarray(prob.K(C_prior)))
@@ -426,8 +428,9 @@ def _check_prior_covariance(prob: Problem, C_prior: np.ndarray, method: str) -> 
             f"inputs: the prior covariance K(C) at the lazy kernel is singular, which method {method!r} "
             f"does not handle yet: the inputs and their propagation through the network span fewer than "
             f"n = T·P = {prob.n} directions (more sequences than input dimensions, repeated or linearly "
-            "dependent inputs); use method='exact' (phi='linear'), more input dimensions (D well above P), "
-            "fewer sequences, or add a bias (sigma_b > 0)"
+            "dependent inputs); use method='gaussian' (the Gaussian closure, any phi with a Gaussian map) or "
+            "method='exact' (phi='linear'), more input dimensions (D well above P), fewer sequences, or add a "
+            "bias (sigma_b > 0)"
         ) from None
 
 
