@@ -56,3 +56,18 @@ def test_erf_closure_with_duplicate_sequences():
     for b in sol.branches:
         rows = b.Sigma.reshape(3, 6, 3 * 6)
         np.testing.assert_allclose(rows[:, :3], rows[:, 3:], atol=1e-8)
+
+
+def test_closure_critical_signal_on_the_support():
+    """The closure's cross-time Hessian at P > D is taken on the support (``Sym(R)``): with linear
+    phi its critical target scale is the exact solver's (2.62392 on the issue's example), and with
+    erf it is the limit of the regularised closure's (measured differences 9.6e-4 / 5.0e-4 /
+    5.4e-5 / 5.5e-6 at eps = 1e-3 / 1e-4 / 1e-5 / 1e-6, root tolerance 1e-7; asserted below 2e-4 at
+    eps = 1e-5 with root tolerance 1e-5)."""
+    _, arch, task = ISSUE
+    exact = kf.critical_signal(arch, task, kappa=0.1, method="exact", tol=1e-6)
+    closure = kf.critical_signal(arch, task, kappa=0.1, method="gaussian", tol=1e-6)
+    assert closure.method == "gaussian" and abs(closure.value - exact.value) < 1e-5
+    erf = kf.critical_signal(arch, task, kappa=0.1, phi="erf", method="gaussian", tol=1e-5)
+    reg = kf.critical_signal(arch, regularised(task, 1e-5), kappa=0.1, phi="erf", method="gaussian", tol=1e-5)
+    assert abs(erf.value - reg.value) < 2e-4 and abs(erf.value - exact.value) > 0.1

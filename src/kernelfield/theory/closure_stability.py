@@ -27,7 +27,7 @@ from ..gaussian import DEFAULT_ORDER, expect_hphi
 from ..nonlinearities import Nonlinearity
 from .closure import closure_action
 from .closure_maps import gaussian_map
-from .kernels import Problem
+from .kernels import Problem, Support
 
 __all__ = ["closure_cross_time_action", "ClosureCrossTime", "cross_kernel"]
 
@@ -35,49 +35,59 @@ __all__ = ["closure_cross_time_action", "ClosureCrossTime", "cross_kernel"]
 _HVP_BATCH = 64
 
 
-def closure_cross_time_action(x, rows, cols, Sigma_sym, prob: Problem, nl: Nonlinearity, order: int = DEFAULT_ORDER):
+def closure_cross_time_action(x, rows, cols, Sigma_sym, prob: Problem, nl: Nonlinearity, order: int = DEFAULT_ORDER,
+                              basis=None, complement=None):
     """``S_G(Sigma_sym + L (X + Xᵀ) Lᵀ)`` with ``X`` the cross-time entries ``x`` at ``(rows, cols)``,
-    ``S_G = -KL(N(0, Sigma) || N(0, K(C))) - E(C)``, ``C = G_φ(Sigma)``."""
-    n = Sigma_sym.shape[0]
-    L = jnp.linalg.cholesky(Sigma_sym)
-    X = jnp.zeros((n, n)).at[rows, cols].set(x)
+    ``S_G = -KL(N(0, Sigma) || N(0, K(C))) - E(C)``, ``C = G_φ(Sigma)``. On a support (orthonormal
+    ``basis`` ``Q`` ``(n, r)`` and ``complement`` ``P⊥``, :func:`.closure.closure_support`) ``X`` is
+    ``r × r`` and ``L = Q chol(QᵀSigma_sym Q)``, so every direction stays on the support."""
+    if basis is None:
+        L = jnp.linalg.cholesky(Sigma_sym)
+    else:
+        L = basis @ jnp.linalg.cholesky(basis.T @ Sigma_sym @ basis)
+    m = L.shape[1]
+    X = jnp.zeros((m, m)).at[rows, cols].set(x)
     Sigma = Sigma_sym + L @ (X + X.T) @ L.T
-    gamma, energy = closure_action(prob, Sigma, gaussian_map(nl, order, Sigma))
+    gamma, energy = closure_action(prob, Sigma, gaussian_map(nl, order, Sigma), complement)
     return -(gamma + energy)
 
 
-_value_and_gradient = jax.jit(jax.value_and_grad(closure_cross_time_action), static_argnames=("nl", "order"))
+_value_and_gradient = jax.jit(jax.value_and_grad(closure_cross_time_action), static_argnums=(5, 6))
 
 
-def _hvp(v, x, rows, cols, Sigma_sym, prob, nl, order):
+def _hvp(v, x, rows, cols, Sigma_sym, prob, basis, complement, nl, order):
     """``∂²S_G/∂x² · v`` (forward-over-reverse autodiff)."""
     gradient = jax.grad(closure_cross_time_action)
-    return jax.jvp(lambda z: gradient(z, rows, cols, Sigma_sym, prob, nl, order), (x,), (v,))[1]
+    return jax.jvp(lambda z: gradient(z, rows, cols, Sigma_sym, prob, nl, order, basis, complement), (x,), (v,))[1]
 
 
 _hessian_vector = jax.jit(_hvp, static_argnames=("nl", "order"))
 
 
 @partial(jax.jit, static_argnames=("nl", "order"))
-def _dense_hessian(x, rows, cols, Sigma_sym, prob, nl, order):
+def _dense_hessian(x, rows, cols, Sigma_sym, prob, basis, complement, nl, order):
     """The full Hessian, column by column from Hessian-vector products in batches."""
-    columns = jax.lax.map(lambda v: _hvp(v, x, rows, cols, Sigma_sym, prob, nl, order), jnp.eye(x.shape[0]),
-                          batch_size=_HVP_BATCH)
+    columns = jax.lax.map(lambda v: _hvp(v, x, rows, cols, Sigma_sym, prob, basis, complement, nl, order),
+                          jnp.eye(x.shape[0]), batch_size=_HVP_BATCH)
     return columns.T
 
 
 class ClosureCrossTime:
     """``S_G`` on the cross-time directions at the symmetric closure point ``Sigma_sym``
     (module docstring): value and gradient, Hessian-vector products and the dense Hessian in the
-    coordinates ``x`` (the entries of ``X`` at ``(rows, cols)``)."""
+    coordinates ``x`` (the entries of ``X`` at ``(rows, cols)``), on ``support`` where the prior
+    covariance is singular (:func:`.closure.closure_support`; ``None``: regular)."""
 
     def __init__(self, prob: Problem, nl: Nonlinearity, Sigma_sym: np.ndarray, rows: np.ndarray, cols: np.ndarray,
-                 order: int = DEFAULT_ORDER):
-        self.args = (jnp.asarray(rows), jnp.asarray(cols), jnp.asarray(Sigma_sym), prob)
+                 order: int = DEFAULT_ORDER, support: Support | None = None):
+        regular = support is None or support.full
+        self.args = (jnp.asarray(rows), jnp.asarray(cols), jnp.asarray(Sigma_sym), prob,
+                     None if regular else jnp.asarray(support.basis), None if regular else jnp.asarray(support.complement))
         self.nl, self.order = nl, order
 
     def value_and_gradient(self, x):
-        return _value_and_gradient(x, *self.args, nl=self.nl, order=self.order)
+        rows, cols, Sigma_sym, prob, basis, complement = self.args
+        return _value_and_gradient(x, rows, cols, Sigma_sym, prob, self.nl, self.order, basis, complement)
 
     def hessian_vector(self, v, x):
         return _hessian_vector(v, x, *self.args, nl=self.nl, order=self.order)

@@ -48,7 +48,8 @@ from ..nonlinearities import Nonlinearity, get_nonlinearity
 from ..spec import Architecture, Prior, Task
 from ..validation import positive_int
 from .action import action_terms
-from .closure import check_gaussian_map
+from .closure import check_gaussian_map, closure_support
+from .lazy import lazy_kernel
 from .closure_stability import ClosureCrossTime, cross_kernel
 from .kernels import SUPPORT_RTOL, Problem, make_problem
 from .solver import Solution, solve
@@ -234,11 +235,6 @@ def stability(sol, k: int = 3, method: str = "auto", theory: str = "auto") -> St
 def _symmetric_stability(model: Model, theory: str, k: int, method: str) -> Stability:
     """:func:`stability` of ``model`` with a resolved ``theory`` (``"exact"`` or ``"gaussian"``)."""
     prob = _problem(model)
-    if theory == "gaussian" and not prob.support.full:
-        raise ValueError(
-            f"theory: the Gaussian closure's stability needs a regular prior covariance, but K(C) is singular here "
-            f"(rank {prob.support.rank} < n = T·P = {prob.n}: more sequences than input dimensions, or repeated or "
-            "linearly dependent inputs); use theory='exact' (phi='linear'), more input dimensions or fewer sequences")
     sym = symmetric_solution(model, method=theory)
     if theory == "exact":
         return _stability(prob, sym.C, k, method)
@@ -270,9 +266,16 @@ def _stability(prob: Problem, C_sym: np.ndarray, k: int, method: str) -> Stabili
 def _closure_stability(prob: Problem, nl: Nonlinearity, Sigma_sym: np.ndarray, C_sym: np.ndarray, k: int,
                        method: str) -> Stability:
     """Cross-time Hessian of the closure action ``S_G`` at ``Sigma_sym`` (``C_sym = G_φ(Sigma_sym)``;
-    :mod:`.closure_stability`)."""
-    rows, cols = _cross_time_index(prob.T, prob.P)
-    f = ClosureCrossTime(prob, nl, Sigma_sym, rows, cols)
+    :mod:`.closure_stability`), on the closure's support where the prior covariance is singular."""
+    support = closure_support(prob, np.asarray(prob.K(lazy_kernel(prob, nl))))
+    if support.full:
+        rows, cols = _cross_time_index(prob.T, prob.P)
+    elif len(support.classes) != prob.T:  # unreachable: _check_symmetric_exists refuses time-coupled priors
+        raise ValueError("task: the support couples time steps, so there is no time-symmetric solution")
+    else:
+        rows, cols = _cross_time_index(prob.T, [len(idx) if Q is None else Q.shape[1]
+                                                for idx, Q in zip(support.classes, support.bases)])
+    f = ClosureCrossTime(prob, nl, Sigma_sym, rows, cols, support=support)
     S0, gradient, eig = _spectrum(f.value_and_gradient, f.hessian, f.hessian_vector, prob.T, rows.size, k, method)
     return Stability(eigenvalues=eig, dimension=rows.size, gradient=gradient, C_sym=np.asarray(C_sym), S_sym=S0,
                      theory="gaussian", Sigma_sym=np.asarray(Sigma_sym))
