@@ -19,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 __all__ = ["plot_kernels", "plot_block_errors", "plot_bifurcation", "plot_phase_diagram", "plot_spectrum",
-           "plot_theory_and_networks", "METHOD_LABELS"]
+           "plot_theory_and_networks", "draw_theory_and_networks", "METHOD_LABELS"]
 
 _CMAP = "RdBu_r"
 
@@ -247,11 +247,16 @@ def plot_theory_and_networks(curve, points=None, observable: str = "coherence", 
     a few control values) ``<observable>_theory`` as filled and ``<observable>_sampled`` as open
     markers, with error bars ``<observable>_<source>_err`` where stored. Theory results are labelled
     by their method (``theory_method``: "Gaussian closure", "particle solver", ...)."""
-    name = f"{observable}_theory"
-    control = _control_dim(curve, name, by, "curve")
     fig = Figure(figsize=(6.4, 4.4))
     FigureCanvasAgg(fig)
-    ax = fig.subplots()
+    draw_theory_and_networks(fig.subplots(), curve, points, observable, by)
+    return _finish(fig, path, title)
+
+
+def draw_theory_and_networks(ax, curve, points=None, observable: str = "coherence", by: str = "architecture") -> None:
+    """:func:`plot_theory_and_networks` drawn on the axes ``ax``."""
+    name = f"{observable}_theory"
+    control = _control_dim(curve, name, by, "curve")
     for i, value in enumerate(curve[by].values):
         sel, color = {by: value}, f"C{i % 10}"
         ax.plot(curve[control], curve[name].sel(sel), color=color, lw=2, label=f"{value}: {_method_label(curve, sel)}")
@@ -269,4 +274,3 @@ def plot_theory_and_networks(curve, points=None, observable: str = "coherence", 
     ax.set_xlabel(control)
     ax.set_ylabel("temporal coherence rho" if observable == "coherence" else observable)
     ax.legend(fontsize=7)
-    return _finish(fig, path, title)

@@ -27,7 +27,7 @@ from matplotlib.lines import Line2D
 
 from .plots import METHOD_LABELS, _save
 
-__all__ = ["plot_learning_curves", "plot_step_errors", "plot_fraction"]
+__all__ = ["plot_learning_curves", "draw_learning_curve", "plot_step_errors", "plot_fraction"]
 
 _STYLE = {
     "theory": dict(ls="-", marker=None, label="theory"),
@@ -84,6 +84,11 @@ def _width(i: int, n: int) -> float:
 
 
 def _legend(fig, ds, colours):
+    fig.legend(handles=_legend_handles(ds, colours), loc="outside right center", fontsize=8, frameon=False)
+
+
+def _legend_handles(ds, colours):
+    """One line per architecture (its colour), one per predictor (its style)."""
     handles = [Line2D([], [], color=c, lw=2, label=a) for a, c in colours.items()]
     for p in ds.predictor.values:
         st = _STYLE.get(str(p), dict(ls=":", marker="^", label=str(p)))
@@ -92,7 +97,7 @@ def _legend(fig, ds, colours):
             label = f"theory ({METHOD_LABELS['gaussian']})"
         handles.append(Line2D([], [], color="0.3", ls=st["ls"] if st["ls"] != "none" else "none",
                               marker=st["marker"], mfc="white" if p == "langevin" else "0.3", label=label))
-    fig.legend(handles=handles, loc="outside right center", fontsize=8, frameon=False)
+    return handles
 
 
 def _new_figure(rows: int, cols: int, width: float = 10.5, height: float = 3.3):
@@ -120,30 +125,43 @@ def plot_learning_curves(ds: xr.Dataset, path=None, metric: str = "nmse", title:
     metric = _metric(ds, metric)
     schedules = list(ds.schedule.values)
     fig, axes = _new_figure(len(schedules), 2)
-    colours = _colours(ds)
-    P = ds.P.values
-    spread = 0.015 * (P.max() - P.min() if P.size > 1 else 1.0)
     for row, sched in enumerate(schedules):
         for col, part in enumerate(_PANELS):
-            ax = axes[row, col]
-            name = f"{metric}_{part}"
-            sem_name = f"{metric}_sem_{part}" if metric != "sign_error" else None
-            for i, arch in enumerate(ds.arch.values):
-                for k, pred in enumerate(ds.predictor.values):
-                    sel = dict(arch=arch, schedule=sched, predictor=pred)
-                    mean, err = _summary(ds[name].sel(sel), ds[sem_name].sel(sel) if sem_name else None)
-                    _draw(ax, P, mean, err, str(pred), colours[arch], offset=(i - len(colours) / 2) * spread,
-                          lw=_width(i, len(colours)))
-            if metric == "nmse":
-                ax.axhline(1.0, color="0.6", lw=0.8, ls=":")
-            ax.set(xlabel="training sequences P", ylabel=_YLABEL[metric])
-            ax.set_xticks(P)
-            frac = float(ds.supervised_fraction.sel(schedule=sched))
-            ax.set_title(f"{_PANELS[part]} — {sched} (fraction {frac:.2f})", fontsize=9)
-    _legend(fig, ds, colours)
+            draw_learning_curve(axes[row, col], ds, sched, part, metric)
+    _legend(fig, ds, _colours(ds))
     fig.suptitle(title or _default_title(ds))
     _save(fig, path)
     return fig
+
+
+def draw_learning_curve(ax, ds: xr.Dataset, schedule, part: str = "unsupervised", metric: str = "nmse",
+                        legend: bool = False) -> None:
+    """One panel of :func:`plot_learning_curves` on the axes ``ax``: error of ``part``
+    (``"unsupervised"`` or ``"heldout"``) against ``P`` for the supervision ``schedule``, with the
+    figure's legend on the axes when ``legend``."""
+    _check(ds)
+    metric = _metric(ds, metric)
+    if part not in _PANELS:
+        raise ValueError(f"part: must be one of {list(_PANELS)}, got {part!r}")
+    colours = _colours(ds)
+    P = ds.P.values
+    spread = 0.015 * (P.max() - P.min() if P.size > 1 else 1.0)
+    name = f"{metric}_{part}"
+    sem_name = f"{metric}_sem_{part}" if metric != "sign_error" else None
+    for i, arch in enumerate(ds.arch.values):
+        for pred in ds.predictor.values:
+            sel = dict(arch=arch, schedule=schedule, predictor=pred)
+            mean, err = _summary(ds[name].sel(sel), ds[sem_name].sel(sel) if sem_name else None)
+            _draw(ax, P, mean, err, str(pred), colours[arch], offset=(i - len(colours) / 2) * spread,
+                  lw=_width(i, len(colours)))
+    if metric == "nmse":
+        ax.axhline(1.0, color="0.6", lw=0.8, ls=":")
+    ax.set(xlabel="training sequences P", ylabel=_YLABEL[metric])
+    ax.set_xticks(P)
+    frac = float(ds.supervised_fraction.sel(schedule=schedule))
+    ax.set_title(f"{_PANELS[part]} — {schedule} (fraction {frac:.2f})", fontsize=9)
+    if legend:
+        ax.legend(handles=_legend_handles(ds, colours), fontsize=7)
 
 
 def _default_title(ds) -> str:

@@ -238,3 +238,40 @@ def test_closure_theory_is_labelled(lazy_study):
     assert legend[-1] == "theory (Gaussian closure)"
     legend = [t.get_text() for t in pg.plot_learning_curves(ds.assign_attrs(theory_method="exact")).legends[0].get_texts()]
     assert legend[-1] == "theory"
+
+
+def _coherence_sweep(scales, archs, method, seed, sampled=False):
+    """The layout of kernelfield.sweep.load for axes (architecture, target_scale)."""
+    rng = np.random.default_rng(seed)
+    shape = (len(archs), len(scales))
+    data = {"coherence_theory": (("architecture", "target_scale"), rng.random(shape)),
+            "theory_method": (("architecture", "target_scale"), np.full(shape, method, dtype=object))}
+    if sampled:
+        data["coherence_sampled"] = (("architecture", "target_scale"), rng.random(shape))
+    return xr.Dataset(data, coords={"architecture": archs, "target_scale": scales})
+
+
+def test_headline_figure_draws_both_claims_from_the_same_panels(lazy_study, tmp_path):
+    """Panels (a) and (b) are plot_theory_and_networks' axes, panel (c) the unsupervised panel of
+    plot_learning_curves for the first schedule: the same lines, markers and legend."""
+    from kernelfield.plots_headline import plot_headline
+
+    linear = _coherence_sweep(np.linspace(0, 4, 9), ["rnn", "dnn", "tied_every_2"], "exact", 0)
+    linear_points = _coherence_sweep([1.0, 3.0], ["rnn", "dnn", "tied_every_2"], "exact", 1, sampled=True)
+    erf = _coherence_sweep(np.linspace(0, 2, 5), ["rnn", "dnn"], "gaussian", 2)
+    erf_points = _coherence_sweep([0.5, 1.5], ["rnn", "dnn"], "particles", 3, sampled=True)
+    ds = _with_networks(lazy_study)
+    fig = plot_headline(linear, linear_points, erf, erf_points, ds, path=tmp_path / "headline.png")
+    a, b, c = fig.axes
+    assert [ax.get_title()[:3] for ax in (a, b, c)] == ["(a)", "(b)", "(c)"]
+    labels = [line.get_label() for line in a.get_lines() if not line.get_label().startswith("_")]
+    assert labels == ["rnn: exact theory", "dnn: exact theory", "tied_every_2: exact theory"]
+    np.testing.assert_array_equal(a.get_lines()[0].get_ydata(), linear["coherence_theory"].sel(architecture="rnn"))
+    assert sorted(cont.get_label() for cont in b.containers) == [
+        "dnn: particle solver", "dnn: sampled networks", "rnn: particle solver", "rnn: sampled networks"]
+    first = pg.plot_learning_curves(ds.sel(schedule=[ds.schedule.values[0]])).axes[0]
+    for style in ("-", "--"):
+        np.testing.assert_array_equal(_lines(c, style), _lines(first, style))
+    np.testing.assert_array_equal(_markers(c, "o"), _markers(first, "o"))
+    assert [t.get_text() for t in c.get_legend().get_texts()][:len(ds.arch)] == list(ds.arch.values)
+    assert (tmp_path / "headline.png").stat().st_size > 10_000

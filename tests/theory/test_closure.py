@@ -76,10 +76,11 @@ def test_low_rank_broken_start_reaches_the_branch_of_the_convex_mix_start():
 def test_low_rank_broken_start_only_where_the_symmetric_branch_is_time_local():
     """A DNN's broken start is time-local and a sequential task's symmetric branch is dense: both
     get the convex-mix start, as in the exact solver (:func:`broken_factor`)."""
+    nl = kf.nonlinearities.get_nonlinearity("erf")
     for arch, t in [(kf.Architecture.dnn, endpoint_task()), (kf.Architecture.rnn, sequential_task())]:
-        sol = kf.solve(arch(t.T), t, phi="erf", method="gaussian", init="prior")
-        start = closure_broken_start(sol.problem, sol.model.nonlinearity, sol.best.Sigma)
-        np.testing.assert_allclose(start, broken_start(sol.problem, sol.best.Sigma))
+        prob = make_problem(arch(t.T), t, kf.Prior(), 0.1)
+        Sigma = np.asarray(prob.K(lazy_kernel(prob, nl)))  # the closure's prior start, as time-local as its solution
+        np.testing.assert_allclose(closure_broken_start(prob, nl, Sigma), broken_start(prob, Sigma))
 
 
 def _backward_field(prob, Sigma, C):
