@@ -471,17 +471,27 @@ def test_sigterm_then_resume_loses_and_recomputes_nothing(tmp_path):
 
 
 @pytest.mark.slow
-def test_dask_cluster_gives_the_same_numbers_as_the_process_pool(tmp_path, monkeypatch):
-    distributed = pytest.importorskip("distributed")
+def test_dask_cluster_gives_the_same_numbers_as_the_process_pool(tmp_path):
+    pytest.importorskip("distributed")
     sweep_file = tmp_path / "sampled.toml"
     sweep_file.write_text(SAMPLED.replace("COMPUTE", '["solve", "sample", "coherence"]').replace("NUM", "200")
                           .replace("SCALES", "[0.5, 2.0]"))
     kf.sweep.run(sweep_file, tmp_path / "pool", workers=1, progress=False)
-    # the Dask worker reuses the programs the pool compiled (JAX's persistent cache): saves the compile time
-    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "pool" / kf.sweep.JAX_CACHE))
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        result = kf.sweep.run(sweep_file, tmp_path / "dask", scheduler=cluster.scheduler_address, progress=False)
-    assert (result.computed, result.failed) == (2, 0)
+    # The cluster, its client and the Dask worker run in a child process: a distributed event loop
+    # and JAX's persistent cache left behind in this pytest worker made later XLA compilations in
+    # it crash (seen twice: abort / segfault inside backend_compile_and_load). The Dask worker
+    # reuses the programs the pool compiled (JAX's persistent cache): saves the compile time.
+    script = (
+        "import sys, distributed, kernelfield as kf\n"
+        "with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as c:\n"
+        "    r = kf.sweep.run(sys.argv[1], sys.argv[2], scheduler=c.scheduler_address, progress=False)\n"
+        "print(r.computed, r.failed)\n"
+    )
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "pool" / kf.sweep.JAX_CACHE)}
+    child = subprocess.run([sys.executable, "-c", script, str(sweep_file), str(tmp_path / "dask")], env=env,
+                           capture_output=True, text=True, timeout=900)
+    assert child.returncode == 0, child.stderr[-3000:]
+    assert child.stdout.split()[-2:] == ["2", "0"]  # computed, failed
     pool, dask = kf.sweep.load(tmp_path / "pool"), kf.sweep.load(tmp_path / "dask")
     assert (dask["status"].values == "ok").all()
     outputs = [v for v in pool.data_vars if pool[v].dtype != object and not v.startswith("seconds")
