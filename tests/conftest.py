@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
 
+import jax
 import kernelfield as kf
+
+# No persistent compilation cache in the test processes themselves (sweep pools still share one
+# between their own spawned workers): in three fresh-clone runs a pytest worker whose compilations
+# went through JAX's persistent-cache path crashed inside XLA's compiler (abort or segfault in
+# backend_compile_and_load, twice at tests/finite/test_sampling.py::test_log_posterior[erf]).
+jax.config.update("jax_enable_compilation_cache", False)
 
 
 def endpoint_task(P=3, T=3, D=4, scale=1.0, seed=0):
