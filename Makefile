@@ -67,4 +67,4 @@ lock: $(UV)
 	$(UV_COMPILE) --extra test --extra docs -c $(LOCK) -o $(DOCS_LOCK)
 
 clean:
-	rm -rf $(VENV) $(TOOLS) results site
+	rm -rf $(VENV) $(TOOLS) results site .jax_cache_tests

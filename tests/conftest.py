@@ -1,14 +1,16 @@
+from pathlib import Path
+
+import jax
 import numpy as np
 import pytest
 
-import jax
-import kernelfield as kf
+# One persistent compilation cache for both test workers (and for later runs): a program that one
+# worker compiled, the other loads instead of compiling it again. Set before the first compilation.
+jax.config.update("jax_compilation_cache_dir", str(Path(__file__).resolve().parent.parent / ".jax_cache_tests"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
-# No persistent compilation cache in the test processes themselves (sweep pools still share one
-# between their own spawned workers): in three fresh-clone runs a pytest worker whose compilations
-# went through JAX's persistent-cache path crashed inside XLA's compiler (abort or segfault in
-# backend_compile_and_load, twice at tests/finite/test_sampling.py::test_log_posterior[erf]).
-jax.config.update("jax_enable_compilation_cache", False)
+import kernelfield as kf  # noqa: E402
+from kernelfield.sweep.computations import release_programs_if_crowded  # noqa: E402
 
 
 def endpoint_task(P=3, T=3, D=4, scale=1.0, seed=0):
@@ -38,6 +40,19 @@ TRAIN_RUN = dict(N=16, num_networks=3, num_steps=300, burn_in=100, record_every=
 def train_run_model():
     """The architecture and task of :data:`TRAIN_RUN`: an RNN on a 2-sequence integration task."""
     return kf.Architecture.rnn(3), kf.tasks.integration(P=2, T=3, D=3, supervise_every=2, seed=0)
+
+
+@pytest.fixture(autouse=True)
+def release_compiled_programs():
+    """Free the compiled XLA programs of this worker once they hold too many memory mappings
+    (:func:`kernelfield.sweep.computations.release_programs_if_crowded`, as sweep workers do).
+    Every CPU executable holds mappings of its own and a pytest worker compiles thousands of
+    programs: without this a worker reached the kernel's limit of 65,530 (``vm.max_map_count``)
+    near the end of the suite and crashed with a segmentation fault inside XLA's compiler (the
+    core dump of such a worker held 65,473 mappings). Freeing only when crowded keeps the
+    programs that later test modules share."""
+    yield
+    release_programs_if_crowded()
 
 
 @pytest.fixture(scope="session")

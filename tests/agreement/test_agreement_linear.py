@@ -56,13 +56,16 @@ def test_rnn_endpoint_matches_width_64_network(sampled):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", ["endpoint-rnn", "sequential-rnn"])
 def test_error_shrinks_with_width(case, sampled):
     """Widths N and 4N: both within tolerance, and the error at 4N is below 60% of that at N
-    (bias ~1/N and noise ~1/sqrt(N) predict 25–50%). Measured errors (N / 4N): endpoint DNN
-    3.1% / 0.9%, sequential RNN 5.6% / 1.3%, with error bars 1.6% / 0.7% and 1.8% / 1.0%. The
-    endpoint RNN uses N = 64 / 256: at N = 32 its samples do not yet settle on the
-    symmetry-broken branch (kernel error 26% against it, 17% against the symmetric one)."""
+    (bias ~1/N and noise ~1/sqrt(N) predict 25–50%). Measured errors (N / 4N): sequential RNN
+    5.6% / 1.3%, with error bars 1.8% / 1.0% (the DNN cases, endpoint 3.1% / 0.9% and
+    sequential, passed too and were dropped to keep the suite within its time budget: the DNN is
+    the RNN's code path with another mask, and its agreement is checked in
+    test_agreement_sequential.py and test_agreement_nonlinear.py). The endpoint RNN uses
+    N = 64 / 256: at N = 32 its samples do not yet settle on the symmetry-broken branch (kernel
+    error 26% against it, 17% against the symmetric one)."""
     arch, task = model(case)
     sol = kf.solve(arch, task, kappa=0.1)
     errors = []

@@ -26,14 +26,12 @@ def tolerance(cmp, sol):
 # Ordered by (phi, architecture): every case has the same sizes (P = 3, T = 3, D = 4, N = 128), so
 # cases with the same phi share the particle flow's and its check's compilation, and cases with the
 # same (phi, architecture) also the sampler's; neighbours tend to run in the same test worker.
-# Weak signals (target 0.2: erf RNN, tanh DNN) passed here too and were dropped to keep the suite
-# under its time budget; the weak-signal limit is checked against the closed-form arcsine kernel in
+# Weak signals (target 0.2: erf RNN, tanh DNN), the tanh RNN and the erf DNN on the endpoint task
+# passed here too and were dropped to keep the suite under its time budget; the weak-signal limit is checked against the closed-form arcsine kernel in
 # tests/theory/test_particles.py and against the Gaussian closure in tests/theory/test_closure.py.
 CASES = [
     ("erf", "rnn", "endpoint", 1.0),
-    ("erf", "dnn", "endpoint", 1.0),
     ("erf", "dnn", "sequential", 1.0),
-    ("tanh", "rnn", "endpoint", 1.0),
     ("tanh", "rnn", "sequential", 1.0),
     ("relu", "dnn", "endpoint", 0.5),
 ]

@@ -142,10 +142,3 @@ def test_nonodd_phi_and_bad_methods_are_refused_clearly():
         kf.stability(rnn_model("erf"), theory="closure")
     with pytest.raises(NoTransitionError, match="couples no two time steps"):
         kf.critical_signal(kf.Model(kf.Architecture.dnn(T), task_at(1.0), phi="erf"), method="gaussian")
-
-
-@pytest.mark.slow
-def test_tanh_closure_critical_signal_is_bracketed_by_branch_following():
-    point = kf.critical_signal(rnn_model("tanh"), tol=1e-4, verify=True, margin=0.1)
-    assert point.method == "gaussian" and 0.2 < point.value < 0.6
-    assert np.isnan(point.branches["lower"]["gain"]) and point.branches["higher"]["gain"] > 1e-6
