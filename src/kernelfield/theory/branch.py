@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .kernels import Support
 
 __all__ = ["Branch", "ConvergenceWarning"]
 
@@ -26,7 +30,9 @@ class Branch:
 
     Gaussian-closure solutions (``method="gaussian"``, an approximation whose ``S`` is a lower
     bound on the exact one for nonlinear ``phi``) carry ``Sigma``, the covariance of the
-    preactivations ``h ~ N(0, Sigma)`` with ``C = <φφᵀ>_{N(0, Sigma)}``; ``None`` otherwise."""
+    preactivations ``h ~ N(0, Sigma)`` with ``C = <φφᵀ>_{N(0, Sigma)}``, and the ``support``
+    of the closure's kernels (:func:`.closure.closure_support`; full where the prior covariance
+    is regular; not stored on disk); ``None`` otherwise."""
 
     C: np.ndarray
     Ct: np.ndarray
@@ -43,6 +49,7 @@ class Branch:
     mc_error: float = 0.0
     phi_mean: np.ndarray | None = None
     Sigma: np.ndarray | None = None
+    support: Support | None = None
 
     @property
     def residual(self) -> float:

@@ -163,16 +163,24 @@ def closure_point(prob: Problem, mask, D, nl: Nonlinearity, order: int = DEFAULT
     return _point(DenseProblem(prob, mask), D, nl=nl, order=order)
 
 
+def _onto_support(X, complement) -> np.ndarray:
+    """``Π X Π`` with ``Π = I - P⊥`` (``complement`` = ``P⊥``, ``(n, n)`` or a ``(T, P, P)`` stack
+    for the time-local layout; ``X`` unchanged where it is ``None``, i.e. the prior is regular)."""
+    if complement is None:
+        return X
+    projector = np.eye(np.shape(X)[-1]) - complement
+    return projector @ X @ projector
+
+
 def _residuals(point: ClosurePoint, mask, complement=None) -> tuple[float, float]:
     """Forward ``||Sigma - (K⁻¹ - 2Ct_Sigma)⁻¹|| / ||Sigma||`` (``inf`` if not positive definite)
     and backward ``2||Sigma G Sigma|| / ||Sigma||``, ``G = ½(K⁻¹ - Sigma⁻¹) - Ct_Sigma`` on the
     free blocks ``mask`` (``1.0`` for ``(T, P, P)`` stacks; norms over all entries). On a support
     (``complement`` = ``P⊥``) inverses are pseudo-inverses, ``(X + P⊥)⁻¹ - P⊥``, and ``Ct_Sigma``
     is projected onto it."""
-    Sigma, K, Ct_Sigma = (np.asarray(x) for x in (point.Sigma, point.K, point.Ct_Sigma))
+    Sigma, K = np.asarray(point.Sigma), np.asarray(point.K)
+    Ct_Sigma = _onto_support(np.asarray(point.Ct_Sigma), complement)
     off = 0.0 if complement is None else np.asarray(complement)
-    if complement is not None:
-        Ct_Sigma = (np.eye(Sigma.shape[-1]) - off) @ Ct_Sigma @ (np.eye(Sigma.shape[-1]) - off)
     Kinv, Sinv = sym(np.linalg.inv(K + off)) - off, sym(np.linalg.inv(Sigma + off)) - off
     G = (0.5 * (Kinv - Sinv) - Ct_Sigma) * mask
     norm = np.linalg.norm(Sigma)
@@ -232,15 +240,9 @@ class ClosureObjective:
         """``D = Sigma0 - K(G_φ(Sigma0))`` on the free blocks, ``Sigma0`` ``(n, n)`` (both projected
         onto the support, so that ``Sigma(D)`` is the start's projection)."""
         _, feature_kernel, prior_covariance, _ = _maps(self.data, self.nl, self.order)
-        Sigma0 = self._project(self.restrict(Sigma0))
-        return self._project(sym(Sigma0 - np.asarray(prior_covariance(feature_kernel(jnp.asarray(Sigma0))))) * self.mask)
-
-    def _project(self, X) -> np.ndarray:
-        """``Π X Π`` onto the support (``X`` where the prior covariance is regular)."""
-        if self.complement is None:
-            return X
-        projector = np.eye(X.shape[-1]) - self.complement
-        return projector @ X @ projector
+        Sigma0 = _onto_support(self.restrict(Sigma0), self.complement)
+        innovation = sym(Sigma0 - np.asarray(prior_covariance(feature_kernel(jnp.asarray(Sigma0)))))
+        return _onto_support(innovation, self.complement) * self.mask
 
     def value(self, D) -> float:
         F = float(_value(self.data, D, nl=self.nl, order=self.order))
@@ -378,4 +380,4 @@ def closure_branch(prob: Problem, nl: Nonlinearity, Sigma0, tol: float, max_iter
     return Branch(C=np.asarray(x.C), Ct=np.asarray(x.Ct), S=-(gamma + energy), Gamma=gamma, E=energy, init=init,
                   converged=r.converged, residual_forward=r.residual_forward,
                   residual_backward=r.residual_backward, iterations=r.iterations, phi_mean=r.phi_mean,
-                  Sigma=np.asarray(x.Sigma))
+                  Sigma=np.asarray(x.Sigma), support=support)

@@ -48,6 +48,7 @@ from ..nonlinearities import Nonlinearity, get_nonlinearity
 from ..spec import Architecture, Prior, Task
 from ..validation import positive_int
 from .action import action_terms
+from .branch import Branch
 from .closure import check_gaussian_map, closure_support
 from .lazy import lazy_kernel
 from .closure_stability import ClosureCrossTime, cross_kernel
@@ -238,7 +239,7 @@ def _symmetric_stability(model: Model, theory: str, k: int, method: str) -> Stab
     sym = symmetric_solution(model, method=theory)
     if theory == "exact":
         return _stability(prob, sym.C, k, method)
-    return _closure_stability(prob, model.nonlinearity, sym.Sigma, sym.C, k, method)
+    return _closure_stability(prob, model.nonlinearity, sym.best, k, method)
 
 
 def _stability(prob: Problem, C_sym: np.ndarray, k: int, method: str) -> Stability:
@@ -263,11 +264,13 @@ def _stability(prob: Problem, C_sym: np.ndarray, k: int, method: str) -> Stabili
     return Stability(eigenvalues=eig, dimension=rows.size, gradient=gradient, C_sym=np.asarray(C_sym), S_sym=S0)
 
 
-def _closure_stability(prob: Problem, nl: Nonlinearity, Sigma_sym: np.ndarray, C_sym: np.ndarray, k: int,
-                       method: str) -> Stability:
-    """Cross-time Hessian of the closure action ``S_G`` at ``Sigma_sym`` (``C_sym = G_φ(Sigma_sym)``;
-    :mod:`.closure_stability`), on the closure's support where the prior covariance is singular."""
-    support = closure_support(prob, np.asarray(prob.K(lazy_kernel(prob, nl))))
+def _closure_stability(prob: Problem, nl: Nonlinearity, sym: Branch, k: int, method: str) -> Stability:
+    """Cross-time Hessian of the closure action ``S_G`` at the symmetric closure solution ``sym``
+    (its ``Sigma``, ``C = G_φ(Sigma)``; :mod:`.closure_stability`), on the closure's support where
+    the prior covariance is singular (the solution's; recomputed for one loaded from disk)."""
+    support = sym.support
+    if support is None:
+        support = closure_support(prob, np.asarray(prob.K(lazy_kernel(prob, nl))))
     if support.full:
         rows, cols = _cross_time_index(prob.T, prob.P)
     elif len(support.classes) != prob.T:  # unreachable: _check_symmetric_exists refuses time-coupled priors
@@ -275,10 +278,10 @@ def _closure_stability(prob: Problem, nl: Nonlinearity, Sigma_sym: np.ndarray, C
     else:
         rows, cols = _cross_time_index(prob.T, [len(idx) if Q is None else Q.shape[1]
                                                 for idx, Q in zip(support.classes, support.bases)])
-    f = ClosureCrossTime(prob, nl, Sigma_sym, rows, cols, support=support)
+    f = ClosureCrossTime(prob, nl, sym.Sigma, rows, cols, support=support)
     S0, gradient, eig = _spectrum(f.value_and_gradient, f.hessian, f.hessian_vector, prob.T, rows.size, k, method)
-    return Stability(eigenvalues=eig, dimension=rows.size, gradient=gradient, C_sym=np.asarray(C_sym), S_sym=S0,
-                     theory="gaussian", Sigma_sym=np.asarray(Sigma_sym))
+    return Stability(eigenvalues=eig, dimension=rows.size, gradient=gradient, C_sym=np.asarray(sym.C), S_sym=S0,
+                     theory="gaussian", Sigma_sym=np.asarray(sym.Sigma))
 
 
 def _spectrum(value_and_gradient, hessian, hessian_vector, T: int, m: int, k: int, method: str):
