@@ -27,11 +27,9 @@ installed packages: nothing is downloaded. :data:`TASKS` maps the names used in 
 files to the generators; every generator takes ``P``, ``T`` and ``seed``.
 
 Any ``P`` works with any ``D``: with more sequences than input dimensions (or repeated or
-linearly dependent inputs) the input kernel ``sigma_u² x·xᵀ/D`` is singular and the exact linear
-solver (and the lazy kernel) take kernels on its support (THEORY.md §3, "Rank-deficient prior
-covariances"). The particle solver and the Gaussian closure still need a non-singular input
-kernel at ``t = 0``, i.e. ``P`` linearly independent inputs there (``D >= P``; comfortably
-``D >= 2P``). The scalar signals (oscillator, sunspots) are given as delay embeddings of ``D``
+linearly dependent inputs) the input kernel ``sigma_u² x·xᵀ/D`` is singular and every solver
+(exact, particles, Gaussian closure) and the lazy kernel take kernels on its support
+(THEORY.md §3, "Rank-deficient prior covariances"). The scalar signals (oscillator, sunspots) are given as delay embeddings of ``D``
 past values.
 """
 
@@ -169,8 +167,7 @@ def integration(P: int, T: int, D: int = 1, supervise_every: int = 2, seed: int 
     (so ``supervise_every = 1`` supervises every step and ``supervise_every = 2`` the steps
     ``1, 3, 5, ...``); all other steps are ``NaN`` (unsupervised), which is where the theory
     predicts interpolation. ``supervise_every`` must be ``<= T`` so that at least one step is
-    supervised. ``D < P`` is fine for linear ``phi`` (the exact solver); the particle solver and
-    the Gaussian closure need ``D >= P`` (or a bias, ``sigma_b > 0``).
+    supervised. ``D < P`` is fine for every solver (kernels on the support of the prior covariance).
     """
     P, T, D = positive_int("P", P), positive_int("T", T), positive_int("D", D)
     supervise_every = positive_int("supervise_every", supervise_every)
@@ -361,8 +358,8 @@ def sequential_digits(
     its band (``T = 8``: one row per step). Each step's 8 pixels (centred by the data set's mean,
     unit mean square per row) are projected to ``D`` dimensions by one seeded Gaussian matrix,
     plus ``input_noise · N(0, I_D)`` (the top rows are nearly blank, and 8 pixels span at most 8
-    dimensions: the noise keeps the ``t = 0`` input kernel non-singular for ``P <= D``, which
-    only the particle solver and the Gaussian closure need). targets:
+    dimensions: the noise keeps the ``t = 0`` input kernel non-singular for ``P <= D``; the solvers
+    take singular ones too). targets:
     ``±target_scale`` as in :func:`digits`, at the last step (``label = "end"``) or at every step
     (``label = "every"``, a running classification whose early steps a schedule can leave
     unsupervised).

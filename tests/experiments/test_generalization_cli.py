@@ -77,8 +77,6 @@ def _with(section, **kw):
         (_with("task", generator="xor"), r"task\.generator: unknown task generator 'xor'"),
         (_with("task", P=3), r"task\.P: set the training-set sizes in \[study\]"),
         (_with("task", delay=2), r"task\.delay: not an argument of task generator 'integration'"),
-        ({**_with("task", D=3), "study": {**BASE["study"], "methods": ["theory"]}, "theory": {"phi": "erf"}},
-         r"task\.D: the input kernel at t = 0 .* singular .*theory\.method = 'particles' \(phi = 'erf'\)"),
         ({**BASE, "schedule": {"kind": "random"}}, r"schedule\.fraction: required when kind = 'random'"),
         (_with("schedule", fraction=0.5), r"schedule\.fraction: not used with kind = 'every'"),
         (_with("schedule", k=[0]), r"k: must be an integer >= 1"),

@@ -40,6 +40,24 @@ def test_linear_tilt_matches_the_gaussian_closed_form():
     assert m.ess > 1000 and 0.5 < m.acceptance_rate <= 1 and m.positions.shape == (64, 6)
 
 
+def test_linear_tilt_on_the_support_of_a_singular_prior():
+    # K of rank 4 in R^6 with range spanned by Q: q lives there, <hh^T> = Q (K_r^-1 - 2 Ct_r)^-1 Q^T
+    # with K_r = Q^T K Q, Ct_r = Q^T Ct Q, and log Z = -1/2 log det(I - 2 K_r Ct_r)
+    K_r, Ct_r = _kernels(4, tilt=0.4)
+    Q = np.linalg.qr(np.random.default_rng(3).normal(size=(6, 4)))[0]
+    K, Ct = Q @ K_r @ Q.T, Q @ Ct_r @ Q.T + 0.3 * (np.eye(6) - Q @ Q.T)  # Ct off the support enters nothing
+    m = tilted_moments(K, Ct, "linear", log_Z=True, seed=1, basis=Q)
+    exact = Q @ np.linalg.inv(np.linalg.inv(K_r) - 2 * Ct_r) @ Q.T
+    assert _z(m.hh, m.hh_err, exact) < Z_MAX
+    log_Z = -0.5 * np.linalg.slogdet(np.eye(4) - 2 * K_r @ Ct_r)[1]
+    assert abs(m.log_Z - log_Z) < Z_MAX * m.log_Z_err + 1e-4
+    assert np.abs(m.positions - m.positions @ Q @ Q.T).max() < 1e-10
+    with pytest.raises(ValueError, match="K: must be positive definite"):
+        tilted_moments(K, Ct, "linear")
+    with pytest.raises(ValueError, match="basis: expected an orthonormal"):
+        tilted_moments(K, Ct, "linear", basis=2 * Q)
+
+
 def test_untilted_erf_matches_the_arcsine_kernel():
     K, _ = _kernels(5, tilt=0.0, seed=2)
     m = tilted_moments(K, np.zeros_like(K), "erf", num_samples=300, seed=2)

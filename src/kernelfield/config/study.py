@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 from typing import Literal, Optional
 
-import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from ..schedules import SCHEDULES
@@ -141,11 +140,9 @@ class GeneralizationConfig(Section):
                 raise ValueError(f"{table}.P: must be a subset of study.P = {self.study.P}, got {subset}")
         pool_size = max(self.study.P) + self.study.P_test
         try:
-            pool = self.build_pool(pool_size)
+            self.build_pool(pool_size)
         except ValueError as e:  # generator argument checks
             raise ValueError(f"task.{e}") from None
-        if "theory" in self.study.methods and self.theory_method() == "particles":
-            self._check_input_kernel(pool)
         return self
 
     def theory_method(self) -> str:
@@ -154,21 +151,6 @@ class GeneralizationConfig(Section):
         if self.theory.method != "auto":
             return self.theory.method
         return "exact" if self.theory.phi == "linear" else "particles"
-
-    def _check_input_kernel(self, pool) -> None:
-        """The particle solver needs linearly independent inputs at t = 0 over the rows solved
-        together (the exact linear solver, the Gaussian closure and the lazy kernel take any)."""
-        rows = max(self.study.P) + min(self.study.P_test, self.study.heldout_batch or self.study.P_test)
-        x0 = pool.inputs[:rows, 0]
-        K0 = self.prior.sigma_u**2 * x0 @ x0.T / pool.D + self.prior.sigma_b**2
-        if np.linalg.eigvalsh(K0)[0] <= 1e-10 * max(1.0, np.abs(K0).max()):
-            raise ValueError(
-                f"task.D: the input kernel at t = 0 over max(P) + P_test = {rows} sequences is singular "
-                f"(D = {pool.D}), which theory.method = {self.theory_method()!r} (phi = {self.theory.phi!r}) does "
-                f"not handle yet; use theory.method = 'gaussian' (the Gaussian closure takes any P), phi = 'linear' "
-                f"(the exact solver), D >= {rows} (better 2x), "
-                "or set study.heldout_batch to solve held-out sequences in smaller batches"
-            )
 
     def build_pool(self, P: int):
         return TASKS[self.task.generator](P=P, T=self.task.T, seed=self.task.seed, **self.task.kwargs)

@@ -20,8 +20,7 @@ sequences (nested across ``P``), supervised where the schedule says. Held-out ro
 together with the training rows as unsupervised rows — exactly what :func:`kernelfield.predict`
 does; the theory is consistent under adding unsupervised rows (the training block and ``S`` do
 not change), so the training predictions come from the same solve. ``heldout_batch`` solves the
-held-out rows in batches instead (smaller kernels, and a weaker ``D >= P + batch`` condition on
-the ``t = 0`` input kernel).
+held-out rows in batches instead (smaller kernels).
 
 Errors are those of the posterior-mean predictor against the noise-free truth:
 ``mse = mean (f - truth)²`` over a set of entries and ``nmse = mse / mean truth²`` (1 = predicting

@@ -11,6 +11,10 @@ the independent chains. ``log Z`` by thermodynamic integration:
 ``log Z = ∫₀¹ <φᵀ Ct φ>_{q_β} dβ`` (``q_β``: tilt ``β Ct``) with Gauss–Legendre nodes in ``β``.
 Chains can be warm-started from the positions of a previous call (``init``), which is what a
 solver iterating on slowly changing ``(K, Ct)`` does.
+
+Singular ``K`` (THEORY.md §3, rank-deficient prior covariances): given an orthonormal ``basis``
+``Q`` ``(n, r)`` of its range, ``q`` lives on that support, ``h = Q L_r z`` with
+``L_r = chol(QᵀKQ)`` and ``z ∈ Rʳ``, and ``log Z`` is taken relative to ``N(0, K)`` there.
 """
 
 from __future__ import annotations
@@ -51,7 +55,9 @@ class TiltedMoments:
     positions: np.ndarray
 
 
-def _check(K, Ct, nl) -> tuple[np.ndarray, np.ndarray]:
+def _check(K, Ct, nl, basis=None) -> tuple[np.ndarray, np.ndarray]:
+    """``K`` and ``Ct`` checked and symmetrised; with a ``basis`` ``Q`` of the support, ``K`` is
+    checked there (``QᵀKQ`` positive definite)."""
     K = np.asarray(K, dtype=np.float64)
     Ct = np.asarray(Ct, dtype=np.float64)
     if K.ndim != 2 or K.shape[0] != K.shape[1] or K.shape[0] == 0:
@@ -63,11 +69,15 @@ def _check(K, Ct, nl) -> tuple[np.ndarray, np.ndarray]:
             raise ValueError(f"{name}: contains NaN or inf")
         if not np.allclose(M, M.T, rtol=1e-10, atol=1e-12 * max(1.0, np.abs(M).max())):
             raise ValueError(f"{name}: must be symmetric")
-    eig_K = np.linalg.eigvalsh(K)
+    Q = np.eye(K.shape[0]) if basis is None else np.asarray(basis, dtype=np.float64)
+    if Q.ndim != 2 or Q.shape[0] != K.shape[0] or not np.allclose(Q.T @ Q, np.eye(Q.shape[1]), atol=1e-8):
+        raise ValueError(f"basis: expected an orthonormal ({K.shape[0]}, r) basis of the support, got shape {Q.shape}")
+    eig_K = np.linalg.eigvalsh(Q.T @ K @ Q)
     if eig_K[0] <= 0:
-        raise ValueError(f"K: must be positive definite (smallest eigenvalue {eig_K[0]:.3g})")
-    if nl.name == "linear":  # q is Gaussian with covariance (K⁻¹ - 2Ct)⁻¹
-        margin = np.linalg.eigvalsh(np.linalg.inv(K) - 2 * Ct)[0]
+        where = "" if basis is None else " on the support"
+        raise ValueError(f"K: must be positive definite{where} (smallest eigenvalue {eig_K[0]:.3g})")
+    if nl.name == "linear":  # q is Gaussian with covariance (K⁻¹ - 2Ct)⁻¹ (on the support)
+        margin = np.linalg.eigvalsh(np.linalg.inv(Q.T @ K @ Q) - 2 * Q.T @ Ct @ Q)[0]
         if margin <= 0:
             raise ValueError(f"Ct: K⁻¹ - 2Ct is not positive definite (smallest eigenvalue {margin:.3g}); "
                              "the tilted measure is not normalisable")
@@ -105,7 +115,7 @@ def _run(key, z0, L, Ct, beta, fn, num_chains: int, num_warmup: int, num_samples
         summary = jnp.stack([jax.vmap(tilt)(states.position), jnp.sum(states.position**2, axis=1)], axis=1)
         return (states, sums), (summary, info.acceptance_rate)
 
-    n = z0.shape[1]
+    n = L.shape[0]
     zeros = jnp.zeros((num_chains, n, n))
     (states, sums), (summaries, rate) = jax.lax.scan(one, (states, (zeros, zeros)),
                                                      jax.random.split(key_sample, num_samples))
@@ -120,31 +130,40 @@ def _mean_and_error(per_chain):
 
 
 def tilted_moments(K, Ct, phi="linear", num_chains: int = 64, num_samples: int = 500, num_warmup: int = 300,
-                   seed: int = 0, init=None, log_Z: bool = False, num_temperatures: int = 6) -> TiltedMoments:
+                   seed: int = 0, init=None, log_Z: bool = False, num_temperatures: int = 6,
+                   basis=None) -> TiltedMoments:
     """``<φφᵀ>_q``, ``<hhᵀ>_q`` (and with ``log_Z=True`` ``log Z``) for the tilted Gaussian ``q``.
 
+    basis: for a singular ``K``, an orthonormal ``(n, r)`` basis of its range; ``q`` lives there
+    (module docstring). ``None``: ``K`` positive definite.
     init: ``(num_chains, n)`` starting trajectories ``h`` (e.g. ``positions`` of a previous call);
     default: draws from ``N(0, K)``. ``log Z`` uses ``num_temperatures`` Gauss–Legendre nodes in
     ``β ∈ (0, 1)``, each a separate sampling run of the same size (its error is the Monte Carlo
     error; the quadrature error is ``O(‖∂⁽²ᵏ⁾_β‖)`` and is negligible for smooth tilts).
     """
     nl = get_nonlinearity(phi)
-    K, Ct = _check(K, Ct, nl)
+    K, Ct = _check(K, Ct, nl, basis)
     for name, value, minimum in (("num_chains", num_chains, 2), ("num_samples", num_samples, 2),
                                  ("num_warmup", num_warmup, 1), ("seed", seed, 0),
                                  ("num_temperatures", num_temperatures, 1)):
         integer(name, value, minimum)
     n = K.shape[0]
-    L = np.linalg.cholesky(K)
+    if basis is None:
+        L = np.linalg.cholesky(K)
+    else:  # h = Q L_r z on the support
+        Q = np.asarray(basis, dtype=np.float64)
+        L_r = np.linalg.cholesky(0.5 * (Q.T @ K @ Q + (Q.T @ K @ Q).T))
+        L = Q @ L_r
+    r = L.shape[1]
     key = jax.random.PRNGKey(seed)
     key_init, key_run, key_logz = jax.random.split(key, 3)
     if init is None:
-        z0 = jax.random.normal(key_init, (num_chains, n))
+        z0 = jax.random.normal(key_init, (num_chains, r))
     else:
         init = np.asarray(init, dtype=np.float64)
         if init.shape != (num_chains, n) or not np.all(np.isfinite(init)):
             raise ValueError(f"init: expected finite starting points of shape ({num_chains}, {n}), got {init.shape}")
-        z0 = jnp.asarray(np.linalg.solve(L, init.T).T)
+        z0 = jnp.asarray(np.linalg.solve(L, init.T).T if basis is None else np.linalg.solve(L_r, Q.T @ init.T).T)
     run = partial(_run, L=jnp.asarray(L), Ct=jnp.asarray(Ct), fn=nl.fn, num_chains=num_chains,
                   num_warmup=num_warmup, num_samples=num_samples)
     positions, phiphi, hh, summaries, rate = run(key_run, z0, beta=1.0)

@@ -101,7 +101,8 @@ class ParticleResult:
 class FlowArrays(NamedTuple):
     """The constant inputs of the flow (a pytree): ``free``, the kernel entries estimated from
     the particles, and of the problem ``M_W``, ``M_v``, ``K_in``, the supervised indices, the
-    targets ``y`` and ``kappa``."""
+    targets ``y`` and ``kappa``; where the prior covariance is singular, an orthonormal ``basis``
+    ``Q`` ``(n, r)`` of the support on which the trajectories live (``None``: regular)."""
 
     free: np.ndarray
     MW: np.ndarray
@@ -110,10 +111,12 @@ class FlowArrays(NamedTuple):
     supervised: np.ndarray
     y: np.ndarray
     kappa: float
+    basis: np.ndarray | None = None
 
     @classmethod
-    def of(cls, prob: Problem, free: np.ndarray) -> "FlowArrays":
-        return cls(np.asarray(free), prob.MW, prob.Mv, prob.K_in, np.asarray(prob.supervised), prob.y, prob.kappa)
+    def of(cls, prob: Problem, free: np.ndarray, basis: np.ndarray | None = None) -> "FlowArrays":
+        return cls(np.asarray(free), prob.MW, prob.Mv, prob.K_in, np.asarray(prob.supervised), prob.y, prob.kappa,
+                   None if basis is None else np.asarray(basis))
 
 
 class WindowMeans(NamedTuple):
@@ -168,13 +171,20 @@ def _spd_inverse(A):
     return cho_solve((jnp.linalg.cholesky(0.5 * (A + A.T)), True), jnp.eye(A.shape[0]))
 
 
+def _on_support(X, basis):
+    """``QᵀXQ`` (``X`` where ``basis`` is ``None``)."""
+    return X if basis is None else basis.T @ X @ basis
+
+
 def fields(C, Sig, arrays: FlowArrays, P: int):
     """``K = K(C)`` and the backward field
     ``Ct = g² shiftᵀ(M_W ∘ ½(K⁻¹ Σ K⁻¹ - K⁻¹)) + ½ σ_v² M_v ∘ [(Ay)(Ay)ᵀ on S]``,
-    ``A = (G_S(C) + κI)⁻¹``."""
+    ``A = (G_S(C) + κI)⁻¹``; on a support ``Q``, ``K⁻¹`` is the pseudo-inverse ``Q(QᵀKQ)⁻¹Qᵀ``
+    (the derivative of the KL divergence on the support, THEORY.md §3)."""
     MW, Mv, S_idx = arrays.MW, arrays.Mv, arrays.supervised
     K = MW * shift(C, P) + arrays.K_in
-    Kinv = _spd_inverse(K)
+    Q = arrays.basis
+    Kinv = _spd_inverse(K) if Q is None else Q @ _spd_inverse(Q.T @ K @ Q) @ Q.T
     Ay = jnp.linalg.solve((Mv * C)[S_idx][:, S_idx] + arrays.kappa * jnp.eye(S_idx.shape[0]), arrays.y)
     data = jnp.zeros_like(C).at[S_idx[:, None], S_idx[None, :]].set(jnp.outer(Ay, Ay))
     Ct = shift_adjoint(MW * 0.5 * (Kinv @ Sig @ Kinv - Kinv), P) + 0.5 * Mv * data
@@ -184,28 +194,34 @@ def fields(C, Sig, arrays: FlowArrays, P: int):
 @partial(jax.jit, static_argnames=("fn", "zero_mean", "length", "P"))
 def _window(arrays: FlowArrays, key, H, step_size, fn, zero_mean: bool, length: int, P: int):
     """``length`` iterations: moments -> fields -> one MALA step of every particle in
-    coordinates ``h = L z``, ``L = chol Σ``. Returns the particles and the :class:`WindowMeans`."""
+    coordinates ``h = L z``, ``L = chol Σ`` (on a support ``Q``: ``h = Q L z``, ``L = chol QᵀΣQ``).
+    Returns the particles and the :class:`WindowMeans`."""
     kernel = blackjax.mala.build_kernel()
     n = H.shape[1]
+
+    Q = arrays.basis
+    lift = (lambda u: u) if Q is None else (lambda u: u @ Q.T)  # noqa: E731  support coordinates -> h
 
     def one(carry: _WindowCarry, key):
         C, Sig = _moments(carry.H, fn, arrays.free, zero_mean)
         mean = jnp.zeros(n) if zero_mean else jnp.mean(fn(carry.H), axis=0)
         K, Ct = fields(C, Sig, arrays, P)
-        Lp = jnp.linalg.cholesky(Sig + 1e-12 * jnp.trace(Sig) / n * jnp.eye(n))
-        B = solve_triangular(jnp.linalg.cholesky(K), Lp, lower=True)
+        Sig_r = _on_support(Sig, Q)
+        r = Sig_r.shape[0]
+        Lp = jnp.linalg.cholesky(Sig_r + 1e-12 * jnp.trace(Sig_r) / r * jnp.eye(r))
+        B = solve_triangular(jnp.linalg.cholesky(_on_support(K, Q)), Lp, lower=True)
 
         def logdensity(z):
-            p = fn(Lp @ z)
+            p = fn(lift(Lp @ z))
             return -0.5 * jnp.sum((B @ z) ** 2) + p @ Ct @ p
 
-        Z = solve_triangular(Lp, carry.H.T, lower=True).T
+        Z = solve_triangular(Lp, (carry.H if Q is None else carry.H @ Q).T, lower=True).T
         states = jax.vmap(lambda z: blackjax.mala.init(z, logdensity))(Z)
         step = lambda k, s: kernel(k, s, logdensity, step_size)  # noqa: E731
         states, info = jax.vmap(step)(jax.random.split(key, carry.H.shape[0]), states)
         summary = jnp.stack([jnp.trace(C), jnp.sum(Ct * C)])
-        return _WindowCarry(states.position @ Lp.T, carry.sum_C + C, carry.sum_Sigma + Sig, carry.sum_phi_mean + mean,
-                            carry.sum_acceptance + jnp.mean(info.acceptance_rate)), summary
+        return _WindowCarry(lift(states.position @ Lp.T), carry.sum_C + C, carry.sum_Sigma + Sig,
+                            carry.sum_phi_mean + mean, carry.sum_acceptance + jnp.mean(info.acceptance_rate)), summary
 
     zeros = jnp.zeros((n, n))
     carry, summaries = jax.lax.scan(one, _WindowCarry(H, zeros, zeros, jnp.zeros(n), 0.0),
@@ -224,22 +240,26 @@ def _summarise(means: WindowMeans, H, T: int, P: int) -> WindowSummary:
 
 
 def maximise_particles(prob: Problem, nl: Nonlinearity, K0: np.ndarray, free: np.ndarray,
-                       settings: ParticleSettings, label: str = "") -> ParticleResult:
+                       settings: ParticleSettings, label: str = "", basis: np.ndarray | None = None) -> ParticleResult:
     """Run the mean-field Langevin flow from particles drawn from ``N(0, K0)``; ``free`` marks the
-    kernel entries estimated from the particles (the rest factorise, see :func:`_moments`)."""
-    arrays = FlowArrays.of(prob, free)
-    key, H = _initial_population(K0, prob.n, settings)
+    kernel entries estimated from the particles (the rest factorise, see :func:`_moments`).
+    ``basis``: where the prior covariance is singular, an orthonormal ``(n, r)`` basis of the
+    support (:func:`.kernels.kernel_support`) on which the trajectories live."""
+    arrays = FlowArrays.of(prob, free, basis)
+    key, H = _initial_population(K0, prob.n, settings, arrays.basis)
     advance = partial(_window, arrays, fn=nl.fn, zero_mean=bool(nl.odd), length=settings.window, P=prob.P)
     H, state = _run(advance, key, H, settings, prob.T, prob.P, label)
     return _assemble(arrays, nl, H, state, settings, prob.T, prob.P)
 
 
-def _initial_population(K0: np.ndarray, n: int, settings: ParticleSettings):
-    """The run's random key and ``num_particles`` trajectories drawn from ``N(0, K0)``."""
+def _initial_population(K0: np.ndarray, n: int, settings: ParticleSettings, basis: np.ndarray | None = None):
+    """The run's random key and ``num_particles`` trajectories drawn from ``N(0, K0)`` (on the
+    support ``basis`` where given: ``Q chol(QᵀK0Q)`` times standard normals)."""
     key = jax.random.PRNGKey(settings.seed)
     key, k0 = jax.random.split(key)
-    L0 = np.linalg.cholesky(0.5 * (K0 + K0.T))
-    return key, jax.random.normal(k0, (settings.num_particles, n)) @ jnp.asarray(L0).T
+    K0 = 0.5 * (K0 + K0.T)
+    L0 = np.linalg.cholesky(K0) if basis is None else basis @ np.linalg.cholesky(basis.T @ K0 @ basis)
+    return key, jax.random.normal(k0, (settings.num_particles, L0.shape[1])) @ jnp.asarray(L0).T
 
 
 def _run(advance: Callable, key, H, settings: ParticleSettings, T: int, P: int,
@@ -293,7 +313,8 @@ def _finish(arrays: FlowArrays, nl, C, C_err, Sigma, mean, H, settings, burned_i
         with warnings.catch_warnings():  # normalisability is decided by the chains: non-finite -> ValueError
             warnings.simplefilter("ignore", RuntimeWarning)
             check = tilted_moments(K, Ct, nl, num_chains=num_chains, num_samples=settings.check_samples,
-                                   num_warmup=300, seed=settings.seed + 1, init=H[:num_chains], log_Z=True)
+                                   num_warmup=300, seed=settings.seed + 1, init=H[:num_chains], log_Z=True,
+                                   basis=arrays.basis)
     except ValueError:  # the fields at the averaged moments give no normalisable q: not a solution
         return ParticleResult(C, C_err, Sigma, mean, Ct, -np.inf, nan, nan, nan, relative_error(C_err, C), np.inf,
                               np.inf, nan, False, iterations, rate)

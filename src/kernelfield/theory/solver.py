@@ -77,7 +77,7 @@ from .action import (
     hessian_vector,
     low_rank_objective,
 )
-from .kernels import DenseLayout, Problem, TimeLocalLayout, layout, make_problem, sym
+from .kernels import DenseLayout, Problem, TimeLocalLayout, kernel_support, layout, make_problem, sym
 from .branch import Branch, ConvergenceWarning
 from .closure import check_gaussian_map, closure_branch, closure_broken_start, closure_support
 from .lazy import lazy_kernel
@@ -395,7 +395,6 @@ def _plan(model: Model, method: str, tol, max_iter, inner, num_particles, mc_tol
     inner = None if inner is None else positive_int("inner", inner)
     prob = make_problem(model.arch, model.task, model.prior, model.kappa)
     C_prior = lazy_kernel(prob, nl)
-    _check_prior_covariance(prob, C_prior, method)
     broken = lambda branch: broken_start(prob, branch.C)  # noqa: E731
     if method == "exact":
         run = partial(_maximise, prob, tol=tol, max_iter=max_iter, inner=10 if inner is None else inner)
@@ -410,28 +409,11 @@ def _plan(model: Model, method: str, tol, max_iter, inner, num_particles, mc_tol
             num_particles = max(4096, 128 * prob.n)
         settings = ParticleSettings(num_particles=num_particles, mc_tol=mc_tol, max_iter=max_iter, seed=seed,
                                     progress=progress)
-        run = partial(_maximise_particles, prob, nl, settings=settings, tol=tol)
+        # a singular prior covariance (e.g. P > D): the trajectories live on its support, the range
+        # of the lazy preactivation kernel per class (as the closure's kernels)
+        support = kernel_support(prob, np.asarray(prob.K(C_prior)))
+        run = partial(_maximise_particles, prob, nl, settings=settings, tol=tol, basis=support.basis)
     return _Plan(prob, C_prior, run, method, max_iter, broken)
-
-
-def _check_prior_covariance(prob: Problem, C_prior: np.ndarray, method: str) -> None:
-    """The exact solver and the Gaussian closure take any prior covariance (a singular ``K(C)``
-    restricts every kernel to its support: :attr:`.kernels.Problem.support`,
-    :func:`.closure.closure_support`); the particle solver still needs ``K(C)`` positive definite
-    at the lazy kernel."""
-    if method in ("exact", "gaussian"):
-        return
-    try:
-        np.linalg.cholesky(np.asarray(prob.K(C_prior)))
-    except np.linalg.LinAlgError:
-        raise ValueError(
-            f"inputs: the prior covariance K(C) at the lazy kernel is singular, which method {method!r} "
-            f"does not handle yet: the inputs and their propagation through the network span fewer than "
-            f"n = T·P = {prob.n} directions (more sequences than input dimensions, repeated or linearly "
-            "dependent inputs); use method='gaussian' (the Gaussian closure, any phi with a Gaussian map) or "
-            "method='exact' (phi='linear'), more input dimensions (D well above P), fewer sequences, or add a "
-            "bias (sigma_b > 0)"
-        ) from None
 
 
 def _run_starts(plan: _Plan, init) -> list[Branch]:
@@ -528,16 +510,17 @@ def _warn_unconverged(sol: Solution, method: str, max_iter: int, tol: float) -> 
 
 
 def _maximise_particles(prob: Problem, nl, C0: np.ndarray | Preactivations, settings: ParticleSettings, tol: float,
-                        init: str) -> Branch:
+                        init: str, basis: np.ndarray | None = None) -> Branch:
     """One start of the particle solver: trajectories drawn from ``N(0, K(C0))``, or from
-    ``N(0, Sigma)`` for ``C0 = Preactivations(Sigma)``. The prior start of an odd ``phi`` stays in
-    the time-symmetric subspace where that subspace is invariant."""
+    ``N(0, Sigma)`` for ``C0 = Preactivations(Sigma)``, on the support ``basis`` where the prior
+    covariance is singular. The prior start of an odd ``phi`` stays in the time-symmetric subspace
+    where that subspace is invariant."""
     free = prob.block_mask()
     symmetric = time_symmetric_mask(prob, nl) if init == "prior" else None
     if symmetric is not None:
         free = free * symmetric
     K0 = C0.Sigma if isinstance(C0, Preactivations) else np.asarray(prob.K(C0))
-    r = maximise_particles(prob, nl, K0, free, settings, label=init)
+    r = maximise_particles(prob, nl, K0, free, settings, label=init, basis=basis)
     limit = max(tol, 3.0 * r.residual_error)
     return Branch(C=r.C, Ct=r.Ct, S=r.S, Gamma=r.Gamma, E=r.E, init=init,
                   converged=bool(r.burned_in and max(r.residual_forward, r.residual_backward) <= limit),
