@@ -8,8 +8,8 @@ Tolerance as in test_agreement_linear.py: relative kernel and prediction error b
 ``3·error_bar + 2/N`` (three standard errors of the sampler plus twice the leading 1/N bias).
 Sampling is kept cheap (4 chains x 300 samples after 200 warm-up steps), so the error bar is
 larger than there; the tolerance grows with it. Measured (kernel / prediction error, error bar,
-tolerance): endpoint RNN N = 128: 0.023 / 0.032, 0.033, 0.11; endpoint DNN N = 64: 0.063 / 0.021,
-0.037, 0.14; sequential RNN N = 64: 0.025 / 0.011, 0.026, 0.11; sequential DNN N = 64:
+tolerance): endpoint RNN N = 128: 0.023 / 0.032, 0.033, 0.11; endpoint DNN N = 64 (passed, dropped
+for the suite's time budget): 0.063 / 0.021, 0.037, 0.14; sequential RNN N = 64: 0.025 / 0.011, 0.026, 0.11; sequential DNN N = 64:
 0.028 / 0.006, 0.031, 0.12 (a fifth to a half of the tolerance). About 40 s CPU in all. A linear network's kernel lies on the support
 sample by sample (``h(t) = Σ W^k U x``), so the sampled mean kernel must too, to rounding.
 """
@@ -25,7 +25,6 @@ SAMPLING = dict(kappa=0.1, num_samples=300, num_warmup=200, num_chains=4, seed=0
 # case -> (architecture, task, width)
 CASES = {
     "endpoint-rnn": (kf.Architecture.rnn, endpoint_task(P=6, T=3, D=3, scale=1.0), 128),
-    "endpoint-dnn": (kf.Architecture.dnn, endpoint_task(P=6, T=3, D=3, scale=1.0), 64),
     "sequential-rnn": (kf.Architecture.rnn, sequential_task(P=6, T=3, D=3), 64),
     "sequential-dnn": (kf.Architecture.dnn, sequential_task(P=6, T=3, D=3), 64),
 }
