@@ -19,8 +19,8 @@ own store under ``OUT/sweeps/``, then writes one report of all of them:
    networks' points of ``erf_endpoint`` (``figures/erf_closure_particles_sampled.png``).
 6. ``sunspots_headline``: a learning curve on real data (``examples/generalization/``): error at
    the unsupervised steps of training sequences against P = 4 ... 64 > D = 4, RNN vs DNN, from the
-   theory and the lazy kernel (sampled width-64 networks did not mix on this task within a demo's
-   budget); stored in ``OUT/generalization/sunspots_headline.nc`` and reused on a re-run.
+   theory and the lazy kernel, with width-64 networks trained by Langevin dynamics at P = 8 and 32
+   as points; stored in ``OUT/generalization/sunspots_headline.nc`` and reused on a re-run.
 
 The headline figure ``figures/headline.png`` puts the two claims side by side: coherence against
 the learning signal for linear (1, 2) and erf (4, 5) networks, and the real-data learning curve (6).
