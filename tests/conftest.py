@@ -10,7 +10,7 @@ jax.config.update("jax_compilation_cache_dir", str(Path(__file__).resolve().pare
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 import kernelfield as kf  # noqa: E402
-from kernelfield.sweep.computations import release_programs_if_crowded  # noqa: E402
+from kernelfield.compilation import release_programs_if_crowded  # noqa: E402
 
 
 def endpoint_task(P=3, T=3, D=4, scale=1.0, seed=0):
@@ -45,7 +45,7 @@ def train_run_model():
 @pytest.fixture(autouse=True)
 def release_compiled_programs():
     """Free the compiled XLA programs of this worker once they hold too many memory mappings
-    (:func:`kernelfield.sweep.computations.release_programs_if_crowded`, as sweep workers do).
+    (:func:`kernelfield.compilation.release_programs_if_crowded`, as sweep workers and studies do).
     Every CPU executable holds mappings of its own and a pytest worker compiles thousands of
     programs: without this a worker reached the kernel's limit of 65,530 (``vm.max_map_count``)
     near the end of the suite and crashed with a segmentation fault inside XLA's compiler (the

@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -27,7 +26,6 @@ from kernelfield.cli import app
 from kernelfield.config import ConfigError
 from kernelfield.report import write_report
 from kernelfield.sweep import COMPUTATIONS, SweepInterrupted, parse_config, register_computation
-from kernelfield.sweep.computations import release_programs_if_crowded
 
 runner = CliRunner()
 SRC = str(Path(kf.__file__).resolve().parents[1])
@@ -517,13 +515,3 @@ def test_unreachable_scheduler_is_a_clear_error(tmp_path):
         with pytest.raises(ValueError, match="scheduler: cannot connect to the Dask scheduler at 'tcp://127.0.0.1:9'"):
             kf.sweep.run(endpoint_sweep(), tmp_path, scheduler="tcp://127.0.0.1:9", progress=False)
 
-
-def test_a_crowded_worker_frees_its_compiled_programs():
-    """A worker holding more memory mappings than its budget frees its compiled programs after a
-    point (each XLA executable holds mappings; at the kernel's limit the compiler segfaults)."""
-    add_one = jax.jit(lambda x: x + 1.0)
-    add_one(1.0)
-    assert not release_programs_if_crowded(budget=10**9)
-    assert add_one._cache_size() == 1
-    assert release_programs_if_crowded(budget=0)
-    assert add_one._cache_size() == 0

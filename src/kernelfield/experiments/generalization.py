@@ -54,6 +54,7 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 import xarray as xr
 
+from ..compilation import release_programs_if_crowded
 from ..nonlinearities import get_nonlinearity
 from ..progress import ProgressArg, ProgressCallback, ProgressEvent, reporter
 from ..finite.sampling import sample
@@ -388,6 +389,7 @@ def _run_study(study: _Study, results: _StudyResults, report: ProgressCallback) 
                     for mi, method in enumerate(study.methods):
                         if method not in study.network or P_ in study.network_P[method]:
                             _run_method(study, results, job, mi, method)
+                    release_programs_if_crowded()  # every P compiles new programs: a long study stays within the limit
                     done += 1
     report(ProgressEvent("generalisation", done, total))
 

@@ -15,13 +15,13 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-import jax
 import numpy as np
 import xarray as xr
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import storage
 from ..compare import compare
+from ..compilation import release_programs_if_crowded
 from ..config import Config
 from ..observables import block_norms, mean_coherence
 from ..finite.sampling import sample
@@ -31,7 +31,7 @@ from ..theory.solver import solve
 from ..theory.stability import outlier_eigenvalues, stability
 
 __all__ = ["COMPUTATIONS", "Computation", "PointContext", "PredictiveErrorOptions", "coherence_error_bound",
-           "compute_point", "now", "register_computation", "release_programs_if_crowded"]
+           "compute_point", "now", "register_computation"]
 
 
 class PointContext:
@@ -263,7 +263,8 @@ def compute_point(job: dict) -> dict:
     ``error`` and ``traceback`` (when failed), ``started``, ``finished``, ``seconds``,
     ``timings`` (seconds per computation), ``warnings``, ``host`` and ``pid``. Afterwards the
     process frees its compiled programs if they crowd its memory mappings
-    (:func:`release_programs_if_crowded`), so a long-lived worker never reaches the kernel's limit."""
+    (:func:`kernelfield.compilation.release_programs_if_crowded`), so a long-lived worker never
+    reaches the kernel's limit on them."""
     t0 = time.perf_counter()
     record = {"key": job["key"], "started": now(), "host": socket.gethostname(), "pid": os.getpid(), "timings": {}}
     with warnings.catch_warnings(record=True) as caught:
@@ -289,28 +290,6 @@ def compute_point(job: dict) -> dict:
     record["seconds"] = time.perf_counter() - t0
     release_programs_if_crowded()
     return record
-
-
-# Memory mappings a worker may hold before it frees its compiled programs: about a third of
-# Linux's default limit (vm.max_map_count = 65,530). Each XLA CPU executable holds mappings of
-# its own, and a process that compiles thousands of programs (a sweep over many shapes) and
-# reaches the limit crashes inside the compiler with a segmentation fault.
-MAPPING_BUDGET = 20_000
-
-
-def release_programs_if_crowded(budget: int | None = None) -> bool:
-    """Free this process's compiled XLA programs (``jax.clear_caches``) when it holds more than
-    ``budget`` memory mappings (default :data:`MAPPING_BUDGET`; counted on Linux only). Returns
-    whether it freed them."""
-    try:
-        with open("/proc/self/maps") as maps:
-            mappings = sum(1 for _ in maps)
-    except OSError:  # not Linux
-        return False
-    if mappings <= (MAPPING_BUDGET if budget is None else budget):
-        return False
-    jax.clear_caches()
-    return True
 
 
 def _point_dataset(point: PointContext, cfg: Config) -> xr.Dataset:
