@@ -356,7 +356,8 @@ def solve(
 
     init: ``"auto"`` (default) starts from the prior kernel and from a symmetry-broken kernel
     (:func:`broken_start`; for the exact solver on a dense layout its innovation form
-    :func:`broken_factor`) and keeps every distinct branch; ``"prior"`` or ``"broken"`` uses one
+    :func:`broken_factor`) and keeps every distinct branch (the prior start alone where nothing
+    couples two time steps, :func:`couples_steps`: a DNN); ``"prior"`` or ``"broken"`` uses one
     start; an ``(n, n)`` array is used as the start; ``"gaussian"`` (``method="particles"`` and a
     ``phi`` with a Gaussian map only) solves the Gaussian closure first and starts the particles of
     each of its branches (prior and broken) from ``N(0, Sigma)`` of that branch (a warm start). The
@@ -416,13 +417,29 @@ def _plan(model: Model, method: str, tol, max_iter, inner, num_particles, mc_tol
     return _Plan(prob, C_prior, run, method, max_iter, broken)
 
 
+def couples_steps(prob: Problem) -> bool:
+    """Whether anything couples two time steps: a weight matrix shared between steps (``M_W``),
+    a readout shared between supervised steps (``M_v``) or inputs correlated across steps
+    (``K_in``). Without any (a DNN) the action is a sum over steps plus a cross-time part whose
+    Hessian is ``-I`` (THEORY.md §4), so the time-symmetric solution is the only stationary point."""
+    step = np.arange(prob.n) // prob.P
+    cross = step[:, None] != step[None, :]
+    supervised = np.zeros(prob.n, dtype=bool)
+    supervised[prob.supervised] = True
+    readout = np.asarray(prob.Mv) * supervised[:, None] * supervised[None, :]
+    return bool(np.any(np.asarray(prob.MW)[cross] != 0) or np.any(readout[cross] != 0)
+                or np.any(np.asarray(prob.K_in)[cross] != 0))
+
+
 def _run_starts(plan: _Plan, init) -> list[Branch]:
-    """Run the starts that ``init`` asks for (see :func:`solve`), in order."""
+    """Run the starts that ``init`` asks for (see :func:`solve`), in order. ``"auto"`` skips the
+    symmetry-broken start where nothing couples two time steps (:func:`couples_steps`): it could
+    only return to the symmetric solution."""
     prob, run = plan.problem, plan.run
     if isinstance(init, str) and init in ("auto", "prior", "broken"):
         first = run(plan.start, init="prior")
         found = [first] if init != "broken" else []
-        if init in ("auto", "broken"):
+        if init == "broken" or (init == "auto" and couples_steps(prob)):
             found.append(run(plan.broken(first), init="broken"))
         return found
     if isinstance(init, str):
@@ -460,16 +477,21 @@ def _check_warm_start(nl, method: str) -> None:
 def _warm_starts(model: Model, plan: _Plan, tol: float, inner: int | None) -> list[Branch]:
     """``init="gaussian"``: the Gaussian closure (``init="auto"``, default ``max_iter``), then one
     particle start per closure branch with the population drawn from ``N(0, Sigma)`` of that
-    branch, the prior (time-symmetric) and the broken one. Where the closure's broken start
+    branch, the prior (time-symmetric) and the broken one (the prior one alone where nothing
+    couples two steps, :func:`couples_steps`). Where the closure's broken start
     returned to its symmetric branch, the broken particle start is the closure's own broken
     start (:func:`broken_start` of the symmetric ``Sigma``), so a broken branch that only the
     exact action has can still be found."""
     closure = _plan(model, "gaussian", tol, None, inner, None, 0.01, 0, False)
     branches = {b.init: b for b in _run_starts(closure, "auto")}
-    symmetric, broken = branches["prior"].Sigma, branches["broken"].Sigma
+    symmetric = branches["prior"].Sigma
+    found = [plan.run(Preactivations(symmetric), init="prior")]
+    if "broken" not in branches:  # nothing couples two steps: the symmetric solution is the only one
+        return found
+    broken = branches["broken"].Sigma
     if _same_branch(branches["broken"], branches["prior"], plan.problem.T, plan.problem.P):
         broken = broken_start(plan.problem, symmetric)
-    return [plan.run(Preactivations(symmetric), init="prior"), plan.run(Preactivations(broken), init="broken")]
+    return found + [plan.run(Preactivations(broken), init="broken")]
 
 
 def assemble(model: Model, found: Sequence[Branch], problem: Problem, *, tol: float, method: str, max_iter: int,
