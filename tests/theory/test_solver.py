@@ -21,7 +21,7 @@ from kernelfield.theory.kernels import (
 )
 from kernelfield.symmetry import parity_flip
 from kernelfield.theory import solver
-from kernelfield.theory.solver import _low_rank_stage, _maximise, broken_factor, broken_start
+from kernelfield.theory.solver import _low_rank_stage, _maximise, broken_factor, broken_start, couples_steps
 
 
 def recursive_prior_kernel(arch, task, prior):
@@ -356,3 +356,17 @@ def test_low_rank_stage_grows_its_rank():
     fixed, V_fixed, _ = _low_rank_stage(lay, V, classes, max_iter=5000, grow_threshold=np.inf)
     assert max(residuals(prob, grown.kernel(V_grown))[:2]) < 1e-5
     assert max(residuals(prob, fixed.kernel(V_fixed))[:2]) > 1e-3
+
+
+@pytest.mark.parametrize("name, coupled", [("dnn", False), ("rnn", True), ("tied_every_2", True), ("share_Uv", True)])
+def test_only_coupled_steps_get_a_symmetry_broken_start(name, coupled):
+    """init="auto" runs the broken start only where something couples two steps (shared W, a
+    readout shared between supervised steps, inputs correlated across steps); for a DNN it could
+    only return to the symmetric solution, which the explicit broken start confirms."""
+    task = sequential_task()
+    arch = kf.Architecture.from_name(name, task.T)
+    assert couples_steps(make_problem(arch, task, kf.Prior(), 0.1)) == coupled
+    if not coupled:
+        auto, broken = kf.solve(arch, task, kappa=0.1), kf.solve(arch, task, kappa=0.1, init="broken")
+        assert [b.init for b in auto.branches] == ["prior"]
+        np.testing.assert_allclose(broken.C, auto.C, atol=1e-6)
