@@ -116,13 +116,13 @@ def test_solver_input_errors(endpoint):
         kf.solve(rnn, endpoint, inner=1.5)
 
 
-def test_singular_input_kernel_has_hint():
+def test_singular_input_kernel_is_accepted():
     # P = 3 sequences in D = 2 dimensions: x(0) x(0)ᵀ has rank 2 < 3. The exact linear solver and
-    # the prior kernel take it (tests/theory/test_rank_deficient.py); the particle solver says why not.
+    # the prior kernel take it, as do the particle solver and the Gaussian closure
+    # (tests/theory/test_rank_deficient.py, tests/theory/test_closure_rank_deficient.py).
     task = endpoint_task(P=3, T=2, D=2)
-    with pytest.raises(ValueError, match="singular.*method='exact'.*sigma_b"):
-        kf.solve(kf.Architecture.rnn(2), task, phi="erf", method="particles")
-    assert kf.solve(kf.Architecture.rnn(2), task).converged
-    kf.prior_kernel(kf.Architecture.rnn(2), task)
-    # a bias fixes it (rank 2 + 1)
-    kf.prior_kernel(kf.Architecture.rnn(2), task, prior=kf.Prior(sigma_b=1.0))
+    sol = kf.solve(kf.Architecture.rnn(2), task)
+    assert sol.converged and not sol.problem.support.full
+    assert np.all(np.isfinite(kf.prior_kernel(kf.Architecture.rnn(2), task).C))
+    # a bias lifts the deficiency (rank 2 + 1)
+    assert kf.solve(kf.Architecture.rnn(2), task, prior=kf.Prior(sigma_b=1.0)).problem.support.full
