@@ -29,8 +29,8 @@ files to the generators; every generator takes ``P``, ``T`` and ``seed``.
 Any ``P`` works with any ``D``: with more sequences than input dimensions (or repeated or
 linearly dependent inputs) the input kernel ``sigma_u² x·xᵀ/D`` is singular and every solver
 (exact, particles, Gaussian closure) and the lazy kernel take kernels on its support
-(THEORY.md §3, "Rank-deficient prior covariances"). The scalar signals (oscillator, sunspots) are given as delay embeddings of ``D``
-past values.
+(THEORY.md §3, "Rank-deficient prior covariances"). The scalar signals (oscillator, sunspots)
+are given as delay embeddings of ``D`` past values.
 """
 
 from __future__ import annotations

@@ -260,7 +260,7 @@ def test_initial_population_has_the_start_covariance():
     A = rng.normal(size=(5, 5))
     Sigma = A @ A.T + 0.5 * np.eye(5)
     M = 8192
-    _, H = _initial_population(Sigma, 5, ParticleSettings(num_particles=M, seed=1))
+    _, H = _initial_population(Sigma, ParticleSettings(num_particles=M, seed=1))
     H = np.asarray(H)
     se = np.sqrt((np.outer(np.diag(Sigma), np.diag(Sigma)) + Sigma**2) / M)
     assert H.shape == (M, 5) and np.all(np.abs(H.T @ H / M - Sigma) < 5 * se)

@@ -33,7 +33,7 @@ from blackjax.diagnostics import effective_sample_size
 from ..nonlinearities import get_nonlinearity
 from ..validation import integer
 
-__all__ = ["TiltedMoments", "tilted_moments"]
+__all__ = ["TiltedMoments", "support_factor", "tilted_moments"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,14 @@ class TiltedMoments:
     positions: np.ndarray
 
 
+def support_factor(K, basis=None) -> np.ndarray:
+    """``L`` with ``h = L z``, ``z ~ N(0, I)`` distributed as ``N(0, K)``: ``chol K`` ``(n, n)``, or
+    on the support of a singular ``K`` with orthonormal ``basis`` ``Q`` ``(n, r)``, ``Q chol(QᵀKQ)``
+    ``(n, r)``."""
+    K = 0.5 * (K + K.T)
+    return np.linalg.cholesky(K) if basis is None else basis @ np.linalg.cholesky(basis.T @ K @ basis)
+
+
 def _check(K, Ct, nl, basis=None) -> tuple[np.ndarray, np.ndarray]:
     """``K`` and ``Ct`` checked and symmetrised; with a ``basis`` ``Q`` of the support, ``K`` is
     checked there (``QᵀKQ`` positive definite)."""
@@ -69,15 +77,18 @@ def _check(K, Ct, nl, basis=None) -> tuple[np.ndarray, np.ndarray]:
             raise ValueError(f"{name}: contains NaN or inf")
         if not np.allclose(M, M.T, rtol=1e-10, atol=1e-12 * max(1.0, np.abs(M).max())):
             raise ValueError(f"{name}: must be symmetric")
-    Q = np.eye(K.shape[0]) if basis is None else np.asarray(basis, dtype=np.float64)
-    if Q.ndim != 2 or Q.shape[0] != K.shape[0] or not np.allclose(Q.T @ Q, np.eye(Q.shape[1]), atol=1e-8):
-        raise ValueError(f"basis: expected an orthonormal ({K.shape[0]}, r) basis of the support, got shape {Q.shape}")
-    eig_K = np.linalg.eigvalsh(Q.T @ K @ Q)
+    K_r, Ct_r = K, Ct  # on the support where a basis is given
+    if basis is not None:
+        Q = np.asarray(basis, dtype=np.float64)
+        if Q.ndim != 2 or Q.shape[0] != K.shape[0] or not np.allclose(Q.T @ Q, np.eye(Q.shape[1]), atol=1e-8):
+            raise ValueError(f"basis: expected an orthonormal ({K.shape[0]}, r) basis of the support, got shape {Q.shape}")
+        K_r, Ct_r = Q.T @ K @ Q, Q.T @ Ct @ Q
+    eig_K = np.linalg.eigvalsh(K_r)
     if eig_K[0] <= 0:
         where = "" if basis is None else " on the support"
         raise ValueError(f"K: must be positive definite{where} (smallest eigenvalue {eig_K[0]:.3g})")
     if nl.name == "linear":  # q is Gaussian with covariance (K⁻¹ - 2Ct)⁻¹ (on the support)
-        margin = np.linalg.eigvalsh(np.linalg.inv(Q.T @ K @ Q) - 2 * Q.T @ Ct @ Q)[0]
+        margin = np.linalg.eigvalsh(np.linalg.inv(K_r) - 2 * Ct_r)[0]
         if margin <= 0:
             raise ValueError(f"Ct: K⁻¹ - 2Ct is not positive definite (smallest eigenvalue {margin:.3g}); "
                              "the tilted measure is not normalisable")
@@ -148,12 +159,8 @@ def tilted_moments(K, Ct, phi="linear", num_chains: int = 64, num_samples: int =
                                  ("num_temperatures", num_temperatures, 1)):
         integer(name, value, minimum)
     n = K.shape[0]
-    if basis is None:
-        L = np.linalg.cholesky(K)
-    else:  # h = Q L_r z on the support
-        Q = np.asarray(basis, dtype=np.float64)
-        L_r = np.linalg.cholesky(0.5 * (Q.T @ K @ Q + (Q.T @ K @ Q).T))
-        L = Q @ L_r
+    Q = None if basis is None else np.asarray(basis, dtype=np.float64)
+    L = support_factor(K, Q)
     r = L.shape[1]
     key = jax.random.PRNGKey(seed)
     key_init, key_run, key_logz = jax.random.split(key, 3)
@@ -163,7 +170,7 @@ def tilted_moments(K, Ct, phi="linear", num_chains: int = 64, num_samples: int =
         init = np.asarray(init, dtype=np.float64)
         if init.shape != (num_chains, n) or not np.all(np.isfinite(init)):
             raise ValueError(f"init: expected finite starting points of shape ({num_chains}, {n}), got {init.shape}")
-        z0 = jnp.asarray(np.linalg.solve(L, init.T).T if basis is None else np.linalg.solve(L_r, Q.T @ init.T).T)
+        z0 = jnp.asarray(np.linalg.solve(L, init.T).T if Q is None else np.linalg.solve(Q.T @ L, Q.T @ init.T).T)
     run = partial(_run, L=jnp.asarray(L), Ct=jnp.asarray(Ct), fn=nl.fn, num_chains=num_chains,
                   num_warmup=num_warmup, num_samples=num_samples)
     positions, phiphi, hh, summaries, rate = run(key_run, z0, beta=1.0)

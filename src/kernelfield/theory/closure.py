@@ -350,8 +350,9 @@ def _feature_mean(variances: np.ndarray, nl: Nonlinearity, order: int) -> np.nda
 
 
 def closure_support(prob: Problem, lazy_preactivation: np.ndarray) -> Support:
-    """The support of the closure's kernels: the range of the lazy preactivation kernel
-    ``K(C_lazy)`` per class of the prior kernel's time partition (:func:`.kernels.kernel_support`).
+    """The support of the closure's kernels, and of the particle solver's trajectories: the range
+    of the lazy preactivation kernel ``K(C_lazy)`` per class of the prior kernel's time partition
+    (:func:`.kernels.kernel_support`).
     Every ``Sigma`` reached lies in it: a block ``Sigma_tt`` without recurrent input is the input
     kernel plus an innovation on its range, one with recurrent input carries ``G_φ`` of the step
     before, which for a nonlinear ``phi`` is singular only along equalities that the network keeps

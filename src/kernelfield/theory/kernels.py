@@ -73,6 +73,13 @@ class Problem:
     def n(self) -> int:
         return self.T * self.P
 
+    @property
+    def couples_steps(self) -> bool:
+        """Whether anything couples two time steps (a coupled component spanning several steps:
+        a shared ``W``, inputs or biases correlated across steps, a readout shared between
+        supervised steps). Without it (a DNN) the cross-time Hessian of ``S`` is ``-I``."""
+        return not np.array_equal(self.components, np.arange(self.T))
+
     def K(self, C):
         """``K(C) = g² M_W ∘ shift(C) + σ_u² M_U ∘ x xᵀ/D + σ_b² M_b``."""
         return self.MW * shift(C, self.P) + self.K_in

@@ -67,7 +67,7 @@ from jax.scipy.linalg import cho_solve, solve_triangular
 
 from ..nonlinearities import Nonlinearity
 from ..progress import ProgressEvent, reporter
-from ..finite.tilted import tilted_moments
+from ..finite.tilted import support_factor, tilted_moments
 from .action import data_fit
 from .kernels import Problem, shift, shift_adjoint
 from .particle_control import (ControlState, Decision, ParticleSettings, WindowSummary, averaged_windows,
@@ -171,7 +171,7 @@ def _spd_inverse(A):
     return cho_solve((jnp.linalg.cholesky(0.5 * (A + A.T)), True), jnp.eye(A.shape[0]))
 
 
-def _on_support(X, basis):
+def _in_support_coordinates(X, basis):
     """``QᵀXQ`` (``X`` where ``basis`` is ``None``)."""
     return X if basis is None else basis.T @ X @ basis
 
@@ -206,10 +206,10 @@ def _window(arrays: FlowArrays, key, H, step_size, fn, zero_mean: bool, length: 
         C, Sig = _moments(carry.H, fn, arrays.free, zero_mean)
         mean = jnp.zeros(n) if zero_mean else jnp.mean(fn(carry.H), axis=0)
         K, Ct = fields(C, Sig, arrays, P)
-        Sig_r = _on_support(Sig, Q)
+        Sig_r = _in_support_coordinates(Sig, Q)
         r = Sig_r.shape[0]
         Lp = jnp.linalg.cholesky(Sig_r + 1e-12 * jnp.trace(Sig_r) / r * jnp.eye(r))
-        B = solve_triangular(jnp.linalg.cholesky(_on_support(K, Q)), Lp, lower=True)
+        B = solve_triangular(jnp.linalg.cholesky(_in_support_coordinates(K, Q)), Lp, lower=True)
 
         def logdensity(z):
             p = fn(lift(Lp @ z))
@@ -246,19 +246,18 @@ def maximise_particles(prob: Problem, nl: Nonlinearity, K0: np.ndarray, free: np
     ``basis``: where the prior covariance is singular, an orthonormal ``(n, r)`` basis of the
     support (:func:`.kernels.kernel_support`) on which the trajectories live."""
     arrays = FlowArrays.of(prob, free, basis)
-    key, H = _initial_population(K0, prob.n, settings, arrays.basis)
+    key, H = _initial_population(K0, settings, arrays.basis)
     advance = partial(_window, arrays, fn=nl.fn, zero_mean=bool(nl.odd), length=settings.window, P=prob.P)
     H, state = _run(advance, key, H, settings, prob.T, prob.P, label)
     return _assemble(arrays, nl, H, state, settings, prob.T, prob.P)
 
 
-def _initial_population(K0: np.ndarray, n: int, settings: ParticleSettings, basis: np.ndarray | None = None):
+def _initial_population(K0: np.ndarray, settings: ParticleSettings, basis: np.ndarray | None = None):
     """The run's random key and ``num_particles`` trajectories drawn from ``N(0, K0)`` (on the
-    support ``basis`` where given: ``Q chol(QᵀK0Q)`` times standard normals)."""
+    support ``basis`` where given, :func:`~kernelfield.finite.tilted.support_factor`)."""
     key = jax.random.PRNGKey(settings.seed)
     key, k0 = jax.random.split(key)
-    K0 = 0.5 * (K0 + K0.T)
-    L0 = np.linalg.cholesky(K0) if basis is None else basis @ np.linalg.cholesky(basis.T @ K0 @ basis)
+    L0 = support_factor(K0, basis)
     return key, jax.random.normal(k0, (settings.num_particles, L0.shape[1])) @ jnp.asarray(L0).T
 
 

@@ -77,7 +77,7 @@ from .action import (
     hessian_vector,
     low_rank_objective,
 )
-from .kernels import DenseLayout, Problem, TimeLocalLayout, kernel_support, layout, make_problem, sym
+from .kernels import DenseLayout, Problem, TimeLocalLayout, layout, make_problem, sym
 from .branch import Branch, ConvergenceWarning
 from .closure import check_gaussian_map, closure_branch, closure_broken_start, closure_support
 from .lazy import lazy_kernel
@@ -357,8 +357,8 @@ def solve(
     init: ``"auto"`` (default) starts from the prior kernel and from a symmetry-broken kernel
     (:func:`broken_start`; for the exact solver on a dense layout its innovation form
     :func:`broken_factor`) and keeps every distinct branch (the prior start alone where nothing
-    couples two time steps, :func:`couples_steps`: a DNN); ``"prior"`` or ``"broken"`` uses one
-    start; an ``(n, n)`` array is used as the start; ``"gaussian"`` (``method="particles"`` and a
+    couples two time steps, :attr:`.kernels.Problem.couples_steps`: a DNN); ``"prior"`` or
+    ``"broken"`` uses one start; an ``(n, n)`` array is used as the start; ``"gaussian"`` (``method="particles"`` and a
     ``phi`` with a Gaussian map only) solves the Gaussian closure first and starts the particles of
     each of its branches (prior and broken) from ``N(0, Sigma)`` of that branch (a warm start). The
     returned solution is the branch with the largest ``S``. For ``method="gaussian"`` the starts
@@ -410,36 +410,21 @@ def _plan(model: Model, method: str, tol, max_iter, inner, num_particles, mc_tol
             num_particles = max(4096, 128 * prob.n)
         settings = ParticleSettings(num_particles=num_particles, mc_tol=mc_tol, max_iter=max_iter, seed=seed,
                                     progress=progress)
-        # a singular prior covariance (e.g. P > D): the trajectories live on its support, the range
-        # of the lazy preactivation kernel per class (as the closure's kernels)
-        support = kernel_support(prob, np.asarray(prob.K(C_prior)))
+        # a singular prior covariance (e.g. P > D): the trajectories live on the closure's support
+        support = closure_support(prob, np.asarray(prob.K(C_prior)))
         run = partial(_maximise_particles, prob, nl, settings=settings, tol=tol, basis=support.basis)
     return _Plan(prob, C_prior, run, method, max_iter, broken)
 
 
-def couples_steps(prob: Problem) -> bool:
-    """Whether anything couples two time steps: a weight matrix shared between steps (``M_W``),
-    a readout shared between supervised steps (``M_v``) or inputs correlated across steps
-    (``K_in``). Without any (a DNN) the action is a sum over steps plus a cross-time part whose
-    Hessian is ``-I`` (THEORY.md §4), so the time-symmetric solution is the only stationary point."""
-    step = np.arange(prob.n) // prob.P
-    cross = step[:, None] != step[None, :]
-    supervised = np.zeros(prob.n, dtype=bool)
-    supervised[prob.supervised] = True
-    readout = np.asarray(prob.Mv) * supervised[:, None] * supervised[None, :]
-    return bool(np.any(np.asarray(prob.MW)[cross] != 0) or np.any(readout[cross] != 0)
-                or np.any(np.asarray(prob.K_in)[cross] != 0))
-
-
 def _run_starts(plan: _Plan, init) -> list[Branch]:
     """Run the starts that ``init`` asks for (see :func:`solve`), in order. ``"auto"`` skips the
-    symmetry-broken start where nothing couples two time steps (:func:`couples_steps`): it could
-    only return to the symmetric solution."""
+    symmetry-broken start where nothing couples two time steps
+    (:attr:`.kernels.Problem.couples_steps`): it could only return to the symmetric solution."""
     prob, run = plan.problem, plan.run
     if isinstance(init, str) and init in ("auto", "prior", "broken"):
         first = run(plan.start, init="prior")
         found = [first] if init != "broken" else []
-        if init == "broken" or (init == "auto" and couples_steps(prob)):
+        if init == "broken" or (init == "auto" and prob.couples_steps):
             found.append(run(plan.broken(first), init="broken"))
         return found
     if isinstance(init, str):
@@ -478,7 +463,7 @@ def _warm_starts(model: Model, plan: _Plan, tol: float, inner: int | None) -> li
     """``init="gaussian"``: the Gaussian closure (``init="auto"``, default ``max_iter``), then one
     particle start per closure branch with the population drawn from ``N(0, Sigma)`` of that
     branch, the prior (time-symmetric) and the broken one (the prior one alone where nothing
-    couples two steps, :func:`couples_steps`). Where the closure's broken start
+    couples two steps, :attr:`.kernels.Problem.couples_steps`). Where the closure's broken start
     returned to its symmetric branch, the broken particle start is the closure's own broken
     start (:func:`broken_start` of the symmetric ``Sigma``), so a broken branch that only the
     exact action has can still be found."""

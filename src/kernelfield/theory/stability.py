@@ -152,16 +152,11 @@ def _check_symmetric_exists(prob: Problem, nl: Nonlinearity) -> None:
             "time steps directly); stability analysis needs an endpoint-type task, e.g. inputs at "
             "one step only, sigma_b = 0 or unshared biases, supervision at one step"
         )
-    if not nl.odd and not _couples_no_steps(prob):
+    if not nl.odd and prob.couples_steps:
         raise ValueError(
             f"phi: no time-symmetric solution for phi = {nl.name!r}: it is not odd, so its mean activity <phi> != 0 "
             "correlates the time steps through the shared W at any signal (no sign symmetry W -> -W to break); "
             "the phase transition needs an odd phi (linear, erf, tanh)")
-
-
-def _couples_no_steps(prob: Problem) -> bool:
-    """No ``W`` is shared between different time steps (each step its own coupled component)."""
-    return bool(np.array_equal(prob.components, np.arange(prob.T)))
 
 
 def symmetric_solution(arch: Architecture | Model, task: Task | None = None, prior: Prior | None = None, phi=None,
@@ -385,7 +380,7 @@ def critical_signal(arch: Architecture | Model, task: Task | None = None, prior:
 
     prob = _problem(model)
     _check_symmetric_exists(prob, model.nonlinearity)
-    if _couples_no_steps(prob):
+    if not prob.couples_steps:
         raise NoTransitionError(
             f"arch: {arch.name} couples no two time steps (no W shared across time), so the symmetric solution "
             "is stable at any signal: its cross-time Hessian is -identity (only log det C sees those blocks)")
