@@ -14,7 +14,8 @@ import pytest
 
 import kernelfield as kf
 from kernelfield.theory import action as act
-from kernelfield.theory.kernels import DenseLayout, TimeLocalLayout, invariant_components, layout, make_problem
+from kernelfield.theory.kernels import (DenseLayout, SupportLayout, TimeLocalLayout, invariant_components, layout,
+                                       make_problem)
 from kernelfield.theory.lazy import lazy_kernel
 
 
@@ -124,12 +125,13 @@ def test_duplicate_sequences_give_identical_rows(make_arch):
     (kf.Architecture.rnn, teacher_endpoint(P=6, T=3, D=2)),
 ])
 def test_gradient_and_hessian_on_the_support_match_differences(make_arch, task):
-    """The projected gradient and Hessian-vector products of the Newton solver (both layouts)
-    against central differences of ``F`` along a direction within ``Sym(R)``."""
+    """The projected gradient and Hessian-vector products of the Newton solver (every layout, the
+    support's coordinates included) against central differences of ``F`` along a direction within ``Sym(R)``."""
     arch = make_arch(task.T)
     prob = make_problem(arch, task, kf.Prior(), 0.1)
     C0 = lazy_kernel(prob)
-    layouts = [DenseLayout(prob, invariant_components(prob, np.ones_like(C0) * prob.block_mask()))]
+    labels = invariant_components(prob, np.ones_like(C0) * prob.block_mask())
+    layouts = [DenseLayout(prob, labels), SupportLayout(prob, labels)]
     if np.array_equal(invariant_components(prob, C0), np.arange(task.T)):
         layouts.append(TimeLocalLayout(prob))
     rng = np.random.default_rng(2)
@@ -150,6 +152,40 @@ def test_gradient_and_hessian_on_the_support_match_differences(make_arch, task):
                      - np.vdot(lay.sweep_adjoint(act.derivatives(lay, minus).G), V)) / (2 * h)
         assert np.vdot(act.hessian_vector(lay, x, d, V), V) == pytest.approx(curvature, rel=1e-5)
         np.testing.assert_allclose(lay.project(g), g, atol=1e-12 * np.abs(g).max())  # stays in Sym(R)
+
+
+@pytest.mark.parametrize("make_arch", [kf.Architecture.rnn, kf.Architecture.dnn,
+                                       lambda T: kf.Architecture.tied_every(T, 2)])
+def test_support_coordinates_equal_the_dense_layout(make_arch):
+    """:class:`SupportLayout` (``C = Q c Qᵀ``, Woodbury readout, shift as congruences with
+    ``A_i = QᵀO_iQ``) against :class:`DenseLayout` (``(n, n)`` matrices, pseudo-inverses through
+    ``C + P⊥``) at the same innovation: the action, its two parts, the gradient, ``Ct`` and a
+    Hessian-vector product, mapped by ``Q``, agree to rounding (1e-9 relative). The DNN and
+    ``tied_every(2)`` have several shift terms and readout classes; the task has its inputs at
+    every step and targets at every other one."""
+    task = teacher_sequential(P=8, T=4, D=2, seed=3)
+    arch = make_arch(task.T)
+    prob = make_problem(arch, task, kf.Prior(sigma_b=0.4), 0.1)
+    assert not prob.support.full
+    C0 = lazy_kernel(prob)
+    labels = invariant_components(prob, np.ones_like(C0) * prob.block_mask())
+    dense, reduced = DenseLayout(prob, labels), SupportLayout(prob, labels)
+    Q = prob.support.basis
+    rng = np.random.default_rng(4)
+    G = rng.normal(size=C0.shape)
+    D = dense.restrict(0.3 * G @ G.T / prob.n * prob.block_mask())
+    E = dense.restrict(rng.normal(size=C0.shape) * prob.block_mask())
+    points = [act.evaluate(lay, lay.restrict(D)) for lay in (dense, reduced)]
+    derivs = [act.derivatives(lay, x) for lay, x in zip((dense, reduced), points)]
+    for attr in ("F", "gamma", "energy"):
+        assert getattr(points[1], attr) == pytest.approx(getattr(points[0], attr), rel=1e-9)
+    scale = lambda X: np.abs(X).max()  # noqa: E731
+    for full, small in [(dense.sweep_adjoint(derivs[0].G), reduced.sweep_adjoint(derivs[1].G)),
+                        (dense.project(derivs[0].Ct), derivs[1].Ct),
+                        (act.hessian_vector(dense, points[0], derivs[0], E),
+                         act.hessian_vector(reduced, points[1], derivs[1], reduced.restrict(E)))]:
+        np.testing.assert_allclose(Q @ small @ Q.T, full, atol=1e-9 * scale(full))
+    np.testing.assert_allclose(reduced.full(points[1].C), points[0].C, atol=1e-9 * scale(points[0].C))
 
 
 def test_broken_branch_at_more_sequences_than_inputs():

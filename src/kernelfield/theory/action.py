@@ -155,14 +155,15 @@ def data_fit(A, y, with_inverse: bool = False) -> DataFit | None:
 class Point:
     """An innovation ``D`` in the layout ``lay`` where ``C`` and ``K`` are positive definite (on
     the support), with ``Lc`` the Cholesky factor of ``C + P⊥``, ``Kinv = (K + P⊥)⁻¹ = K⁺ + P⊥``,
-    ``(G_S + κI)⁻¹``, ``a = (G_S + κI)⁻¹y`` and the two parts of ``F = -S``."""
+    the layout's data fit at ``G_S + κI`` (``fit``, from ``lay.readout_fit``), ``a = (G_S + κI)⁻¹y``
+    and the two parts of ``F = -S``."""
 
     D: np.ndarray
     C: np.ndarray
     K: np.ndarray
     Lc: np.ndarray
     Kinv: np.ndarray
-    Ainv: np.ndarray
+    fit: object
     a: np.ndarray
     gamma: float
     energy: float
@@ -188,11 +189,11 @@ def evaluate(lay, D) -> Point | None:
     if Lk is None:
         return None
     Kinv = _inverse(Lk)
-    fit = data_fit(lay.Mv_S * lay.select(C) + lay.kappa * np.eye(lay.y.shape[-2]), lay.y, with_inverse=True)
+    fit = lay.readout_fit(C)
     if fit is None:
         return None
     gamma = 0.5 * (float(np.vdot(Kinv, C)) - _logdet(Lc) + _logdet(Lk) - lay.rank)
-    return Point(D, C, K, Lc, Kinv, fit.Ainv, fit.a, gamma, fit.energy, lay)
+    return Point(D, C, K, Lc, Kinv, fit, fit.a, gamma, fit.energy, lay)
 
 
 @dataclass
@@ -209,7 +210,7 @@ def derivatives(lay, x: Point) -> Derivatives:
     """``Ct = ½ 𝒮ᵀ(K⁻¹DK⁻¹) + ½ M_v ∘ [a aᵀ]_S`` and ``G = ½(K⁻¹ - C⁻¹) - Ct``."""
     Cinv = _inverse(x.Lc)
     W = x.Kinv @ x.D @ x.Kinv
-    Ct = sym(0.5 * lay.shift_adjoint(W) + 0.5 * lay.embed(lay.Mv_S * (x.a @ np.swapaxes(x.a, -1, -2))))
+    Ct = sym(0.5 * lay.shift_adjoint(W) + 0.5 * lay.readout_field(x.a, x.a))
     return Derivatives(sym(0.5 * (x.Kinv - Cinv) - Ct), Ct, Cinv, W)
 
 
@@ -219,8 +220,8 @@ def hessian_vector(lay, x: Point, d: Derivatives, dD):
     KdK = x.Kinv @ (dC - dD)
     KdKW = KdK @ d.W
     dW = x.Kinv @ dD @ x.Kinv - KdKW - np.swapaxes(KdKW, -1, -2)
-    da = -(x.Ainv @ (lay.Mv_S * lay.select(dC)) @ x.a)
-    dJ = lay.embed(lay.Mv_S * (da @ np.swapaxes(x.a, -1, -2)))
+    da = lay.readout_response(x.fit, dC, x.a)
+    dJ = lay.readout_field(da, x.a)
     dG = 0.5 * (d.Cinv @ dC @ d.Cinv - KdK @ x.Kinv) - 0.5 * lay.shift_adjoint(dW) - 0.5 * (dJ + np.swapaxes(dJ, -1, -2))
     return lay.sweep_adjoint(sym(dG))
 

@@ -40,8 +40,12 @@ dependent inputs): every kernel with a finite action lives on the range ``R`` of
 (:class:`.kernels.Support`), and so does ``D``. The layouts carry ``R``: factorisations are of
 ``C + P⊥`` and ``K + P⊥`` (pseudo-inverses and pseudo-determinants on ``R``), gradients are
 projected onto ``Sym(R)`` and the starts are projected onto it; nothing else changes, and with
-full rank nothing is added or projected. The solution is the ``eps -> 0`` limit of the problem
-with ``eps·I`` added to the input kernel (tests/theory/test_rank_deficient.py).
+full rank nothing is added or projected. On a dense layout Newton's method works in the
+support's own coordinates (:class:`.kernels.SupportLayout`, ``C = Q c Qᵀ`` with ``c`` of the
+support's rank ``r``): every product and factorisation is ``O(r³)``, and for an RNN with inputs
+at every step ``r <= T·D`` whatever ``P`` is (the factored low-rank stage still runs on
+``(n, n)`` kernels). The solution is the ``eps -> 0`` limit of the problem with ``eps·I`` added
+to the input kernel (tests/theory/test_rank_deficient.py).
 
 Structure: ``D`` is restricted to the blocks of time steps that the iterates can reach from the
 start (:func:`.kernels.invariant_components`, within the components of the time-coupling
@@ -209,6 +213,9 @@ def _maximise(prob: Problem, C0, tol: float, max_iter: int, inner: int, init: st
                           Gamma=gamma, E=energy, init=init, converged=True, residual_forward=float(forward),
                           residual_backward=float(backward), iterations=iterations)
         C = objective.kernel(V)
+        if not prob.support.full:  # Newton in the support's coordinates
+            lay = layout(prob, C)
+            C = lay.restrict(C)
     else:
         C0 = np.asarray(C0, dtype=np.float64) * prob.block_mask()
         lay = layout(prob, C0)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels import DenseLayout, Problem, TimeLocalLayout, layout
+from .kernels import DenseLayout, Problem, TimeLocalLayout, invariant_components, layout
 
 __all__ = ["broken_start", "broken_factor", "joined_factors"]
 
@@ -66,9 +66,10 @@ def broken_factor(prob: Problem, C_sym: np.ndarray, rank: int | None = None):
     is itself dense, as on sequential tasks, where the broken start usually returns to it and
     plain Newton from :func:`broken_start` is faster)."""
     T, P = prob.T, prob.P
-    lay = layout(prob, broken_start(prob, C_sym))
-    if not isinstance(lay, DenseLayout) or not isinstance(layout(prob, C_sym), TimeLocalLayout):
+    labels = invariant_components(prob, broken_start(prob, C_sym))
+    if len(np.unique(labels)) == T or not isinstance(layout(prob, C_sym), TimeLocalLayout):
         return None
+    lay = DenseLayout(prob, labels)  # the factored stage works on (n, n) kernels, also on a support
     C = lay.restrict(C_sym)
     blocks = (C - lay.K_in - lay.shift(C)).reshape(T, P, T, P)
     V, classes = joined_factors(blocks[np.arange(T), :, np.arange(T), :], lay.labels[::P], rank)
