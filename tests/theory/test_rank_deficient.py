@@ -9,6 +9,8 @@ must be below ``2e-4`` times the kernel's scale (a linear rate with a constant o
 Unrealisable targets converge too, but reach the linear regime only at smaller ``eps`` (e.g.
 ``eps <= 1e-6`` for random ±1 targets on a DNN with T = 4, P = 8, D = 3), so they are not used."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -186,6 +188,22 @@ def test_support_coordinates_equal_the_dense_layout(make_arch):
                          act.hessian_vector(reduced, points[1], derivs[1], reduced.restrict(E)))]:
         np.testing.assert_allclose(Q @ small @ Q.T, full, atol=1e-9 * scale(full))
     np.testing.assert_allclose(reduced.full(points[1].C), points[0].C, atol=1e-9 * scale(points[0].C))
+
+
+def test_support_coordinates_fall_back_to_the_dense_layout_when_the_shift_leaves_the_support():
+    """Where the numerical rank cut drops a direction that the shift reaches (here: the last basis
+    vector of an RNN's support removed by hand), :func:`.kernels.layout` keeps the dense layout,
+    and :class:`SupportLayout` refuses with a clear error."""
+    task = teacher_sequential(P=8, T=4, D=2, seed=3)
+    prob = make_problem(kf.Architecture.rnn(4), task, kf.Prior(), 0.1)
+    C0 = lazy_kernel(prob)
+    assert isinstance(layout(prob, C0), SupportLayout)
+    support = prob.support
+    truncated = replace(support, bases=tuple(Q[:, :-1] for Q in support.bases))
+    prob.__dict__["support"] = truncated  # the cached property, as a coarser rank cut would give
+    assert isinstance(layout(prob, C0), DenseLayout)
+    with pytest.raises(ValueError, match="shift does not map the support into itself"):
+        SupportLayout(prob, invariant_components(prob, C0))
 
 
 def test_broken_branch_at_more_sequences_than_inputs():
