@@ -173,3 +173,19 @@ def test_bad_input_is_rejected_clearly():
     seq = kf.solve(kf.Architecture.rnn(4), sequential_task(), kappa=0.1)
     with pytest.raises(ValueError, match="task: no time-symmetric solution"):
         stability(seq)
+
+
+def test_direct_step_coupling_names_what_correlates_steps_besides_w():
+    """:attr:`Problem.direct_step_coupling`, shared by the stability checks and the particle
+    solver's time-symmetric subspace: inputs at every step of an RNN (shared U), a readout shared
+    between two supervised steps, or nothing (endpoint task; a DNN's unshared readouts)."""
+    def coupling(arch, task):
+        return make_problem(arch, task, kf.Prior(), 0.1).direct_step_coupling
+
+    assert coupling(kf.Architecture.rnn(4), sequential_task()) == "inputs"
+    endpoint = task_at(1.0)
+    targets = np.where(np.arange(T)[None] >= T - 2, 1.0, np.nan) * np.ones((endpoint.P, 1))
+    two_steps = kf.Task(endpoint.inputs, targets)
+    assert coupling(kf.Architecture.rnn(T), two_steps) == "readout"
+    assert coupling(kf.Architecture.dnn(T), two_steps) is None
+    assert coupling(kf.Architecture.rnn(T), task_at(1.0)) is None

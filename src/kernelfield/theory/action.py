@@ -47,7 +47,6 @@ computed through ``C + P⊥`` and ``K + P⊥``; the gradient and Hessian-vector 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -55,6 +54,7 @@ import scipy.linalg
 from jax.scipy.linalg import solve_triangular
 
 from .kernels import Problem, layout, shift, sym
+from .linalg import cholesky, cholesky_inverse, cholesky_logdet, data_fit
 
 __all__ = ["action_terms", "action", "residuals"]
 
@@ -102,55 +102,6 @@ def action(prob: Problem, C) -> float:
     return float(S) if np.isfinite(S) else -np.inf
 
 
-def _cholesky(A):
-    """Lower Cholesky factor of ``A`` (or of each matrix of a stack); ``None`` if not positive definite."""
-    if not np.all(np.isfinite(A)):
-        return None
-    try:
-        return np.linalg.cholesky(A)
-    except np.linalg.LinAlgError:
-        return None
-
-
-def _inverse(L):
-    """``A⁻¹`` from the Cholesky factor ``L`` of ``A`` (LAPACK ``potri``; a stack as ``L⁻ᵀL⁻¹``)."""
-    if L.ndim == 2:
-        inv, _ = scipy.linalg.lapack.dpotri(L, lower=1)
-        return np.tril(inv) + np.tril(inv, -1).T
-    Linv = np.linalg.inv(L)
-    return np.swapaxes(Linv, -1, -2) @ Linv
-
-
-def _logdet(L):
-    """``log det A`` (summed over a stack) from the Cholesky factor ``L``."""
-    return 2.0 * float(np.sum(np.log(np.diagonal(L, axis1=-2, axis2=-1))))
-
-
-class DataFit(NamedTuple):
-    """The data term at ``A = G_S + κI``: ``energy = E = ½ yᵀA⁻¹y``, ``a = A⁻¹y`` and, when asked
-    for, ``Ainv = A⁻¹``."""
-
-    energy: float
-    a: np.ndarray
-    Ainv: np.ndarray | None
-
-
-def data_fit(A, y, with_inverse: bool = False) -> DataFit | None:
-    """``E = ½ yᵀA⁻¹y`` (THEORY.md §3) through the Cholesky factor of ``A`` (an ``(m, m)`` matrix,
-    or a stack of blocks with ``with_inverse``); ``a = A⁻¹y`` by triangular solves, or as ``A⁻¹y``
-    with the inverse where the caller needs ``A⁻¹`` itself. ``None`` if ``A`` is not positive
-    definite. The numpy counterpart of the last term of :func:`action_terms`."""
-    L = _cholesky(A)
-    if L is None:
-        return None
-    if with_inverse:
-        Ainv = _inverse(L)
-        a = Ainv @ y
-    else:
-        Ainv, a = None, scipy.linalg.cho_solve((L, True), y, check_finite=False)
-    return DataFit(0.5 * float(np.vdot(y, a)), a, Ainv)
-
-
 @dataclass
 class Point:
     """An innovation ``D`` in the layout ``lay`` where ``C`` and ``K`` are positive definite (on
@@ -181,18 +132,18 @@ def evaluate(lay, D) -> Point | None:
     ``C + P⊥`` and ``K + P⊥``, and ``n -> r``."""
     D = sym(D)  # rounding in matrix products must not leave an antisymmetric part
     C = lay.sweep(lay.K_in + D)
-    Lc = _cholesky(lay.regularised(C))
+    Lc = cholesky(lay.regularised(C))
     if Lc is None:
         return None
     K = C - D
-    Lk = _cholesky(lay.regularised(K))
+    Lk = cholesky(lay.regularised(K))
     if Lk is None:
         return None
-    Kinv = _inverse(Lk)
+    Kinv = cholesky_inverse(Lk)
     fit = lay.readout_fit(C)
     if fit is None:
         return None
-    gamma = 0.5 * (float(np.vdot(Kinv, C)) - _logdet(Lc) + _logdet(Lk) - lay.rank)
+    gamma = 0.5 * (float(np.vdot(Kinv, C)) - cholesky_logdet(Lc) + cholesky_logdet(Lk) - lay.rank)
     return Point(D, C, K, Lc, Kinv, fit, fit.a, gamma, fit.energy, lay)
 
 
@@ -208,7 +159,7 @@ class Derivatives:
 
 def derivatives(lay, x: Point) -> Derivatives:
     """``Ct = ½ 𝒮ᵀ(K⁻¹DK⁻¹) + ½ M_v ∘ [a aᵀ]_S`` and ``G = ½(K⁻¹ - C⁻¹) - Ct``."""
-    Cinv = _inverse(x.Lc)
+    Cinv = cholesky_inverse(x.Lc)
     W = x.Kinv @ x.D @ x.Kinv
     Ct = sym(0.5 * lay.shift_adjoint(W) + 0.5 * lay.readout_field(x.a, x.a))
     return Derivatives(sym(0.5 * (x.Kinv - Cinv) - Ct), Ct, Cinv, W)
@@ -232,16 +183,16 @@ def low_rank_objective(lay, C_in, V, support):
     ``(I - 𝒮)⁻¹K_in``. ``None`` where ``K`` is numerically not positive definite."""
     D = V @ V.T
     C = C_in + lay.sweep(D)
-    Lk = _cholesky(lay.regularised(C - D))
+    Lk = cholesky(lay.regularised(C - D))
     if Lk is None:
         return None
     Y = scipy.linalg.cho_solve((Lk, True), V, check_finite=False)
-    Lm = _cholesky(np.eye(V.shape[1]) + V.T @ Y)
+    Lm = cholesky(np.eye(V.shape[1]) + V.T @ Y)
     fit = data_fit(lay.Mv_S * lay.select(C) + lay.kappa * np.eye(lay.y.shape[-2]), lay.y)
     if Lm is None or fit is None:
         return None
     a = fit.a
-    F = 0.5 * (float(np.vdot(V, Y)) - _logdet(Lm)) + fit.energy
+    F = 0.5 * (float(np.vdot(V, Y)) - cholesky_logdet(Lm)) + fit.energy
     YM = scipy.linalg.cho_solve((Lm, True), Y.T, check_finite=False).T  # Y M⁻¹
     G = 0.5 * (YM @ Y.T) - 0.5 * lay.shift_adjoint(Y @ Y.T) - 0.5 * lay.embed(lay.Mv_S * (a @ a.T))
     gD = lay.sweep_adjoint(sym(G))
@@ -256,10 +207,10 @@ def backward_residual(x: Point, d: Derivatives) -> float:
 def forward_residual(x: Point, d: Derivatives) -> float:
     """``||C - (K⁻¹ - 2Ct)⁻¹|| / ||C||``; ``inf`` if ``K⁻¹ - 2Ct`` is not positive definite. On a
     support ``R``: ``(K⁺ - 2ΠCtΠ)⁺``, from ``(K⁺ + P⊥ - 2ΠCtΠ)⁻¹`` and ``C + P⊥``."""
-    L = _cholesky(x.Kinv - 2.0 * x.lay.project(d.Ct))
+    L = cholesky(x.Kinv - 2.0 * x.lay.project(d.Ct))
     if L is None:
         return np.inf
-    return float(np.linalg.norm(x.lay.regularised(x.C) - _inverse(L)) / np.linalg.norm(x.C))
+    return float(np.linalg.norm(x.lay.regularised(x.C) - cholesky_inverse(L)) / np.linalg.norm(x.C))
 
 
 def _stationarity(prob: Problem, C):

@@ -37,6 +37,7 @@ import scipy.linalg
 
 from ..spec import Architecture, Prior, Task, check_compatible
 from ..validation import positive_real
+from .linalg import data_fit
 
 __all__ = ["Problem", "Support", "kernel_support", "make_problem", "shift", "shift_adjoint", "invariant_components", "layout", "DenseLayout",
            "TimeLocalLayout", "SupportLayout"]
@@ -82,6 +83,19 @@ class Problem:
         a shared ``W``, inputs or biases correlated across steps, a readout shared between
         supervised steps). Without it (a DNN) the cross-time Hessian of ``S`` is ``-I``."""
         return not np.array_equal(self.components, np.arange(self.T))
+
+    @property
+    def direct_step_coupling(self) -> str | None:
+        """What, besides ``W``, correlates two different time steps directly: ``"inputs"`` (inputs
+        or biases shared between steps: a nonzero cross-time block of ``K_in``), ``"readout"`` (a
+        readout shared between different supervised steps) or ``None``. Without it the
+        time-symmetric (time-block-diagonal) subspace can be invariant."""
+        T, P = self.T, self.P
+        if np.abs(self.K_in).reshape(T, P, T, P).max(axis=(1, 3))[~np.eye(T, dtype=bool)].max(initial=0.0) > 0:
+            return "inputs"
+        step = self.supervised // P
+        readout = np.abs(self.Mv[np.ix_(self.supervised, self.supervised)])[step[:, None] != step[None, :]]
+        return "readout" if readout.max(initial=0.0) > 0 else None
 
     def K(self, C):
         """``K(C) = g² M_W ∘ shift(C) + σ_u² M_U ∘ x xᵀ/D + σ_b² M_b``."""
@@ -356,13 +370,11 @@ class _Support:
 
 class _DenseReadout:
     """The data term on layouts that hold ``C_SS`` itself (``Mv_S``, ``select``, ``embed``, ``y``):
-    ``A = M_v ∘ C_SS + κI`` is factorised and inverted (:func:`.action.data_fit`)."""
+    ``A = M_v ∘ C_SS + κI`` is factorised and inverted (:func:`.linalg.data_fit`)."""
 
     def readout_fit(self, C):
-        """:class:`.action.DataFit` at ``A = M_v ∘ C_SS + κI`` (with ``A⁻¹``); ``None`` if not
+        """:class:`.linalg.DataFit` at ``A = M_v ∘ C_SS + κI`` (with ``A⁻¹``); ``None`` if not
         positive definite."""
-        from .action import data_fit
-
         return data_fit(self.Mv_S * self.select(C) + self.kappa * np.eye(self.y.shape[-2]), self.y, with_inverse=True)
 
     def readout_field(self, u, a):

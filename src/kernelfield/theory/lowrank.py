@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-from .action import _logdet, data_fit
+from .linalg import cholesky_logdet, data_fit
 
 __all__ = ["FactoredInnovation"]
 
@@ -134,7 +134,7 @@ class FactoredInnovation:
         if fit is None:
             raise np.linalg.LinAlgError("G_S + κI is not positive definite")
         a = fit.a[:, 0]
-        gamma = 0.5 * (float(np.vdot(V, Y)) - _logdet(Lm))
+        gamma = 0.5 * (float(np.vdot(V, Y)) - cholesky_logdet(Lm))
         shift_terms = self._first_lag_adjoint(Y)
         read = np.zeros((self.n, self.readout.shape[1]))
         read[lay.supervised] = self.readout * a[:, None]

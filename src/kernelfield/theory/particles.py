@@ -68,7 +68,7 @@ from jax.scipy.linalg import cho_solve, solve_triangular
 from ..nonlinearities import Nonlinearity
 from ..progress import ProgressEvent, reporter
 from ..finite.tilted import support_factor, tilted_moments
-from .action import data_fit
+from .linalg import data_fit
 from .kernels import Problem, shift, shift_adjoint
 from .particle_control import (ControlState, Decision, ParticleSettings, WindowSummary, averaged_windows,
                                batch_means_error, block_traces, control_step, init_control, relative_error)
@@ -142,17 +142,10 @@ class _WindowCarry(NamedTuple):
 def time_symmetric_mask(prob: Problem, nl: Nonlinearity) -> np.ndarray | None:
     """Equal-time 0/1 block mask when the time-symmetric subspace is invariant under the flow
     (odd ``phi``; inputs, biases and readouts couple no two steps), else ``None``."""
-    T, P = prob.T, prob.P
-    if not nl.odd:
+    if not nl.odd or prob.direct_step_coupling is not None:
         return None
-    t = np.repeat(np.arange(T), P)
-    cross = t[:, None] != t[None, :]
-    supervised = np.zeros(prob.n, dtype=bool)
-    supervised[prob.supervised] = True
-    readout = prob.Mv * supervised[:, None] * supervised[None, :]
-    if np.any(prob.K_in[cross] != 0) or np.any(readout[cross] != 0):
-        return None
-    return (~cross).astype(np.float64)
+    t = np.repeat(np.arange(prob.T), prob.P)
+    return (t[:, None] == t[None, :]).astype(np.float64)
 
 
 def _moments(H, fn, free, zero_mean: bool):

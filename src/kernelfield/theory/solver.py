@@ -198,9 +198,10 @@ def _maximise(prob: Problem, C0, tol: float, max_iter: int, inner: int, init: st
     The Newton system is solved to the relative accuracy ``eta = min(eta_max, √residual)``
     (superlinear convergence). ``eta_max`` is set by what a Hessian-vector product costs
     against a factorisation: for ``(T, P, P)`` stacks products are cheap and accurate Newton
-    steps (``eta_max = 0.01``) save factorisations; for dense ``(n, n)`` matrices a product costs
-    about as much as a factorisation and loose steps far from the maximum (``eta_max = 0.5``) are
-    cheaper. The residuals reported are those of :func:`.action.residuals`, at the final kernel."""
+    steps (``eta_max = 0.01``) save factorisations; for dense ``(n, n)`` matrices (and the
+    support's ``(r, r)``) a product costs about as much as a factorisation and loose steps far
+    from the maximum (``eta_max = 0.5``) are cheaper. The residuals reported are those of
+    :func:`.action.residuals`, at the final kernel."""
     iterations = 0
     if isinstance(C0, tuple):  # a low-rank innovation V on a dense layout (broken_factor)
         lay, V, classes = C0

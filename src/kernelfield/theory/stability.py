@@ -139,13 +139,9 @@ def _theory(model: Model, value: str, argument: str, what: str, solved_by: str |
 def _check_symmetric_exists(prob: Problem, nl: Nonlinearity) -> None:
     """The symmetric solution exists when nothing but ``W`` couples different time steps and,
     where ``W`` does, ``phi`` is odd (so uncorrelated preactivations give uncorrelated features)."""
-    T, P = prob.T, prob.P
-    off = ~np.eye(T, dtype=bool)
-    K_cross = np.abs(prob.K_in).reshape(T, P, T, P).max(axis=(1, 3))[off].max(initial=0.0)
-    sup_t = prob.supervised // P
-    v_cross = np.abs(prob.Mv[np.ix_(prob.supervised, prob.supervised)])[sup_t[:, None] != sup_t[None, :]].max(initial=0.0)
-    if K_cross > 0 or v_cross > 0:
-        what = "inputs or biases shared between different steps" if K_cross > 0 else \
+    coupling = prob.direct_step_coupling
+    if coupling is not None:
+        what = "inputs or biases shared between different steps" if coupling == "inputs" else \
             "a readout shared between different supervised steps"
         raise ValueError(
             f"task: no time-symmetric solution for this architecture and task ({what} correlate "
