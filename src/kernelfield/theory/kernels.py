@@ -577,8 +577,7 @@ class SupportLayout:
         support = prob.support
         Q = support.basis
         self.T, self.P, self.n = T, P, support.rank
-        self.rank, self.basis, self.Q = support.rank, None, Q
-        self.supervised, self.kappa = prob.supervised, prob.kappa
+        self.rank, self.Q, self.kappa = support.rank, Q, prob.kappa
         step = np.concatenate([np.full(Qc.shape[1] if Qc is not None else len(idx), idx[0] // P)
                                for idx, Qc in zip(support.classes, support.bases)])
         self.labels = np.asarray(labels)[step]  # the class of each basis vector
@@ -610,12 +609,14 @@ class SupportLayout:
         return X
 
     def shift(self, X):
+        """``Σ_i A_i X A_iᵀ`` (class docstring)."""
         out = np.zeros_like(X)
         for A in self.A:
             out += A @ X @ A.T
         return out
 
     def shift_adjoint(self, Y):
+        """``Σ_i A_iᵀ Y A_i``."""
         out = np.zeros_like(Y)
         for A in self.A:
             out += A.T @ Y @ A
@@ -635,15 +636,15 @@ class SupportLayout:
             Y = G + self.shift_adjoint(Y)
         return Y * self.mask
 
-    def _blocks(self, c):
-        """``c̃ BᵀB`` and ``c̃ Bᵀv`` need ``c`` once per readout class: ``c̃ X`` for ``X`` ``(J·r, m)``."""
+    def _times_c(self, c):
+        """``X ↦ c̃ X = (I_J ⊗ c) X`` for ``X`` of shape ``(J·r, m)`` (one ``c`` per readout class)."""
         J, r = self.readouts, self.rank
         return lambda X: (c @ X.reshape(J, r, -1)).reshape(J * r, -1)
 
     def readout_fit(self, c):
         """The data term at ``A = M_v ∘ C_SS + κI`` by Woodbury (class docstring): ``a = A⁻¹y``,
         ``E = ½ yᵀa`` and ``A⁻¹`` as a solver."""
-        times_c = self._blocks(c)
+        times_c = self._times_c(c)
         lu = scipy.linalg.lu_factor(self.kappa * np.eye(len(self.BtB)) + times_c(self.BtB), check_finite=False)
 
         def solve(v):
