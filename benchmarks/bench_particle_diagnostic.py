@@ -109,7 +109,7 @@ def main():
     K0 = np.asarray(prob.K(broken_start(prob, lazy_kernel(prob, nl))))
     settings = ParticleSettings(num_particles=args.particles, max_iter=args.flow, seed=args.seed)
     arrays = FlowArrays.of(prob, prob.block_mask())
-    key, H = _initial_population(K0, prob.n, settings)
+    key, H = _initial_population(K0, settings)
     advance = partial(_window, arrays, fn=nl.fn, zero_mean=True, length=settings.window, P=P)
     H, state = _run(advance, key, H, settings, T, P, "broken")
     C, Sigma = state.last_finite[-1][0], state.last_finite[-1][1]
