@@ -283,8 +283,8 @@ def test_real_data_with_more_sequences_than_inputs():
     sol = kf.solve(kf.Architecture.rnn(4), kf.tasks.digits(P=200, T=4), kappa=0.1)
     assert sol.converged and sol.problem.support.rank < sol.problem.n
     assert sol.best.init == "broken" and kf.temporal_coherence(sol) > 0.1
-    sunspots = kf.tasks.sunspots(P=200, T=6, D=12)
-    for arch in (kf.Architecture.rnn(6), kf.Architecture.dnn(6)):
+    sunspots = kf.tasks.sunspots(P=200, T=4, D=12)
+    for arch in (kf.Architecture.rnn(4), kf.Architecture.dnn(4)):
         sol = kf.solve(arch, sunspots, kappa=0.1)
         assert sol.converged and sol.problem.support.rank < sol.problem.n
 
