@@ -10,7 +10,8 @@ import pytest
 import kernelfield as kf
 from conftest import endpoint_task, sequential_task
 from kernelfield.theory import action as act
-from kernelfield.theory.kernels import DenseLayout, invariant_components, make_problem
+from kernelfield.theory.kernels import invariant_components, make_problem
+from kernelfield.theory.layouts import DenseLayout
 from kernelfield.theory.lowrank import FactoredInnovation
 from kernelfield.theory.solver import _low_rank_stage, broken_factor
 

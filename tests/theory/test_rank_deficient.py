@@ -16,8 +16,8 @@ import pytest
 
 import kernelfield as kf
 from kernelfield.theory import action as act
-from kernelfield.theory.kernels import (DenseLayout, SupportLayout, TimeLocalLayout, invariant_components, layout,
-                                       make_problem)
+from kernelfield.theory.kernels import invariant_components, make_problem
+from kernelfield.theory.layouts import DenseLayout, SupportLayout, TimeLocalLayout, layout
 from kernelfield.theory.lazy import lazy_kernel
 
 
@@ -192,7 +192,7 @@ def test_support_coordinates_equal_the_dense_layout(make_arch):
 
 def test_support_coordinates_fall_back_to_the_dense_layout_when_the_shift_leaves_the_support():
     """Where the numerical rank cut drops a direction that the shift reaches (here: the last basis
-    vector of an RNN's support removed by hand), :func:`.kernels.layout` keeps the dense layout,
+    vector of an RNN's support removed by hand), :func:`.layouts.layout` keeps the dense layout,
     and :class:`SupportLayout` refuses with a clear error."""
     task = teacher_sequential(P=8, T=4, D=2, seed=3)
     prob = make_problem(kf.Architecture.rnn(4), task, kf.Prior(), 0.1)

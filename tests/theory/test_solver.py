@@ -12,13 +12,8 @@ import kernelfield as kf
 from conftest import endpoint_task, sequential_task
 from kernelfield.theory import action as act
 from kernelfield.theory.action import action, action_terms, residuals
-from kernelfield.theory.kernels import (
-    DenseLayout,
-    TimeLocalLayout,
-    invariant_components,
-    make_problem,
-    shift,
-)
+from kernelfield.theory.kernels import invariant_components, make_problem, shift
+from kernelfield.theory.layouts import DenseLayout, TimeLocalLayout
 from kernelfield.symmetry import parity_flip
 from kernelfield.theory import solver
 from kernelfield.theory.solver import _low_rank_stage, _maximise, broken_factor, broken_start

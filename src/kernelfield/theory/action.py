@@ -5,7 +5,7 @@ for linear networks where the prior rate ``Gamma`` is the Wishart large-deviatio
 square root ``R`` so that ``log det C`` is read off a triangular factor.
 
 The stationarity equations, the gradient and the Hessian-vector products of ``F = -S`` are in
-closed form (numpy, on the layouts of :mod:`.kernels`), written in the causal innovation
+closed form (numpy, on the layouts of :mod:`.layouts`), written in the causal innovation
 ``D = C - K(C)``, ``C = (I - 𝒮)⁻¹(K_in + D)``. With ``W = K⁻¹DK⁻¹ = K⁻¹CK⁻¹ - K⁻¹``,
 ``a = (G_S + κI)⁻¹y`` and the backward field (conjugate kernel)
 
@@ -53,7 +53,8 @@ import numpy as np
 import scipy.linalg
 from jax.scipy.linalg import solve_triangular
 
-from .kernels import Problem, layout, shift, sym
+from .kernels import Problem, shift, sym
+from .layouts import layout
 from .linalg import cholesky, cholesky_inverse, cholesky_logdet, data_fit
 
 __all__ = ["action_terms", "action", "residuals"]
@@ -229,7 +230,7 @@ def residuals(prob: Problem, C) -> tuple[float, float, np.ndarray]:
     forward: ``||C - (K⁻¹ - 2Ct)⁻¹||_F / ||C||_F`` with ``Ct`` from the backward equation;
     backward: ``||C (Ct - ½(K⁻¹ - C⁻¹)) C||_F · 2/||C||_F`` (natural-gradient norm of ``S``).
     Both are ``inf`` (and ``Ct`` NaN) where ``C`` or ``K(C)`` is not positive definite.
-    Computed in the layout of ``C`` (:func:`.kernels.layout`: block by block when ``C`` is
+    Computed in the layout of ``C`` (:func:`.layouts.layout`: block by block when ``C`` is
     time-block diagonal).
     """
     lay, x, d = _stationarity(prob, C)

@@ -1,6 +1,6 @@
 """The maps of the Gaussian closure (:mod:`.closure`, THEORY.md §3) in jax: the Gaussian map
 ``G_φ``, the causal sweep ``D ↦ Sigma(D)`` with ``Sigma = K(G_φ(Sigma)) + D`` and the action, in
-two layouts (as the exact solver's, :mod:`.kernels`):
+two layouts (as the exact solver's, :mod:`.layouts`):
 
 * dense: ``(n, n)`` matrices. ``G_φ`` is entrywise given the diagonal (entry ``(i, j)`` needs
   ``Sigma_ii``, ``Sigma_jj``, ``Sigma_ij``) and block ``(t, s)`` of ``K`` needs ``C`` at
@@ -24,7 +24,8 @@ from jax.scipy.linalg import solve_triangular
 
 from ..gaussian import gauss_hermite
 from ..nonlinearities import Nonlinearity
-from .kernels import Problem, Support, TimeLocalLayout
+from .kernels import Problem, Support
+from .layouts import TimeLocalLayout
 
 __all__ = ["gaussian_map", "dense_preactivation", "closure_action", "DenseProblem", "on_support", "LocalProblem", "local_problem",
            "local_preactivation", "local_prior_covariance", "local_action"]
@@ -138,7 +139,7 @@ def on_support(X, basis):
 
 
 class LocalProblem(NamedTuple):
-    """The problem in the time-local layout (:class:`.kernels.TimeLocalLayout`): ``w_t = g²[W_t ≡ W_t]``
+    """The problem in the time-local layout (:class:`.layouts.TimeLocalLayout`): ``w_t = g²[W_t ≡ W_t]``
     ``(T,)``, ``K_in`` ``(T, P, P)``, the readout weights ``Mv_S`` ``(T, P, P)`` and targets ``y``
     ``(T, P, 1)`` (zero on unsupervised patterns), ``kappa``, and where the prior covariance is
     singular the projectors onto the support per step and off it (``(T, P, P)`` each; ``None``

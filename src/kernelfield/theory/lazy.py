@@ -14,7 +14,8 @@ from ..gaussian import DEFAULT_ORDER, expect_phiphi
 from ..model import Model, ModelResult, as_model
 from ..nonlinearities import Nonlinearity, get_nonlinearity
 from ..spec import Architecture, Prior, Task
-from .kernels import Problem, layout, make_problem
+from .kernels import Problem, make_problem
+from .layouts import layout
 from .predict import Prediction, predictive
 
 __all__ = ["prior_kernel", "lazy_kernel", "LazyKernel"]
@@ -26,7 +27,7 @@ def lazy_kernel(prob: Problem, phi="linear", order: int = DEFAULT_ORDER) -> np.n
     depends only on block ``(t-1, s-1)`` of ``C`` (the sharing masks are applied by ``prob.K``).
 
     Linear ``phi`` is exact: ``C = K(C) = (I - 𝒮)⁻¹K_in``, one causal sweep over the blocks in
-    the layout of :func:`.kernels.layout` (on the support of a singular input kernel, e.g. more
+    the layout of :func:`.layouts.layout` (on the support of a singular input kernel, e.g. more
     sequences than input dimensions, where ``C`` has rank below ``n``); erf and ReLU use closed
     forms (which need only the variances to be positive, so ``P > D`` is fine), any other ``phi``
     2-D Gauss–Hermite quadrature with ``order`` nodes per dimension

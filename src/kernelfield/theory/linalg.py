@@ -10,7 +10,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.linalg
 
-__all__ = ["cholesky", "cholesky_inverse", "cholesky_logdet", "DataFit", "data_fit"]
+__all__ = ["cholesky", "cholesky_inverse", "cholesky_logdet", "DataFit", "data_fit", "psd_factors"]
 
 
 def cholesky(A):
@@ -60,3 +60,11 @@ def data_fit(A, y, with_inverse: bool = False) -> DataFit | None:
     else:
         Ainv, a = None, scipy.linalg.cho_solve((L, True), y, check_finite=False)
     return DataFit(0.5 * float(np.vdot(y, a)), a, Ainv)
+
+
+def psd_factors(M: np.ndarray, rtol: float = 1e-12) -> np.ndarray:
+    """Columns ``√λ e`` of a positive semidefinite matrix (eigenpairs with ``λ > rtol·λ_max``):
+    ``M = Σ (√λ e)(√λ e)ᵀ``; no columns for an empty ``M``."""
+    lam, E = np.linalg.eigh(0.5 * (M + M.T))
+    keep = lam > rtol * max(lam[-1], 0.0) if len(lam) else np.zeros(0, dtype=bool)
+    return E[:, keep] * np.sqrt(lam[keep])

@@ -41,20 +41,13 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-from .linalg import cholesky_logdet, data_fit
+from .linalg import cholesky_logdet, data_fit, psd_factors
 
 __all__ = ["FactoredInnovation"]
 
 
 def _cho_solve(L, B):
     return scipy.linalg.cho_solve((L, True), B, check_finite=False)
-
-
-def _psd_factors(mask: np.ndarray, rtol: float = 1e-12):
-    """Columns ``√λ e`` of a positive semidefinite matrix (eigenpairs with ``λ > rtol·λ_max``)."""
-    lam, E = np.linalg.eigh(0.5 * (mask + mask.T))
-    keep = lam > rtol * max(lam[-1], 0.0)
-    return E[:, keep] * np.sqrt(lam[keep])
 
 
 @dataclass(frozen=True)
@@ -89,7 +82,7 @@ class FactoredInnovation:
             m_next = np.zeros((T, T))
             m_next[k:, k:] = MW[k:, k:] * m[k - 1:-1, k - 1:-1]
             m = m_next
-            for w in _psd_factors(m).T:
+            for w in psd_factors(m).T:
                 A = np.zeros((T, T))
                 A[np.arange(k, T), np.arange(T - k)] = w[k:]
                 rows.append(A)
@@ -97,7 +90,7 @@ class FactoredInnovation:
         self.time_op = np.concatenate(rows) if rows else np.zeros((0, T))
         self.n_terms = len(rows)
         self.first_lag = np.array(shift1, dtype=bool)
-        self.readout = _psd_factors(lay.Mv_S)  # M_v on S = Σ μ e eᵀ
+        self.readout = psd_factors(lay.Mv_S)  # M_v on S = Σ μ e eᵀ
         self.C_in_SS = C_in[np.ix_(lay.supervised, lay.supervised)]
         self._last: _Evaluation | None = None
 

@@ -41,7 +41,7 @@ dependent inputs): every kernel with a finite action lives on the range ``R`` of
 ``C + P⊥`` and ``K + P⊥`` (pseudo-inverses and pseudo-determinants on ``R``), gradients are
 projected onto ``Sym(R)`` and the starts are projected onto it; nothing else changes, and with
 full rank nothing is added or projected. On a dense layout Newton's method works in the
-support's own coordinates (:class:`.kernels.SupportLayout`, ``C = Q c Qᵀ`` with ``c`` of the
+support's own coordinates (:class:`.layouts.SupportLayout`, ``C = Q c Qᵀ`` with ``c`` of the
 support's rank ``r``): every product and factorisation is ``O(r³)``, and for an RNN with inputs
 at every step ``r <= T·D`` whatever ``P`` is (the factored low-rank stage still runs on
 ``(n, n)`` kernels). The solution is the ``eps -> 0`` limit of the problem with ``eps·I`` added
@@ -51,7 +51,7 @@ Structure: ``D`` is restricted to the blocks of time steps that the iterates can
 start (:func:`.kernels.invariant_components`, within the components of the time-coupling
 graph). When every class is a single time step (a DNN; an RNN's time-symmetric branch) all
 kernels are block diagonal and are held as ``(T, P, P)`` stacks
-(:class:`.kernels.TimeLocalLayout`), so a Newton step costs ``O(T P³)`` instead of ``O((TP)³)``.
+(:class:`.layouts.TimeLocalLayout`), so a Newton step costs ``O(T P³)`` instead of ``O((TP)³)``.
 """
 
 from __future__ import annotations
@@ -81,7 +81,8 @@ from .action import (
     hessian_vector,
     low_rank_objective,
 )
-from .kernels import DenseLayout, Problem, TimeLocalLayout, layout, make_problem, sym
+from .kernels import Problem, make_problem, sym
+from .layouts import TimeLocalLayout, layout
 from .branch import Branch, ConvergenceWarning
 from .closure import check_gaussian_map, closure_branch, closure_broken_start, closure_support
 from .lazy import lazy_kernel

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels import DenseLayout, Problem, TimeLocalLayout, invariant_components, layout
+from .kernels import Problem, invariant_components
+from .layouts import DenseLayout, TimeLocalLayout, layout
 
 __all__ = ["broken_start", "broken_factor", "joined_factors"]
 
