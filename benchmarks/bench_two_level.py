@@ -23,11 +23,19 @@ converged broken branch (``kf.solve(..., method="particles", init="broken")``, s
 
     python benchmarks/bench_two_level.py --T 8 --P 8 --reference
     python benchmarks/bench_two_level.py --T 16 --P 4
+    python benchmarks/bench_two_level.py --T 16 --P 4 --particles 8192 --fixed-start --inner 60 --average 30 \
+        --outer 36 --ramp 8:16384,16:32768,24:65536
+
+``--ramp k:M,...`` is the sample-size ramp: at outer iteration ``k`` the population grows to ``M``
+particles (the current population duplicated; the copies decorrelate under their own random
+numbers), the Anderson history restarts, and the stage that ends there gets the solver's
+independent check and ``S`` (so ``S`` is reported against ``1/M``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 import warnings
 from functools import partial
@@ -100,6 +108,7 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--flow", type=int, default=300, help="iterations of the standard flow first")
     parser.add_argument("--reference", action="store_true")
+    parser.add_argument("--ramp", default="", help="sample-size ramp: outer:M pairs, e.g. 8:16384,16:32768")
     parser.add_argument("--fixed-start", action="store_true",
                         help="start every inner run from the same population (a deterministic map G)")
     args = parser.parse_args()
@@ -141,10 +150,33 @@ def main():
     xs, fs = [], []
     started = time.perf_counter()
     previous = np.inf
+    H_last = H
+    ramp = {int(k): int(m) for k, m in (pair.split(":") for pair in args.ramp.split(",") if pair)}
+
+    def finish(H, x, M, iterations):
+        """The solver's own end at the moments of one more inner run from ``x``: fields, the
+        independent HMC check, log Z and S."""
+        C, Sig = unpack(x)
+        _, Cf, Sf, acc = run(key, jnp.asarray(H), jnp.asarray(C), jnp.asarray(Sig), args.step)
+        Cf, Sf = np.asarray(Cf), np.asarray(Sf)
+        stage = dataclasses.replace(settings, num_particles=M)
+        return _finish(arrays, nl, Cf, np.zeros_like(Cf), Sf, np.zeros(n), np.asarray(H), stage, True, iterations,
+                       float(acc), P)
+
     print(" outer  MALA its  residual  A=vᵀC_last v  tr C   accept  restart  dist to reference")
     for k in range(args.outer):
+        if k in ramp:  # the stage at this M ends: its S, then the population grows
+            M = H.shape[0]
+            stage = finish(H, x, M, args.flow + k * args.inner)
+            print(f"stage end, M = {M}: S {stage.S:.4f} ± {stage.S_err:.4f}, check residuals "
+                  f"{stage.residual_forward:.4f} / {stage.residual_backward:.4f} (error {stage.residual_error:.4f}), "
+                  f"{time.perf_counter() - started:.0f} s", flush=True)
+            copies = -(-ramp[k] // M)  # the latest inner run's population, duplicated
+            H = np.concatenate([np.asarray(H_last)] * copies)[: ramp[k]]
+            xs, fs, previous = [], [], np.inf
         C, Sig = unpack(x)
         H_next, Cg, Sg, acc = run(key, jnp.asarray(H), jnp.asarray(C), jnp.asarray(Sig), args.step)
+        H_last = H_next
         if not args.fixed_start:  # warm start; with --fixed-start every inner run starts from the same H
             H = H_next
         g = pack(np.asarray(Cg), np.asarray(Sg))
@@ -174,11 +206,8 @@ def main():
     print(f"Monte Carlo floor of the C residual (two inner runs, different random numbers): {floor:.4f}; "
           f"{time.perf_counter() - started:.0f} s for {args.outer} outer iterations")
     # the solver's own end: fields at the final moments, the independent HMC check, log Z and S
-    _, Cf, Sf, acc = run(key, jnp.asarray(H), jnp.asarray(C), jnp.asarray(Sig), args.step)
-    Cf, Sf = np.asarray(Cf), np.asarray(Sf)
-    result = _finish(arrays, nl, Cf, np.zeros_like(Cf), Sf, np.zeros(n), np.asarray(H), settings, True,
-                     args.flow + args.outer * args.inner, float(acc), P)
-    print(f"two-level end: S {result.S:.4f} ± {result.S_err:.4f}, independent check residuals "
+    result = finish(H, x, H.shape[0], args.flow + args.outer * args.inner)
+    print(f"two-level end (M = {H.shape[0]}): S {result.S:.4f} ± {result.S_err:.4f}, independent check residuals "
           f"{result.residual_forward:.4f} / {result.residual_backward:.4f} (check error {result.residual_error:.4f})")
     if reference is not None:
         print(f"reference: S {reference.S:.4f} ± {reference.S_err:.4f}; A_ref = "

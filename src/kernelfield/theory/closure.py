@@ -21,7 +21,9 @@ preactivation kernel. ``D`` is restricted to the blocks reachable from the start
 
 Optimiser: Newton's method on ``F = -S_G`` with the gradient and Hessian-vector products by JAX
 autodiff (float64, jit; in the layouts of :mod:`.closure_maps`: ``(T, P, P)`` stacks where only
-equal-time blocks are free, dense ``(n, n)`` otherwise), conjugate gradients preconditioned with
+equal-time blocks are free, dense ``(n, n)`` otherwise; the KL and data terms carry closed-form
+derivatives, and the gradient is linearised once per Newton step, so its Hessian-vector
+products reuse the step's inverses), conjugate gradients preconditioned with
 ``R ↦ K R K`` (the inverse Hessian of the KL term at ``D = 0``), and a backtracking Armijo line
 search on ``F`` that rejects every step where ``Sigma``, ``K`` or ``G_S + κI`` is not positive
 definite (``F`` is NaN there). Converged when both stationarity residuals are below ``tol``:
@@ -40,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
+from threadpoolctl import threadpool_limits
 
 from ..gaussian import DEFAULT_ORDER, gauss_hermite
 from ..nonlinearities import Nonlinearity
@@ -123,10 +126,16 @@ def _value_and_gradient(data, D, nl, order):
 
 
 @partial(jax.jit, static_argnames=("nl", "order"))
-def _hessian_vector(data, D, V, nl, order):
-    """``∂²F/∂D² · V`` (forward-over-reverse autodiff)."""
+def _hessian_at(data, D, nl, order):
+    """``V ↦ ∂²F/∂D² · V`` at ``D``: the gradient linearised once (forward-over-reverse autodiff),
+    so the products of one Newton step reuse its factorisations (a ``jax.tree_util.Partial``)."""
     gradient = jax.grad(_objective, argnums=1)
-    return jax.jvp(lambda X: gradient(data, X, nl, order), (D,), (V,))[1]
+    return jax.linearize(lambda X: gradient(data, X, nl, order), D)[1]
+
+
+@jax.jit
+def _apply(linear, V):
+    return linear(V)
 
 
 class ClosurePoint(NamedTuple):
@@ -252,22 +261,30 @@ class ClosureObjective:
         F, g = _value_and_gradient(self.data, D, nl=self.nl, order=self.order)
         return float(F), np.asarray(g)
 
+    def hessian_at(self, D):
+        """``V ↦ ∂²F/∂D² · V`` at ``D`` (numpy in, numpy out), linearised once."""
+        linear = _hessian_at(self.data, D, nl=self.nl, order=self.order)
+        return lambda V: np.asarray(_apply(linear, V))
+
     def hessian_vector(self, D, V):
-        return np.asarray(_hessian_vector(self.data, D, V, nl=self.nl, order=self.order))
+        return self.hessian_at(D)(V)
 
     def point(self, D) -> ClosurePoint:
         return _point(self.data, D, nl=self.nl, order=self.order)
 
 
 def _line_search(f: ClosureObjective, D, F: float, g, p):
-    """Backtracking from the full step until Armijo's condition holds where ``F`` is defined
-    (``Sigma``, ``K``, ``G_S + κI`` positive definite); ``None`` if no step length is accepted."""
+    """Backtracking from the full step until Armijo's condition holds, up to the rounding of
+    ``F`` (near the maximum a Newton step changes ``F`` by less than that: the full step is then
+    taken), where ``F`` is defined (``Sigma``, ``K``, ``G_S + κI`` positive definite); ``None`` if
+    no step length is accepted."""
     slope = float(np.vdot(g, p))
+    rounding = 64 * np.finfo(float).eps * max(abs(F), 1.0)
     t = 1.0
     for _ in range(50):
         trial = D + t * p
         F_trial = f.value(trial)
-        if np.isfinite(F_trial) and F_trial <= F + 1e-4 * t * slope:
+        if np.isfinite(F_trial) and F_trial <= F + 1e-4 * t * slope + rounding:
             return trial, F_trial
         t *= 0.5
     return None
@@ -314,7 +331,7 @@ def maximise_closure(prob: Problem, nl: Nonlinearity, Sigma0, tol: float, max_it
         forward, backward = _residuals(point, f.mask, f.complement)
         if max(forward, backward) < tol or stalled or iterations >= max_iter:
             break
-        p = truncated_newton(lambda v: f.hessian_vector(D, v), np.asarray(point.K), g, max_cg=inner,
+        p = truncated_newton(f.hessian_at(D), np.asarray(point.K), g, max_cg=inner,
                              eta=min(0.1, np.sqrt(backward)))
         trial = _line_search(f, D, F, g, p)
         if trial is None or F - trial[1] <= 8 * np.finfo(float).eps * abs(F):
@@ -374,8 +391,10 @@ def closure_broken_start(prob: Problem, nl: Nonlinearity, Sigma_sym: np.ndarray,
 def closure_branch(prob: Problem, nl: Nonlinearity, Sigma0, tol: float, max_iter: int, inner: int | None,
                    init: str, support: Support | None = None) -> Branch:
     """One start of the closure (:func:`maximise_closure`) as a :class:`.branch.Branch` with
-    ``S = S_G`` and its ``Sigma``."""
-    r = maximise_closure(prob, nl, Sigma0, tol, max_iter, inner, support=support)
+    ``S = S_G`` and its ``Sigma``. BLAS runs on one thread: jax's LAPACK kernels share it, and
+    two pools on the same cores took twice as long (n = 256)."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        r = maximise_closure(prob, nl, Sigma0, tol, max_iter, inner, support=support)
     x = r.point
     gamma, energy = float(x.gamma), float(x.energy)
     return Branch(C=np.asarray(x.C), Ct=np.asarray(x.Ct), S=-(gamma + energy), Gamma=gamma, E=energy, init=init,
