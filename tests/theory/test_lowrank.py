@@ -74,6 +74,21 @@ def test_factored_residuals_near_a_maximum():
     assert finite >= 3 and infinite >= 1
 
 
+def test_factored_residuals_are_resolved_below_the_square_root_of_epsilon():
+    """Where the low-rank stage stops on the RNN's broken branch asked for 1e-11 (residual 7e-8)
+    the factored residuals equal the dense ones to 1 %: taken through ``tr(sHsH)``, whose
+    terms cancel, they carried an absolute rounding error near ``√ε ≈ 1e-8`` (a backward
+    residual read 0.0 at a kernel whose dense residual was 3e-8)."""
+    task, arch = endpoint_task(scale=3.0), kf.Architecture.rnn(3)
+    prob = make_problem(arch, task, kf.Prior(), 0.1)
+    lay, V, classes = broken_factor(prob, kf.solve(arch, task, init="prior", tol=1e-10).C)
+    objective, V, _ = _low_rank_stage(lay, V, classes, max_iter=5000, tol=1e-11)
+    forward, backward, _ = act.residuals(prob, objective.kernel(V))
+    assert max(forward, backward) < 1e-6
+    f2, b2 = objective.residuals(V)
+    assert f2 == pytest.approx(forward, rel=1e-2) and b2 == pytest.approx(backward, rel=1e-2)
+
+
 def test_backward_residual_bounds_decide_like_the_exact_value():
     """``backward_residual(V, below)`` may return a bound, but it is below ``below`` exactly
     when the exact residual is."""

@@ -17,7 +17,7 @@ import pytest
 import kernelfield as kf
 from kernelfield.theory import action as act
 from kernelfield.theory.kernels import invariant_components, make_problem
-from kernelfield.theory.layouts import DenseLayout, SupportLayout, TimeLocalLayout, layout
+from kernelfield.theory.layouts import DenseLayout, SupportLayout, TimeLocalLayout, TimeLocalSupportLayout, layout
 from kernelfield.theory.lazy import lazy_kernel
 
 
@@ -188,6 +188,40 @@ def test_support_coordinates_equal_the_dense_layout(make_arch):
                          act.hessian_vector(reduced, points[1], derivs[1], reduced.restrict(E)))]:
         np.testing.assert_allclose(Q @ small @ Q.T, full, atol=1e-9 * scale(full))
     np.testing.assert_allclose(reduced.full(points[1].C), points[0].C, atol=1e-9 * scale(points[0].C))
+
+
+def test_per_step_support_coordinates_equal_the_projected_time_local_layout():
+    """:class:`TimeLocalSupportLayout` (``c_t = Q_tᵀC_ttQ_t``, ``r_t × r_t`` blocks, shift
+    ``w_t A_t c_{t-1} A_tᵀ``) against :class:`TimeLocalLayout` (``(T, P, P)`` stacks projected onto
+    the support, pseudo-inverses through ``C + P⊥``) at the same innovation of a DNN whose support
+    grows by D = 2 a step (ranks 3, 5, 7, 8 with the bias): action, its parts, gradient, ``Ct``,
+    a Hessian-vector product and ``C`` agree to rounding (1e-9 relative). Where a basis misses a
+    direction the shift reaches, :func:`.layouts.layout` keeps the projected stacks."""
+    task = teacher_sequential(P=8, T=4, D=2, seed=3)
+    prob = make_problem(kf.Architecture.dnn(4), task, kf.Prior(g=0.8, sigma_b=0.4), 0.1)
+    C0 = lazy_kernel(prob)
+    reduced = layout(prob, C0)
+    assert isinstance(reduced, TimeLocalSupportLayout)
+    assert [Q.shape[1] for Q in reduced.Q][:3] == [3, 5, 7] and reduced.rank == prob.support.rank
+    stacks = TimeLocalLayout(prob)
+    rng = np.random.default_rng(5)
+    G = rng.normal(size=C0.shape)
+    D = stacks.restrict(0.3 * G @ G.T / prob.n)
+    E = stacks.restrict(rng.normal(size=C0.shape))
+    points = [act.evaluate(lay, lay.restrict(stacks.full(D))) for lay in (stacks, reduced)]
+    derivs = [act.derivatives(lay, x) for lay, x in zip((stacks, reduced), points)]
+    for attr in ("F", "gamma", "energy"):
+        assert getattr(points[1], attr) == pytest.approx(getattr(points[0], attr), rel=1e-9)
+    for full, small in [(stacks.sweep_adjoint(derivs[0].G), reduced.sweep_adjoint(derivs[1].G)),
+                        (stacks.project(derivs[0].Ct), derivs[1].Ct),
+                        (act.hessian_vector(stacks, points[0], derivs[0], E),
+                         act.hessian_vector(reduced, points[1], derivs[1], reduced.restrict(stacks.full(E)))),
+                        (points[0].C, points[1].C)]:
+        full = stacks.full(full)
+        np.testing.assert_allclose(reduced.full(small), full, atol=1e-9 * np.abs(full).max())
+    support = prob.support
+    prob.__dict__["support"] = replace(support, bases=tuple(None if Q is None else Q[:, :-1] for Q in support.bases))
+    assert type(layout(prob, C0)) is TimeLocalLayout
 
 
 def test_support_coordinates_fall_back_to_the_dense_layout_when_the_shift_leaves_the_support():

@@ -55,7 +55,7 @@ from jax.scipy.linalg import solve_triangular
 
 from .kernels import Problem, shift, sym
 from .layouts import layout
-from .linalg import cholesky, cholesky_inverse, cholesky_logdet, data_fit
+from .linalg import cholesky, cholesky_inverse, cholesky_logdet, data_fit, frobenius, inner
 
 __all__ = ["action_terms", "action", "residuals"]
 
@@ -144,7 +144,7 @@ def evaluate(lay, D) -> Point | None:
     fit = lay.readout_fit(C)
     if fit is None:
         return None
-    gamma = 0.5 * (float(np.vdot(Kinv, C)) - cholesky_logdet(Lc) + cholesky_logdet(Lk) - lay.rank)
+    gamma = 0.5 * (inner(Kinv, C) - cholesky_logdet(Lc) + cholesky_logdet(Lk) - lay.rank)
     return Point(D, C, K, Lc, Kinv, fit, fit.a, gamma, fit.energy, lay)
 
 
@@ -202,7 +202,7 @@ def low_rank_objective(lay, C_in, V, support):
 
 def backward_residual(x: Point, d: Derivatives) -> float:
     """``2 ||C G C|| / ||C||``: the natural-gradient norm of ``S``."""
-    return float(2.0 * np.linalg.norm(x.C @ d.G @ x.C) / np.linalg.norm(x.C))
+    return 2.0 * frobenius(x.C @ d.G @ x.C) / frobenius(x.C)
 
 
 def forward_residual(x: Point, d: Derivatives) -> float:
@@ -211,7 +211,7 @@ def forward_residual(x: Point, d: Derivatives) -> float:
     L = cholesky(x.Kinv - 2.0 * x.lay.project(d.Ct))
     if L is None:
         return np.inf
-    return float(np.linalg.norm(x.lay.regularised(x.C) - cholesky_inverse(L)) / np.linalg.norm(x.C))
+    return frobenius(x.lay.regularised(x.C) - cholesky_inverse(L)) / frobenius(x.C)
 
 
 def _stationarity(prob: Problem, C):

@@ -10,11 +10,76 @@ from typing import NamedTuple
 import numpy as np
 import scipy.linalg
 
-__all__ = ["cholesky", "cholesky_inverse", "cholesky_logdet", "DataFit", "data_fit", "psd_factors"]
+__all__ = ["Blocks", "inner", "frobenius", "cholesky", "cholesky_inverse", "cholesky_logdet", "DataFit", "data_fit",
+           "psd_factors"]
+
+
+class Blocks:
+    """Matrices of different sizes held together, one per time step (time-local kernels in each
+    step's own support coordinates, :class:`.layouts.TimeLocalSupportLayout`): ``+``, ``-``,
+    ``*``, ``/``, ``@`` (with another ``Blocks`` or a scalar) and ``swapaxes`` act block by block,
+    as they do on an ``(T, m, m)`` stack. Frobenius products and norms: :func:`inner`,
+    :func:`frobenius`."""
+
+    __array_ufunc__ = None  # numpy scalars and arrays defer to the operators below
+
+    def __init__(self, blocks):
+        self.blocks = tuple(blocks)
+
+    def _apply(self, other, op):
+        if isinstance(other, Blocks):
+            return Blocks(op(a, b) for a, b in zip(self.blocks, other.blocks))
+        return Blocks(op(a, other) for a in self.blocks)
+
+    def __add__(self, other):
+        return self._apply(other, lambda a, b: a + b)
+
+    def __sub__(self, other):
+        return self._apply(other, lambda a, b: a - b)
+
+    def __rsub__(self, other):
+        return self._apply(other, lambda a, b: b - a)
+
+    def __mul__(self, other):
+        return self._apply(other, lambda a, b: a * b)
+
+    def __truediv__(self, other):
+        return self._apply(other, lambda a, b: a / b)
+
+    def __matmul__(self, other):
+        return self._apply(other, lambda a, b: a @ b)
+
+    def __neg__(self):
+        return Blocks(-a for a in self.blocks)
+
+    __radd__, __rmul__ = __add__, __mul__
+
+    def swapaxes(self, axis1, axis2):
+        """Each block transposed (``np.swapaxes(X, -1, -2)`` calls this)."""
+        return Blocks(np.swapaxes(a, axis1, axis2) for a in self.blocks)
+
+    def map(self, fn):
+        """``fn`` applied to every block; ``None`` if it returns ``None`` for any."""
+        out = [fn(a) for a in self.blocks]
+        return None if any(b is None for b in out) else Blocks(out)
+
+
+def inner(A, B) -> float:
+    """Frobenius inner product ``Σ A_ij B_ij`` (over all matrices of a stack or :class:`Blocks`)."""
+    if isinstance(A, Blocks):
+        return float(sum(np.vdot(a, b) for a, b in zip(A.blocks, B.blocks)))
+    return float(np.vdot(A, B))
+
+
+def frobenius(A) -> float:
+    """Frobenius norm (over all matrices of a stack or :class:`Blocks`)."""
+    return float(np.sqrt(inner(A, A)))
 
 
 def cholesky(A):
     """Lower Cholesky factor of ``A`` (or of each matrix of a stack); ``None`` if not positive definite."""
+    if isinstance(A, Blocks):
+        return A.map(cholesky)
     if not np.all(np.isfinite(A)):
         return None
     try:
@@ -24,16 +89,27 @@ def cholesky(A):
 
 
 def cholesky_inverse(L):
-    """``A⁻¹`` from the Cholesky factor ``L`` of ``A`` (LAPACK ``potri``; a stack as ``L⁻ᵀL⁻¹``)."""
+    """``A⁻¹`` from the Cholesky factor ``L`` of ``A`` (LAPACK ``potri``; a stack or
+    :class:`Blocks` as ``L⁻ᵀL⁻¹``)."""
+    if isinstance(L, Blocks):
+        return L.map(_inverse_from_factor)
     if L.ndim == 2:
         inv, _ = scipy.linalg.lapack.dpotri(L, lower=1)
         return np.tril(inv) + np.tril(inv, -1).T
+    return _inverse_from_factor(L)
+
+
+def _inverse_from_factor(L):
+    """``L⁻ᵀL⁻¹`` by numpy alone: between numpy's products on stacks and blocks, a LAPACK call
+    through scipy would wake scipy's BLAS thread pool against numpy's (4× slower on 2 cores)."""
     Linv = np.linalg.inv(L)
     return np.swapaxes(Linv, -1, -2) @ Linv
 
 
 def cholesky_logdet(L):
     """``log det A`` (summed over a stack) from the Cholesky factor ``L``."""
+    if isinstance(L, Blocks):
+        return sum(cholesky_logdet(block) for block in L.blocks)
     return 2.0 * float(np.sum(np.log(np.diagonal(L, axis1=-2, axis2=-1))))
 
 

@@ -150,11 +150,19 @@ class FactoredInnovation:
         return out.reshape(len(ops), self.T, self.P, r).transpose(1, 2, 0, 3).reshape(self.n, len(ops) * r)
 
     def _norms(self, e: _Evaluation):
-        """``X = C f`` and ``‖C G C‖_F``, ``‖BᵀB‖_F²``."""
+        """``X = C f``, ``‖C G C‖_F = ‖X diag(s) Xᵀ‖_F`` and ``‖BᵀB‖_F²``. The norm comes from
+        ``tr(diag(s) H diag(s) H)``, ``H = XᵀX`` (``O(n m²)``), unless its terms of both signs
+        cancel to within 10⁴ ε of their magnitudes (a residual near ``√ε`` would be lost to
+        rounding): then from the ``(n, n)`` matrix itself (``O(n² m)``)."""
         X = self.C_in @ e.f + e.B @ (e.B.T @ e.f)
-        H = X.T @ X
         BtB = e.B.T @ e.B
-        return X, H, np.sqrt(max(float(np.sum(np.outer(e.s, e.s) * H * H)), 0.0)), float(np.vdot(BtB, BtB))
+        terms = np.outer(e.s, e.s) * (X.T @ X) ** 2
+        squared = float(np.sum(terms))
+        if squared > 1e4 * np.finfo(float).eps * float(np.sum(np.abs(terms))):
+            CGC = np.sqrt(squared)
+        else:
+            CGC = np.linalg.norm((X * e.s) @ X.T)
+        return X, CGC, float(np.vdot(BtB, BtB))
 
     def _kernel_norm(self, e: _Evaluation, BBt2: float) -> float:
         LB = self.L0.T @ e.B
@@ -167,7 +175,7 @@ class FactoredInnovation:
         bound where that is not (``‖C‖_F <= ‖C_in‖_F + ‖BᵀB‖_F``) and above ``below``: the exact
         value is only computed where the comparison needs it."""
         e = self._evaluate(V)
-        _, _, CGC, BBt2 = self._norms(e)
+        _, CGC, BBt2 = self._norms(e)
         if below is not None:
             upper = 2.0 * CGC / np.sqrt(self.C_in_norm2 + BBt2)
             lower = 2.0 * CGC / (np.sqrt(self.C_in_norm2) + np.sqrt(BBt2))
@@ -180,12 +188,12 @@ class FactoredInnovation:
     def residuals(self, V) -> tuple[float, float]:
         """Forward and backward residuals (:func:`.action.residuals`) at ``D = V Vᵀ``. Forward:
         with ``G = f diag(s) fᵀ``, ``K⁻¹ - 2Ct = C⁻¹ + 2G`` and by Woodbury
-        ``C - (C⁻¹ + 2G)⁻¹ = X N Xᵀ``, ``X = C f``, ``N = (½ diag(s)⁻¹ + fᵀX)⁻¹``, so its norm is
-        ``tr(N XᵀX N XᵀX)^½``; ``C⁻¹ + 2G`` is positive definite iff ``N⁻¹`` has exactly as many
+        ``C - (C⁻¹ + 2G)⁻¹ = X N Xᵀ``, ``X = C f``, ``N = (½ diag(s)⁻¹ + fᵀX)⁻¹`` (its norm taken of
+        the ``(n, n)`` matrix, as in :meth:`_norms`); ``C⁻¹ + 2G`` is positive definite iff ``N⁻¹`` has exactly as many
         negative eigenvalues as ``s`` has negative entries (Haynsworth's inertia additivity);
         ``inf`` otherwise."""
         e = self._evaluate(V)
-        X, H, CGC, BBt2 = self._norms(e)
+        X, CGC, BBt2 = self._norms(e)
         norm = self._kernel_norm(e, BBt2)
         Ninv = np.diag(0.5 / e.s) + e.f.T @ X
         Ninv = 0.5 * (Ninv + Ninv.T)
@@ -193,9 +201,8 @@ class FactoredInnovation:
         scale = np.max(np.abs(mu))
         if np.sum(mu < 0) != np.sum(e.s < 0) or np.min(np.abs(mu)) <= 1e-14 * scale:
             return np.inf, 2.0 * CGC / norm
-        N = np.linalg.inv(Ninv)
-        NH = N @ H
-        return np.sqrt(max(float(np.sum(NH * NH.T)), 0.0)) / norm, 2.0 * CGC / norm
+        XN = X @ np.linalg.inv(Ninv)
+        return np.linalg.norm(XN @ X.T) / norm, 2.0 * CGC / norm
 
     def prior_covariance(self, V) -> np.ndarray:
         """``K = C - D = C_in + B₊B₊ᵀ`` (``(n, n)``; on a support of rank ``r < n`` singular, so

@@ -6,6 +6,8 @@ from typing import Callable
 
 import numpy as np
 
+from .linalg import inner
+
 __all__ = ["truncated_newton"]
 
 
@@ -17,21 +19,21 @@ def truncated_newton(hessian_vector: Callable[[np.ndarray], np.ndarray], K: np.n
     direction of negative curvature (then the last iterate, or the preconditioned gradient step
     if there is none). Every iterate is a descent direction. ``K`` and ``g`` may be stacks of
     blocks (a time-local layout): products are batched and inner products run over all entries."""
-    p = np.zeros_like(g)
+    p = 0.0 * g
     r = -g
     z = K @ r @ K
     step = z
-    rz = rz0 = float(np.vdot(r, z))
+    rz = rz0 = inner(r, z)
     for i in range(max_cg):
         Hs = hessian_vector(step)
-        curvature = float(np.vdot(step, Hs))
+        curvature = inner(step, Hs)
         if curvature <= 0.0:
             return p if i else z
         alpha = rz / curvature
         p = p + alpha * step
         r = r - alpha * Hs
         z = K @ r @ K
-        rz_new = float(np.vdot(r, z))
+        rz_new = inner(r, z)
         if rz_new <= eta**2 * rz0:
             break
         step = z + (rz_new / rz) * step
