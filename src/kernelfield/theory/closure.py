@@ -24,7 +24,9 @@ autodiff (float64, jit; in the layouts of :mod:`.closure_maps`: ``(T, P, P)`` st
 equal-time blocks are free, dense ``(n, n)`` otherwise; the KL and data terms carry closed-form
 derivatives, and the gradient is linearised once per Newton step, so its Hessian-vector
 products reuse the step's inverses), conjugate gradients preconditioned with
-``R ↦ K R K`` (the inverse Hessian of the KL term at ``D = 0``), and a backtracking Armijo line
+``R ↦ Sigma R Sigma`` (the inverse of the KL term's Hessian in ``D`` at fixed ``K``,
+``½ Sigma⁻¹ ⊗ Sigma⁻¹``; with ``K R K``, exact only at ``D = 0``, the sequential erf RNN at
+P = 64 took twice the Hessian-vector products), and a backtracking Armijo line
 search on ``F`` that rejects every step where ``Sigma``, ``K`` or ``G_S + κI`` is not positive
 definite (``F`` is NaN there). Converged when both stationarity residuals are below ``tol``:
 backward ``2||Sigma (∂F/∂Sigma) Sigma|| / ||Sigma||`` and forward
@@ -331,7 +333,7 @@ def maximise_closure(prob: Problem, nl: Nonlinearity, Sigma0, tol: float, max_it
         forward, backward = _residuals(point, f.mask, f.complement)
         if max(forward, backward) < tol or stalled or iterations >= max_iter:
             break
-        p = truncated_newton(f.hessian_at(D), np.asarray(point.K), g, max_cg=inner,
+        p = truncated_newton(f.hessian_at(D), np.asarray(point.Sigma), g, max_cg=inner,
                              eta=min(0.1, np.sqrt(backward)))
         trial = _line_search(f, D, F, g, p)
         if trial is None or F - trial[1] <= 8 * np.finfo(float).eps * abs(F):

@@ -14,7 +14,8 @@ __all__ = ["truncated_newton"]
 def truncated_newton(hessian_vector: Callable[[np.ndarray], np.ndarray], K: np.ndarray, g: np.ndarray,
                      max_cg: int, eta: float) -> np.ndarray:
     """Truncated Newton direction: conjugate gradients on ``H p = -g`` preconditioned with
-    ``R ↦ K R K`` (the inverse Hessian of ``Gamma`` at ``D = 0``), stopped once the
+    ``R ↦ K R K`` (the exact solver passes the prior covariance ``K``, whose ``K ⊗ K`` inverts the
+    Hessian of ``Gamma`` at ``D = 0``; the Gaussian closure its current ``Sigma``), stopped once the
     preconditioned residual fell by the factor ``eta``, after ``max_cg`` iterations, or at a
     direction of negative curvature (then the last iterate, or the preconditioned gradient step
     if there is none). Every iterate is a descent direction. ``K`` and ``g`` may be stacks of
