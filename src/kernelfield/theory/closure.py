@@ -64,7 +64,7 @@ from .closure_maps import (
 )
 from .kernels import Problem, Support, invariant_components, kernel_support, sym
 from .lazy import feature_mean_outer
-from .newton import truncated_newton
+from .newton import armijo_slack, truncated_newton, within_rounding
 from .starts import broken_start
 
 __all__ = ["check_gaussian_map", "closure_action", "ClosurePoint", "closure_point", "maximise_closure",
@@ -281,7 +281,7 @@ def _line_search(f: ClosureObjective, D, F: float, g, p):
     taken), where ``F`` is defined (``Sigma``, ``K``, ``G_S + κI`` positive definite); ``None`` if
     no step length is accepted."""
     slope = float(np.vdot(g, p))
-    rounding = 64 * np.finfo(float).eps * max(abs(F), 1.0)
+    rounding = armijo_slack(F)
     t = 1.0
     for _ in range(50):
         trial = D + t * p
@@ -336,7 +336,7 @@ def maximise_closure(prob: Problem, nl: Nonlinearity, Sigma0, tol: float, max_it
         p = truncated_newton(f.hessian_at(D), np.asarray(point.Sigma), g, max_cg=inner,
                              eta=min(0.1, np.sqrt(backward)))
         trial = _line_search(f, D, F, g, p)
-        if trial is None or F - trial[1] <= 8 * np.finfo(float).eps * abs(F):
+        if trial is None or within_rounding(F, trial[1]):
             stalled = True  # no decrease beyond rounding: the residuals are checked once more, at the step taken
             D = D if trial is None else trial[0]
             continue

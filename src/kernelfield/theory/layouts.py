@@ -17,6 +17,7 @@ same numbers). :class:`SupportLayout` instead works in ``R``'s own coordinates.
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -49,9 +50,12 @@ class _Support:
         if 2 * self.basis.shape[-1] <= self.basis.shape[-2]:
             Q, Qt = self.basis, np.swapaxes(self.basis, -1, -2)
             return Q @ (Qt @ X @ Q) @ Qt
-        if getattr(self, "_projector", None) is None:
-            self._projector = np.eye(self.complement.shape[-1]) - self.complement
         return self._projector @ X @ self._projector
+
+    @cached_property
+    def _projector(self):
+        """``Π = I - P⊥`` (each matrix of a stack)."""
+        return np.eye(self.complement.shape[-1]) - self.complement
 
 
 class _DenseReadout:
@@ -243,12 +247,9 @@ class TimeLocalSupportLayout(TimeLocalLayout):
         return X
 
     def shift(self, X):
-        """``(𝒮X)_t = w_t A_t X_{t-1} A_tᵀ`` (zero at t = 0 and where ``w_t = 0``)."""
-        out = [np.zeros_like(X.blocks[0])]
-        for t in range(1, self.T):
-            A = self.A[t]
-            out.append(np.zeros((len(A), len(A))) if not self.w[t] else self.w[t] * (A @ X.blocks[t - 1] @ A.T))
-        return Blocks(out)
+        """``(𝒮X)_t = w_t A_t X_{t-1} A_tᵀ`` (zero at t = 0)."""
+        out = [self.w[t] * (self.A[t] @ X.blocks[t - 1] @ self.A[t].T) for t in range(1, self.T)]
+        return Blocks([np.zeros_like(X.blocks[0])] + out)
 
     def shift_adjoint(self, Y):
         """``(𝒮ᵀY)_{t-1} = w_t A_tᵀ Y_t A_t`` (zero at the last step)."""
@@ -259,15 +260,14 @@ class TimeLocalSupportLayout(TimeLocalLayout):
         """``c_t = b_t + w_t A_t c_{t-1} A_tᵀ``, forward in time."""
         out = [B.blocks[0]]
         for t in range(1, self.T):
-            out.append(B.blocks[t] + self.w[t] * (self.A[t] @ out[-1] @ self.A[t].T) if self.w[t] else B.blocks[t])
+            out.append(B.blocks[t] + self.w[t] * (self.A[t] @ out[-1] @ self.A[t].T))
         return Blocks(out)
 
     def sweep_adjoint(self, G):
         """``y_t = g_t + w_{t+1} A_{t+1}ᵀ y_{t+1} A_{t+1}``, backward in time."""
         out = [G.blocks[-1]]
         for t in range(self.T - 2, -1, -1):
-            A = self.A[t + 1]
-            out.append(G.blocks[t] + self.w[t + 1] * (A.T @ out[-1] @ A) if self.w[t + 1] else G.blocks[t])
+            out.append(G.blocks[t] + self.w[t + 1] * (self.A[t + 1].T @ out[-1] @ self.A[t + 1]))
         return Blocks(out[::-1])
 
     def select(self, C):

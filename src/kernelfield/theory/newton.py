@@ -1,4 +1,5 @@
-"""The truncated Newton step shared by the exact solver and the Gaussian closure."""
+"""The truncated Newton step shared by the exact solver and the Gaussian closure, and the two
+rounding tests of their line searches."""
 
 from __future__ import annotations
 
@@ -8,7 +9,18 @@ import numpy as np
 
 from .linalg import inner
 
-__all__ = ["truncated_newton"]
+__all__ = ["truncated_newton", "armijo_slack", "within_rounding"]
+
+
+def armijo_slack(F: float) -> float:
+    """What Armijo's condition allows above ``F``: near the maximum a Newton step changes ``F`` by
+    less than its rounding, and the full step is then taken."""
+    return 64 * np.finfo(float).eps * max(abs(F), 1.0)
+
+
+def within_rounding(F: float, F_new: float) -> bool:
+    """Whether a step from ``F`` to ``F_new`` decreased ``F`` by no more than its rounding."""
+    return F - F_new <= 8 * np.finfo(float).eps * abs(F)
 
 
 def truncated_newton(hessian_vector: Callable[[np.ndarray], np.ndarray], K: np.ndarray, g: np.ndarray,

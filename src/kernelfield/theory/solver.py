@@ -90,7 +90,7 @@ from .closure import check_gaussian_map, closure_branch, closure_broken_start, c
 from .lazy import lazy_kernel
 from .linalg import inner
 from .lowrank import FactoredInnovation
-from .newton import truncated_newton
+from .newton import armijo_slack, truncated_newton, within_rounding
 from .particles import ParticleSettings, maximise_particles, time_symmetric_mask
 from .predict import Prediction, predictive
 from .starts import broken_factor, broken_start
@@ -103,7 +103,7 @@ def _line_search(lay, x: Point, g, p):
     ``F``, at a positive definite point; ``None`` if no step length is accepted. A step within
     the rounding is kept only if it lowers the residual (:func:`_maximise`)."""
     slope = inner(g, p)
-    rounding = 64 * np.finfo(float).eps * max(abs(x.F), 1.0)
+    rounding = armijo_slack(x.F)
     t = 1.0
     for _ in range(50):
         trial = evaluate(lay, x.D + t * p)
@@ -252,7 +252,7 @@ def _maximise(prob: Problem, C0, tol: float, max_iter: int, inner: int, init: st
             continue
         # near the maximum a Newton step changes F by less than its rounding: progress is then
         # judged by the residual at the next iteration
-        flat, previous = x.F - trial.F <= 8 * np.finfo(float).eps * abs(x.F), (x, d, backward)
+        flat, previous = within_rounding(x.F, trial.F), (x, d, backward)
         x = trial
         iterations += 1
     C, Ct = lay.full(x.C), lay.full(lay.project(d.Ct))  # only ΠCtΠ enters q on the support
