@@ -2,6 +2,8 @@
 at every branch for nonlinear phi, derivatives consistent with its action (its accuracy against
 the particle solver and the lower bound on the exact action: test_closure_accuracy.py)."""
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 from conftest import endpoint_task, sequential_task
@@ -11,7 +13,7 @@ from kernelfield.gaussian import expect_phiphi
 from kernelfield.symmetry import parity_flip
 from kernelfield.theory.closure import ClosureObjective, closure_broken_start, free_mask, maximise_closure
 from kernelfield.theory.closure_lowrank import LowRankStart
-from kernelfield.theory.kernels import make_problem, shift_adjoint
+from kernelfield.theory.kernels import make_problem, shift_adjoint, sym
 from kernelfield.theory.lazy import lazy_kernel
 from kernelfield.theory.starts import broken_start
 
@@ -209,3 +211,48 @@ def test_time_local_layout_equals_dense_layout(phi):
     same_step = np.kron(np.eye(t.T), np.ones((t.P, t.P)))  # a non-odd phi's C also has <φ><φ>ᵀ across steps
     for a, b in zip(dense.point(D), local.point(local.restrict(D))):
         np.testing.assert_allclose(local.full(b) if np.ndim(b) else b, a * same_step if np.ndim(a) else a, atol=1e-10)
+
+
+
+def _exact_inverse(A):
+    """The inverse of the float matrix ``A`` in exact rational arithmetic (Gauss–Jordan)."""
+    n = len(A)
+    M = [[Fraction(A[i][j]) for j in range(n)] + [Fraction(int(i == j)) for j in range(n)] for i in range(n)]
+    for c in range(n):
+        pivot = max(range(c, n), key=lambda r: abs(M[r][c]))
+        M[c], M[pivot] = M[pivot], M[c]
+        M[c] = [x / M[c][c] for x in M[c]]
+        for r in range(n):
+            if r != c and M[r][c] != 0:
+                M[r] = [a - M[r][c] * b for a, b in zip(M[r], M[c])]
+    return [row[n:] for row in M]
+
+
+def test_kl_gradient_is_more_accurate_than_the_difference_of_inverses_at_an_ill_conditioned_prior():
+    """The KL term's gradient ``K⁻¹ - Sigma⁻¹ = K⁻¹DSigma⁻¹`` (twice ``∂Gamma/∂D``), taken in the
+    whitened innovation (the objective's :func:`_kl_gradients`, the residuals' :func:`kl_gradient`),
+    against the exact value for the floating-point ``K`` and ``D`` (rational arithmetic), at ``K``
+    with eigenvalues 1 … 1e-10 in a random basis (what the sequential erf RNN at P = 128 meets).
+    Error in the solver's metric ``||Sigma (X - X*) Sigma|| / ||Sigma X* Sigma||``, summed over 10
+    seeded draws (single draws scatter between 1e-8 and 7e-7 around ε·cond = 2e-6): the whitened
+    forms must be 3× more accurate than ``inv(K) - inv(Sigma)`` (measured: 7× and 5×)."""
+    import jax.numpy as jnp
+
+    from kernelfield.theory.closure_maps import _kl_gradients, kl_gradient
+
+    n, total = 8, np.zeros(3)
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        Q = np.linalg.qr(rng.normal(size=(n, n)))[0]
+        K = sym((Q * np.logspace(0, -10, n)) @ Q.T)
+        L = np.linalg.cholesky(K)
+        X = rng.normal(size=(n, n)) / np.sqrt(n)
+        D = sym(L @ (0.3 * (X + X.T)) @ L.T)
+        Sigma_exact = [[Fraction(K[i, j]) + Fraction(D[i, j]) for j in range(n)] for i in range(n)]
+        Ki, Si = _exact_inverse(K), _exact_inverse(Sigma_exact)
+        exact = np.array([[float(Ki[i][j] - Si[i][j]) for j in range(n)] for i in range(n)])
+        Sigma = K + D
+        forms = (np.asarray(_kl_gradients(jnp.asarray(K), jnp.asarray(D))[0]), kl_gradient(K, D),
+                 np.linalg.inv(K) - np.linalg.inv(Sigma))
+        total += [np.linalg.norm(Sigma @ (x - exact) @ Sigma) / np.linalg.norm(Sigma @ exact @ Sigma) for x in forms]
+    assert total[0] < total[2] / 3 and total[1] < total[2] / 3, total

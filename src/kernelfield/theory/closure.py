@@ -56,6 +56,7 @@ from .closure_maps import (
     closure_action,
     dense_preactivation,
     gaussian_map,
+    kl_gradient,
     local_action,
     local_preactivation,
     local_prior_covariance,
@@ -90,30 +91,32 @@ def check_gaussian_map(nl: Nonlinearity, order: int = DEFAULT_ORDER) -> None:
 
 
 def _maps(data, nl: Nonlinearity, order: int):
-    """The layout's maps: innovation to ``Sigma`` (the innovation symmetrised and projected onto
-    the support), ``Sigma`` to ``C = G_φ(Sigma)``, and ``C`` to ``K(C)`` and the action. ``data`` is
-    a :class:`DenseProblem` or a :class:`.closure_maps.LocalProblem` (``(T, P, P)`` stacks)."""
+    """The layout's maps: the coordinates to the innovation ``D`` (symmetrised, on the free blocks,
+    projected onto the support), ``D`` to ``Sigma`` (the causal sweep), ``Sigma`` to
+    ``C = G_φ(Sigma)``, and ``C`` to ``K(C)`` and the action. ``data`` is a :class:`DenseProblem`
+    or a :class:`.closure_maps.LocalProblem` (``(T, P, P)`` stacks)."""
     if isinstance(data, LocalProblem):
         def local(D):
             D = 0.5 * (D + jnp.swapaxes(D, -1, -2))
-            return local_preactivation(data, nl, order, D if data.projector is None else data.projector @ D @ data.projector)
+            return D if data.projector is None else data.projector @ D @ data.projector
 
-        return (local, jax.vmap(partial(gaussian_map, nl, order)), partial(local_prior_covariance, data),
-                partial(local_action, data))
+        return (local, partial(local_preactivation, data, nl, order), jax.vmap(partial(gaussian_map, nl, order)),
+                partial(local_prior_covariance, data), partial(local_action, data))
     prob, mask, Q, complement = data
 
     def dense(D):
-        D = 0.5 * (D + D.T) * mask
-        return dense_preactivation(prob, nl, order, on_support(D, Q))
+        return on_support(0.5 * (D + D.T) * mask, Q)
 
-    return dense, partial(gaussian_map, nl, order), prob.K, partial(closure_action, prob, complement=complement)
+    return (dense, partial(dense_preactivation, prob, nl, order), partial(gaussian_map, nl, order), prob.K,
+            partial(closure_action, prob, complement=complement))
 
 
 def _objective(data, D, nl: Nonlinearity, order: int):
     """``F(D) = -S_G = Gamma_G + E`` at the innovation ``D``."""
-    preactivation, feature_kernel, _, action = _maps(data, nl, order)
+    innovation, preactivation, feature_kernel, _, action = _maps(data, nl, order)
+    D = innovation(D)
     Sigma = preactivation(D)
-    gamma, energy = action(Sigma, feature_kernel(Sigma))
+    gamma, energy = action(Sigma, feature_kernel(Sigma), innovation=D)
     return gamma + energy
 
 
@@ -141,9 +144,10 @@ def _apply(linear, V):
 
 
 class ClosurePoint(NamedTuple):
-    """The closure at an innovation: ``Sigma``, ``C = G_φ(Sigma)``, ``K = K(C)``, the backward
-    field ``Ct``, its pull-back ``Ct_Sigma = ∂/∂Sigma tr(Ct G_φ(Sigma))`` (``Ct`` for linear
-    ``phi``), ``Gamma_G`` and ``E``; ``(n, n)`` arrays, or ``(T, P, P)`` stacks in the time-local layout."""
+    """The closure at an innovation ``D = Sigma - K``: ``Sigma``, ``C = G_φ(Sigma)``, ``K = K(C)``,
+    the backward field ``Ct``, its pull-back ``Ct_Sigma = ∂/∂Sigma tr(Ct G_φ(Sigma))`` (``Ct`` for
+    linear ``phi``), ``Gamma_G``, ``E`` and ``D``; ``(n, n)`` arrays, or ``(T, P, P)`` stacks in
+    the time-local layout."""
 
     Sigma: jax.Array
     C: jax.Array
@@ -152,21 +156,28 @@ class ClosurePoint(NamedTuple):
     Ct_Sigma: jax.Array
     gamma: jax.Array
     energy: jax.Array
+    D: jax.Array
 
 
 @partial(jax.jit, static_argnames=("nl", "order"))
 def _point(data, D, nl: Nonlinearity, order: int) -> ClosurePoint:
     """Everything the residuals need at the innovation ``D``: ``Ct = -∂F/∂C`` at fixed ``Sigma``
     (the backward equation) and ``Ct_Sigma`` its vector-Jacobian product through ``G_φ``."""
-    preactivation, feature_kernel, prior_covariance, action = _maps(data, nl, order)
+    innovation, preactivation, feature_kernel, prior_covariance, action = _maps(data, nl, order)
+    D = innovation(D)
     Sigma = preactivation(D)
     C, pull_back = jax.vjp(feature_kernel, Sigma)
-    (gamma, energy), parts_vjp = jax.vjp(lambda X: action(Sigma, X), C)
+
+    def at_fixed_sigma(X):  # the innovation D, varying as -dK with C
+        K = prior_covariance(X)
+        return action(Sigma, X, innovation=D + (jax.lax.stop_gradient(K) - K))
+
+    (gamma, energy), parts_vjp = jax.vjp(at_fixed_sigma, C)
     Ct = -parts_vjp((jnp.ones(()), jnp.ones(())))[0]
     Ct = 0.5 * (Ct + jnp.swapaxes(Ct, -1, -2))
     Ct_Sigma = pull_back(Ct)[0]
     return ClosurePoint(Sigma, C, prior_covariance(C), Ct, 0.5 * (Ct_Sigma + jnp.swapaxes(Ct_Sigma, -1, -2)),
-                        gamma, energy)
+                        gamma, energy, D)
 
 
 def closure_point(prob: Problem, mask, D, nl: Nonlinearity, order: int = DEFAULT_ORDER) -> ClosurePoint:
@@ -184,24 +195,25 @@ def _onto_support(X, complement) -> np.ndarray:
 
 
 def _residuals(point: ClosurePoint, mask, complement=None) -> tuple[float, float]:
-    """Forward ``||Sigma - (K⁻¹ - 2Ct_Sigma)⁻¹|| / ||Sigma||`` (``inf`` if not positive definite)
-    and backward ``2||Sigma G Sigma|| / ||Sigma||``, ``G = ½(K⁻¹ - Sigma⁻¹) - Ct_Sigma`` on the
-    free blocks ``mask`` (``1.0`` for ``(T, P, P)`` stacks; norms over all entries). On a support
-    (``complement`` = ``P⊥``) inverses are pseudo-inverses, ``(X + P⊥)⁻¹ - P⊥``, and ``Ct_Sigma``
-    is projected onto it."""
+    """Forward ``||Sigma - M⁻¹|| / ||Sigma||``, ``M = K⁻¹ - 2Ct_Sigma`` (``inf`` if ``M`` is not
+    positive definite), and backward ``2||Sigma G Sigma|| / ||Sigma||``,
+    ``G = ½(K⁻¹ - Sigma⁻¹) - Ct_Sigma`` on the free blocks ``mask`` (``1.0`` for ``(T, P, P)``
+    stacks; norms over all entries). ``K⁻¹ - Sigma⁻¹`` is taken as the product ``K⁻¹DSigma⁻¹``
+    (:func:`.closure_maps.kl_gradient`) and ``Sigma - M⁻¹`` as ``M⁻¹(K⁻¹DSigma⁻¹ - 2Ct_Sigma)Sigma``, so that neither is a
+    difference of large inverses when ``K`` is ill-conditioned. On a support (``complement`` =
+    ``P⊥``) inverses are pseudo-inverses, ``(X + P⊥)⁻¹ - P⊥``, and ``Ct_Sigma`` is projected onto it."""
     Sigma, K = np.asarray(point.Sigma), np.asarray(point.K)
     Ct_Sigma = _onto_support(np.asarray(point.Ct_Sigma), complement)
     off = 0.0 if complement is None else np.asarray(complement)
-    Kinv, Sinv = sym(np.linalg.inv(K + off)) - off, sym(np.linalg.inv(Sigma + off)) - off
-    G = (0.5 * (Kinv - Sinv) - Ct_Sigma) * mask
+    difference = kl_gradient(K, point.D, complement) - 2.0 * Ct_Sigma * mask  # 2G off the mask too
     norm = np.linalg.norm(Sigma)
-    backward = float(2.0 * np.linalg.norm(Sigma @ G @ Sigma) / norm)
+    backward = float(np.linalg.norm(Sigma @ (difference * mask) @ Sigma) / norm)
     try:
-        L = np.linalg.cholesky(Kinv - 2.0 * Ct_Sigma * mask + off)
+        L = np.linalg.cholesky(sym(np.linalg.inv(K + off)) - 2.0 * Ct_Sigma * mask + off)
     except np.linalg.LinAlgError:
         return np.inf, backward
     Linv = np.linalg.inv(L)
-    return float(np.linalg.norm(Sigma - (np.swapaxes(Linv, -1, -2) @ Linv - off)) / norm), backward
+    return float(np.linalg.norm(np.swapaxes(Linv, -1, -2) @ (Linv @ difference) @ Sigma) / norm), backward
 
 
 def free_mask(prob: Problem, Sigma0) -> np.ndarray:
@@ -250,7 +262,7 @@ class ClosureObjective:
     def innovation(self, Sigma0) -> np.ndarray:
         """``D = Sigma0 - K(G_φ(Sigma0))`` on the free blocks, ``Sigma0`` ``(n, n)`` (both projected
         onto the support, so that ``Sigma(D)`` is the start's projection)."""
-        _, feature_kernel, prior_covariance, _ = _maps(self.data, self.nl, self.order)
+        _, _, feature_kernel, prior_covariance, _ = _maps(self.data, self.nl, self.order)
         Sigma0 = _onto_support(self.restrict(Sigma0), self.complement)
         innovation = sym(Sigma0 - np.asarray(prior_covariance(feature_kernel(jnp.asarray(Sigma0)))))
         return _onto_support(innovation, self.complement) * self.mask

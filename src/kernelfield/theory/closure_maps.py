@@ -27,7 +27,7 @@ from ..nonlinearities import Nonlinearity
 from .kernels import Problem, Support
 from .layouts import TimeLocalLayout
 
-__all__ = ["gaussian_map", "dense_preactivation", "closure_action", "spd_inverse", "DenseProblem", "on_support", "LocalProblem", "local_problem",
+__all__ = ["gaussian_map", "dense_preactivation", "closure_action", "spd_inverse", "kl_gradient", "DenseProblem", "on_support", "LocalProblem", "local_problem",
            "local_preactivation", "local_prior_covariance", "local_action"]
 
 
@@ -200,56 +200,114 @@ def _logdet(L):
     return 2.0 * jnp.sum(jnp.log(jnp.diag(L)))
 
 
+def _whitened(K, D):
+    """``L⁻¹DL⁻ᵀ`` (``K = LLᵀ``, by triangular solves) and ``L``."""
+    L = jnp.linalg.cholesky(K)
+    W = solve_triangular(L, solve_triangular(L, D, lower=True).T, lower=True)
+    return 0.5 * (W + W.T), L
+
+
+def _unwhitened(L, M):
+    """``L⁻ᵀML⁻¹`` (by triangular solves), symmetrised."""
+    X = solve_triangular(L, solve_triangular(L, M, lower=True, trans="T").T, lower=True, trans="T")
+    return 0.5 * (X + X.T)
+
+
 @jax.custom_jvp
-def _kl_and_energy(K, Sigma, A, y):
-    """``½[tr(K⁻¹Sigma) - log det Sigma + log det K - n]`` and ``½ yᵀA⁻¹y``, the values from Cholesky
-    factors and triangular solves (accurate to rounding: the line search compares them), the
-    derivatives in closed form, ``½ tr((K⁻¹ - Sigma⁻¹) dSigma) + ½ tr((K⁻¹ - K⁻¹SigmaK⁻¹) dK)`` and
-    ``-½ aᵀ dA a`` with ``a = A⁻¹y``: products of :func:`spd_inverse` only, so a linearised
-    Hessian (:mod:`.closure`) reuses the inverses instead of differentiating triangular solves
-    (n = 256: a solve 2x faster)."""
-    Lk, Ls, La = jnp.linalg.cholesky(K), jnp.linalg.cholesky(Sigma), jnp.linalg.cholesky(A)
-    Z = solve_triangular(Lk, Ls, lower=True)
-    gamma = 0.5 * (jnp.sum(Z**2) - _logdet(Ls) + _logdet(Lk) - Sigma.shape[0])
-    return gamma, 0.5 * jnp.sum(solve_triangular(La, y, lower=True) ** 2)
+def _kl_gradients(K, D):
+    """``K⁻¹DSigma⁻¹`` (``= K⁻¹ - Sigma⁻¹``) and ``K⁻¹DK⁻¹DSigma⁻¹`` at ``Sigma = K + D``, computed in
+    the whitened innovation ``W = L⁻¹DL⁻ᵀ`` as ``L⁻ᵀW(I + W)⁻¹L⁻¹`` and ``L⁻ᵀW²(I + W)⁻¹L⁻¹``:
+    where ``K`` is ill-conditioned these keep the relative accuracy that the difference of the
+    inverses, or their products with ``D``, lose (the entries of ``K⁻¹`` reach ``1/λ_min(K)``).
+    Derivatives by the product rule, with :func:`spd_inverse`."""
+    W, L = _whitened(K, D)
+    I = jnp.eye(W.shape[0])
+    WB = jnp.linalg.solve(I + W, W)  # W(I + W)⁻¹ = (I + W)⁻¹W
+    return _unwhitened(L, WB), _unwhitened(L, W @ WB)
+
+
+@_kl_gradients.defjvp
+def _kl_gradients_jvp(primals, tangents):
+    (K, D), (dK, dD) = primals, tangents
+    g, h = _kl_gradients(K, D)
+    K_inverse, Sigma_inverse = spd_inverse(K), spd_inverse(K + D)
+    dg = K_inverse @ (dD @ Sigma_inverse - dK @ g) - g @ (dK + dD) @ Sigma_inverse
+    dh = K_inverse @ (dD @ g - dK @ h + D @ dg)
+    return (g, h), (0.5 * (dg + dg.T), 0.5 * (dh + dh.T))
+
+
+@jax.custom_jvp
+def _kl_and_energy(K, D, A, y):
+    """``Gamma = ½[tr W - log det(I + W)]`` (``= ½[tr(K⁻¹Sigma) - log det Sigma + log det K - n]``
+    at ``Sigma = K + D``), ``W = L⁻¹DL⁻ᵀ`` with ``K = LLᵀ``, and ``E = ½ yᵀA⁻¹y``, the values
+    from Cholesky factors and triangular solves (accurate to rounding: the line search compares
+    them), the derivatives in closed form at fixed innovation ``D``:
+    ``∂Gamma/∂D = ½ K⁻¹DSigma⁻¹`` (``= ½(K⁻¹ - Sigma⁻¹)``), ``∂Gamma/∂K = -½ K⁻¹DK⁻¹DSigma⁻¹``
+    (:func:`_kl_gradients`) and ``∂E/∂A = -½ aaᵀ``, ``a = A⁻¹y``. In ``W`` neither the value nor
+    the derivatives are differences of large terms: where ``K`` is ill-conditioned,
+    ``tr(K⁻¹Sigma)`` is ``n`` plus a small part and ``K⁻¹``, ``Sigma⁻¹`` have entries up to
+    ``1/λ_min(K)`` while their difference is small (sequential erf RNN at P = 128, cond K = 2·10⁸:
+    the differences stall Newton at residual 7e-5). The second derivatives are products of
+    :func:`spd_inverse`, so a linearised Hessian (:mod:`.closure`) reuses the inverses instead of
+    differentiating triangular solves."""
+    W, _ = _whitened(K, D)
+    gamma = 0.5 * (jnp.trace(W) - _logdet(jnp.linalg.cholesky(jnp.eye(W.shape[0]) + W)))
+    return gamma, 0.5 * jnp.sum(solve_triangular(jnp.linalg.cholesky(A), y, lower=True) ** 2)
 
 
 @_kl_and_energy.defjvp
 def _kl_and_energy_jvp(primals, tangents):
-    (K, Sigma, A, y), (dK, dSigma, dA, _) = primals, tangents  # y is data
-    K_inverse, Sigma_inverse = spd_inverse(K), spd_inverse(Sigma)
+    (K, D, A, y), (dK, dD, dA, _) = primals, tangents  # y is data
+    gradient_D, minus_gradient_K = _kl_gradients(K, D)
     a = spd_inverse(A) @ y
-    d_gamma = 0.5 * (jnp.sum((K_inverse - Sigma_inverse) * dSigma)
-                     + jnp.sum((K_inverse - K_inverse @ Sigma @ K_inverse) * dK))
-    return _kl_and_energy(K, Sigma, A, y), (d_gamma, -0.5 * jnp.sum(a * (dA @ a)))
+    d_gamma = 0.5 * (jnp.sum(gradient_D * dD) - jnp.sum(minus_gradient_K * dK))
+    return _kl_and_energy(K, D, A, y), (d_gamma, -0.5 * jnp.sum(a * (dA @ a)))
 
 
-def _step_action(K, Sigma, A, y, complement=None):
-    """One step's (or the dense layout's) ``(Gamma_G, E)`` (:func:`_kl_and_energy`); on a support
-    (``complement`` = ``P⊥``) ``K`` and ``Sigma`` regularised as ``X + P⊥`` (:func:`closure_action`)."""
+def kl_gradient(K, D, complement=None):
+    """``K⁺DSigma⁺`` (``= K⁺ - Sigma⁺``, ``Sigma = K + D``; pseudo-inverses on a support,
+    ``complement`` = ``P⊥``) as ``L⁻ᵀW(I + W)⁻¹L⁻¹`` (:func:`_kl_gradients`): twice the KL term's
+    gradient in ``Sigma`` (numpy; ``(n, n)`` or ``(T, P, P)`` stacks)."""
+    off = 0.0 if complement is None else np.asarray(complement)
+    L_inverse = np.linalg.inv(np.linalg.cholesky(np.asarray(K) + off))
+    W = L_inverse @ np.asarray(D) @ np.swapaxes(L_inverse, -1, -2)
+    W = 0.5 * (W + np.swapaxes(W, -1, -2))
+    X = np.swapaxes(L_inverse, -1, -2) @ np.linalg.solve(np.eye(W.shape[-1]) + W, W) @ L_inverse
+    return 0.5 * (X + np.swapaxes(X, -1, -2))
+
+
+def _step_action(K, D, A, y, complement=None):
+    """One step's (or the dense layout's) ``(Gamma_G, E)`` (:func:`_kl_and_energy`) at ``Sigma = K + D``;
+    on a support (``complement`` = ``P⊥``, ``D`` on the support) ``K`` regularised as ``K + P⊥``
+    (:func:`closure_action`)."""
     if complement is not None:
-        K, Sigma = K + complement, Sigma + complement
-    return _kl_and_energy(K, Sigma, A, y)
+        K = K + complement
+    return _kl_and_energy(K, D, A, y)
 
 
-def closure_action(prob: Problem, Sigma, C, complement=None):
+def closure_action(prob: Problem, Sigma, C, complement=None, innovation=None):
     """``(Gamma_G, E)`` at the preactivation kernel ``Sigma`` and feature kernel ``C`` (taken as
     independent arguments): ``Gamma_G = ½[tr(K⁻¹Sigma) - log det Sigma + log det K - n]`` with
     ``K = K(C)`` and ``E = ½ yᵀ(G_S(C) + κI)⁻¹y``; NaN where a factorisation fails. With a singular
     ``K`` (``complement`` = ``P⊥``, the projector off the support ``R``, ``Sigma`` on ``R``) both are
     factorised as ``X + P⊥``: ``tr((K + P⊥)⁻¹(Sigma + P⊥)) = tr(K⁺Sigma) + n - r`` and the
-    determinants are pseudo-determinants, so ``Gamma_G`` is the KL divergence on ``R``."""
+    determinants are pseudo-determinants, so ``Gamma_G`` is the KL divergence on ``R``.
+    ``innovation``: ``D = Sigma - K`` where the caller has it exactly (the solver's coordinates;
+    computed as that difference otherwise)."""
     S_idx = jnp.asarray(prob.supervised)
     A = (prob.Mv * C)[S_idx][:, S_idx] + prob.kappa * jnp.eye(S_idx.shape[0])
-    return _step_action(prob.K(C), Sigma, A, prob.y, complement)
+    K = prob.K(C)
+    return _step_action(K, Sigma - K if innovation is None else innovation, A, prob.y, complement)
 
 
-def local_action(lp: LocalProblem, Sigma, C):
+def local_action(lp: LocalProblem, Sigma, C, innovation=None):
     """``(Gamma_G, E)`` (:func:`closure_action`) for ``(T, P, P)`` stacks: sums over steps
-    of ``½[tr(K_t⁻¹Sigma_t) - log det Sigma_t + log det K_t - P]`` and ``½ y_tᵀ(M_v ∘ C_t + κI)⁻¹y_t``.
+    of ``½[tr(K_t⁻¹Sigma_t) - log det Sigma_t + log det K_t - P]`` and ``½ y_tᵀ(M_v ∘ C_t + κI)⁻¹y_t``
+    (``innovation``: ``D_t = Sigma_t - K_t`` where the caller has it exactly).
     The steps run one after another (``lax.map``): jaxlib's batched LAPACK kernels deadlock when
     two of them run concurrently on the CPU thread pool (seen for P >= 24, jax 0.10)."""
     A = lp.Mv_S * C + lp.kappa * jnp.eye(C.shape[1])
-    steps = (local_prior_covariance(lp, C), Sigma, A, lp.y) + (() if lp.complement is None else (lp.complement,))
+    K = local_prior_covariance(lp, C)
+    steps = (K, Sigma - K if innovation is None else innovation, A, lp.y) + (() if lp.complement is None else (lp.complement,))
     gamma, energy = jax.lax.map(lambda args: _step_action(*args), steps)
     return jnp.sum(gamma), jnp.sum(energy)
