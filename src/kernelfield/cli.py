@@ -9,6 +9,7 @@ as one red line on stderr with exit code 2 (no traceback).
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from contextlib import nullcontext
 from pathlib import Path
@@ -459,9 +460,13 @@ def generalization(
 
     def go():
         cfg = _load(config, method, load_generalization_config, parse_generalization_config)
+        checkpoint = out / ".generalization-checkpoint"  # finished cells survive a stop; removed once saved
+        if checkpoint.exists():
+            console.print(f"resuming: {len(list(checkpoint.glob('*.npz')))} finished results in {checkpoint}")
         with _bars(progress) as bars:
-            ds = learning_curves(**cfg.study_kwargs(), progress=bars)
+            ds = learning_curves(**cfg.study_kwargs(), progress=bars, checkpoint=checkpoint)
         storage.save(ds, out / "generalization.nc")
+        shutil.rmtree(checkpoint)
         written = ["generalization.nc", "learning_curve.png", "step_error.png"]
         plots_generalization.plot_learning_curves(ds, out / "learning_curve.png")
         plots_generalization.plot_step_errors(ds, path=out / "step_error.png")

@@ -144,3 +144,31 @@ def test_pool_and_heldout_batches_agree():
     np.testing.assert_allclose(batched.prediction_train.values, joint.prediction_train.values, atol=1e-5)
     rows = [list(pool.inputs[:, 0, 0]).index(x) for x in joint.inputs.values[0, :, 0, 0]]
     assert sorted(rows) == sorted(set(rows)) and len(rows) == 5
+
+
+def test_a_stopped_study_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    """A study stopped after its first job (an exception out of the progress callback, as a
+    SIGINT would) and run again with the same checkpoint recomputes only what had not finished,
+    and gives the numbers of an uninterrupted run; another study is refused that directory."""
+    import kernelfield.experiments.generalization as generalization
+
+    kwargs = {**STUDY, "repeats": 2}
+    calls = []
+    run = generalization._run
+    monkeypatch.setattr(generalization, "_run", lambda method, *a: calls.append(method) or run(method, *a))
+
+    def stop_after_first_job(event):
+        if event.completed == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        learning_curves(**{**kwargs, "progress": stop_after_first_job}, checkpoint=tmp_path / "ckpt")
+    assert calls == ["theory", "lazy"]  # the first job (rnn, repeat 0) finished, then the stop
+    calls.clear()
+    resumed = learning_curves(**kwargs, checkpoint=tmp_path / "ckpt")
+    assert len(calls) == 2 * 2 * 2 - 2  # 2 repeats x 2 archs x 2 methods, less the one finished job
+    fresh = learning_curves(**kwargs)
+    for name in ("nmse_unsupervised", "nmse_heldout", "prediction_train", "theory_residual"):
+        np.testing.assert_array_equal(resumed[name].values, fresh[name].values)
+    with pytest.raises(ValueError, match="checkpoint: .* another study"):
+        learning_curves(**{**kwargs, "P": [2]}, checkpoint=tmp_path / "ckpt")

@@ -196,6 +196,7 @@ def test_cli_writes_figures_and_netcdf(tmp_path):
     result = runner.invoke(app, ["generalization", str(cfg), "--out", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert (out / "generalization.nc").is_file()
+    assert not (out / ".generalization-checkpoint").exists()  # kept only while the study runs
     for name in ("learning_curve.png", "step_error.png", "fraction.png"):
         assert_png(out / name)
     assert "normalised MSE at P = 3" in result.output and "share_Uv" in result.output and "held-out" in result.output

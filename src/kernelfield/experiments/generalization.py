@@ -45,10 +45,12 @@ dataset's ``theory_method`` attribute.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
@@ -60,7 +62,7 @@ from ..progress import ProgressArg, ProgressCallback, ProgressEvent, reporter
 from ..finite.sampling import sample
 from ..schedules import Schedule, all_steps
 from ..spec import Architecture, Prior, Task
-from ..storage import provenance
+from ..storage import _atomic_write, provenance
 from ..tasks import TASKS, LabelledTask
 from ..validation import integer
 from ..theory.lazy import prior_kernel
@@ -188,6 +190,7 @@ def learning_curves(
     heldout_batch: int | None = None,
     seed: int = 0,
     progress: ProgressArg = True,
+    checkpoint: str | Path | None = None,
 ) -> xr.Dataset:
     """Generalisation errors of every architecture, schedule and training-set size ``P``.
 
@@ -201,7 +204,10 @@ def learning_curves(
     of ``P`` at which to run the networks (they are slow). solve_kwargs: extra arguments of
     :func:`kernelfield.solve` (``tol``, ``init``, ``method``, ...). progress: ``True`` (a rich progress bar),
     ``False`` or a callable receiving :class:`~kernelfield.progress.ProgressEvent` s (task
-    ``"generalisation"``, one unit per architecture, schedule, ``P`` and repeat).
+    ``"generalisation"``, one unit per architecture, schedule, ``P`` and repeat). checkpoint: a
+    directory where every finished method on every cell is kept as it finishes (:class:`Checkpoint`):
+    a run that is stopped and started again with the same arguments recomputes nothing it had
+    finished; the directory must hold no other study's results.
 
     Returns a Dataset with coordinates ``predictor, arch, schedule, P, repeat, t`` (plus
     ``supervised_fraction`` on ``schedule``) and variables ``{mse,nmse}_{set}`` and
@@ -220,9 +226,53 @@ def learning_curves(
     study = _plan_study(task, T, P, archs, schedules, P_test, repeats, task_kwargs, prior, phi, kappa, methods,
                         solve_kwargs, sampling, langevin, heldout_batch, seed)
     results = _StudyResults.empty(study)
+    store = None if checkpoint is None else Checkpoint(checkpoint, _study_config(study))
     with reporter(progress) as report:
-        _run_study(study, results, report)
+        _run_study(study, results, report, store)
     return _study_dataset(study, results, started)
+
+
+class Checkpoint:
+    """Finished results of one study in ``directory``: one ``.npz`` per method and cell (written
+    atomically), and ``study.json``, the study's configuration, which a later run must match."""
+
+    def __init__(self, directory: str | Path, config: dict):
+        self.directory = Path(directory)
+        text = json.dumps(config, default=str, sort_keys=True)
+        marker = self.directory / "study.json"
+        if marker.exists():
+            if marker.read_text() != text:
+                raise ValueError(f"checkpoint: {self.directory} holds results of another study "
+                                 "(its study.json differs); use another directory or delete it")
+        elif self.directory.exists() and any(self.directory.iterdir()):
+            raise ValueError(f"checkpoint: {self.directory} is not empty and holds no study.json; "
+                             "use another directory")
+        else:
+            _atomic_write(marker, lambda tmp: Path(tmp).write_text(text))
+        self.fingerprint = hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def _path(self, key: str) -> Path:
+        return self.directory / f"{key}.npz"
+
+    def load(self, key: str):
+        """``(mean, sem, extra, seconds)`` of a finished result, or ``None``."""
+        path = self._path(key)
+        if not path.exists():
+            return None
+        with np.load(path) as f:
+            sem = f["sem"] if "sem" in f else None
+            return f["mean"], sem, tuple(json.loads(str(f["extra"]))), float(f["seconds"])
+
+    def save(self, key: str, mean, sem, extra: tuple, seconds: float) -> None:
+        arrays = dict(mean=np.asarray(mean), extra=np.array(json.dumps(list(extra))), seconds=np.array(seconds))
+        if sem is not None:
+            arrays["sem"] = np.asarray(sem)
+
+        def write(tmp):
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+
+        _atomic_write(self._path(key), write)
 
 
 @dataclass(frozen=True)
@@ -366,8 +416,9 @@ class _Job(NamedTuple):
         return f"{self.arch.name} · {self.schedule.label} · P={self.train_task.P} · repeat {self.cell[3]}"
 
 
-def _run_study(study: _Study, results: _StudyResults, report: ProgressCallback) -> None:
-    """Every method on every job, in the order repeat, schedule, ``P``, architecture."""
+def _run_study(study: _Study, results: _StudyResults, report: ProgressCallback, store: Checkpoint | None = None) -> None:
+    """Every method on every job, in the order repeat, schedule, ``P``, architecture (results
+    found in ``store`` are taken from it, new ones saved to it)."""
     total = study.repeats * len(study.schedules) * len(study.P) * len(study.archs)
     done, P_max = 0, study.P[-1]
     for r in range(study.repeats):
@@ -388,30 +439,40 @@ def _run_study(study: _Study, results: _StudyResults, report: ProgressCallback) 
                     report(ProgressEvent("generalisation", done, total, {"job": job.description}))
                     for mi, method in enumerate(study.methods):
                         if method not in study.network or P_ in study.network_P[method]:
-                            _run_method(study, results, job, mi, method)
+                            _run_method(study, results, job, mi, method, store)
                     release_programs_if_crowded()  # every P compiles new programs: a long study stays within the limit
                     done += 1
     report(ProgressEvent("generalisation", done, total))
 
 
-def _run_method(study: _Study, results: _StudyResults, job: _Job, mi: int, method: str) -> None:
-    """One method on one job: predictions, errors, diagnostics and wall time into ``results``."""
-    t0 = time.perf_counter()
-    mean, sem = _run(method, job.arch, job.train_task, job.test_inputs, study.prior, study.phi, study.kappa,
-                     study.solve_kwargs, study.network.get(method), study.heldout_batch, job.seed)
+def _run_method(study: _Study, results: _StudyResults, job: _Job, mi: int, method: str,
+                store: Checkpoint | None = None) -> None:
+    """One method on one job: predictions, errors, diagnostics and wall time into ``results``
+    (from ``store`` if it holds them; saved to it otherwise)."""
+    key = "{}-{}-{}-{}-{}".format(method, *job.cell)
+    saved = None if store is None else store.load(key)
+    if saved is None:
+        t0 = time.perf_counter()
+        mean, sem = _run(method, job.arch, job.train_task, job.test_inputs, study.prior, study.phi, study.kappa,
+                         study.solve_kwargs, study.network.get(method), study.heldout_batch, job.seed)
+        mean, extra = mean if method in ("theory", "sampled") else (mean, ())
+        saved = (mean, sem, tuple(extra), time.perf_counter() - t0)
+        if store is not None:
+            store.save(key, *saved)
+    mean, sem, extra, seconds = saved
     cell = job.cell
     if method == "theory":
-        mean, (results.converged[cell], results.residual[cell], solver) = mean
+        results.converged[cell], results.residual[cell], solver = extra
         results.theory_methods.add(solver)
     if method == "sampled":
-        mean, (results.ess[cell], results.acceptance[cell]) = mean
+        results.ess[cell], results.acceptance[cell] = extra
         if results.ess[cell] < MIN_ESS:
             warnings.warn(
                 f"sampled: effective sample size {results.ess[cell]:.0f} < {MIN_ESS} for "
                 f"{job.arch.name}, {job.schedule.label}, P = {job.train_task.P}, repeat {cell[3]}: the sampled errors "
                 "and their error bars are unreliable; raise num_samples / num_warmup",
                 stacklevel=4)  # the caller of learning_curves
-    results.seconds[(mi, *cell)] = time.perf_counter() - t0
+    results.seconds[(mi, *cell)] = seconds
     results.record((mi, *cell), mean, sem, job)
 
 
@@ -445,7 +506,17 @@ def _study_dataset(study: _Study, results: _StudyResults, started: float) -> xr.
         "a_test": np.arange(study.P_test), "a_pool": np.arange(P_max + study.P_test), "d": np.arange(pools[0].D),
         "supervised_fraction": ("schedule", [s.fraction(study.T) for s in study.schedules]),
     }
-    config = {
+    config = _study_config(study)
+    attrs = provenance("generalization", json.dumps(config, default=str))
+    attrs.update(task=config["task"], classification=int(results.classification),
+                 seconds=time.perf_counter() - started, theory_method=", ".join(sorted(results.theory_methods)))
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def _study_config(study: _Study) -> dict:
+    """The study's configuration (the provenance's ``config``; what a :class:`Checkpoint` must match)."""
+    labels = [s.label for s in study.schedules]
+    return {
         "task": study.task_name, "task_kwargs": study.task_kwargs, "T": study.T, "P": study.P, "P_test": study.P_test,
         "repeats": study.repeats, "seed": study.seed, "architectures": [a.to_dict() for a in study.archs],
         "schedules": labels, "prior": study.prior.to_dict(), "phi": get_nonlinearity(study.phi).name,
@@ -455,10 +526,6 @@ def _study_dataset(study: _Study, results: _StudyResults, started: float) -> xr.
         "langevin": ({**study.network["langevin"], "P": study.network_P["langevin"]}
                      if "langevin" in study.methods else None),
     }
-    attrs = provenance("generalization", json.dumps(config, default=str))
-    attrs.update(task=config["task"], classification=int(results.classification),
-                 seconds=time.perf_counter() - started, theory_method=", ".join(sorted(results.theory_methods)))
-    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
 def _run(method, arch, train_task, test_inputs, prior, phi, kappa, solve_kwargs, network_kwargs, batch, seed):
