@@ -45,7 +45,6 @@ dataset's ``theory_method`` attribute.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import warnings
@@ -249,7 +248,6 @@ class Checkpoint:
                              "use another directory")
         else:
             _atomic_write(marker, lambda tmp: Path(tmp).write_text(text))
-        self.fingerprint = hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def _path(self, key: str) -> Path:
         return self.directory / f"{key}.npz"

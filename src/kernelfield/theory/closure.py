@@ -198,8 +198,8 @@ def _residuals(point: ClosurePoint, mask, complement=None) -> tuple[float, float
     """Forward ``||Sigma - M⁻¹|| / ||Sigma||``, ``M = K⁻¹ - 2Ct_Sigma`` (``inf`` if ``M`` is not
     positive definite), and backward ``2||Sigma G Sigma|| / ||Sigma||``,
     ``G = ½(K⁻¹ - Sigma⁻¹) - Ct_Sigma`` on the free blocks ``mask`` (``1.0`` for ``(T, P, P)``
-    stacks; norms over all entries). ``K⁻¹ - Sigma⁻¹`` is taken as the product ``K⁻¹DSigma⁻¹``
-    (:func:`.closure_maps.kl_gradient`) and ``Sigma - M⁻¹`` as ``M⁻¹(K⁻¹DSigma⁻¹ - 2Ct_Sigma)Sigma``, so that neither is a
+    stacks; norms over all entries). ``K⁻¹ - Sigma⁻¹ = K⁻¹DSigma⁻¹`` is taken in the whitened
+    innovation (:func:`.closure_maps.kl_gradient`) and ``Sigma - M⁻¹`` as ``M⁻¹(K⁻¹DSigma⁻¹ - 2Ct_Sigma)Sigma``, so that neither is a
     difference of large inverses when ``K`` is ill-conditioned. On a support (``complement`` =
     ``P⊥``) inverses are pseudo-inverses, ``(X + P⊥)⁻¹ - P⊥``, and ``Ct_Sigma`` is projected onto it."""
     Sigma, K = np.asarray(point.Sigma), np.asarray(point.K)
