@@ -1,5 +1,6 @@
-"""The truncated Newton step shared by the exact solver and the Gaussian closure, and the two
-rounding tests of their line searches."""
+"""Newton steps by preconditioned conjugate gradients: truncated (the exact solver, with a line
+search) and within a trust region (the Gaussian closure), and the two rounding tests of their
+line searches."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from .linalg import inner
 
-__all__ = ["truncated_newton", "armijo_slack", "within_rounding"]
+__all__ = ["truncated_newton", "steihaug_newton", "armijo_slack", "within_rounding"]
 
 
 def armijo_slack(F: float) -> float:
@@ -52,3 +53,48 @@ def truncated_newton(hessian_vector: Callable[[np.ndarray], np.ndarray], K: np.n
         step = z + (rz_new / rz) * step
         rz = rz_new
     return p
+
+
+def steihaug_newton(hessian_vector: Callable[[np.ndarray], np.ndarray], K: np.ndarray, g: np.ndarray,
+                    radius: float, max_cg: int, eta: float) -> tuple[np.ndarray, float, float]:
+    """Trust-region Newton direction (Steihaug–Toint conjugate gradients, Nocedal & Wright
+    Alg. 7.2): minimise the model ``m(p) = gᵀp + ½pᵀHp`` over ``||p||_K <= radius`` in the norm
+    of the preconditioner's inverse, ``||p||_K² = tr(K⁻¹pK⁻¹p)`` (preconditioner ``R ↦ K R K``,
+    as :func:`truncated_newton`), stopped once the preconditioned residual fell by ``eta``,
+    after ``max_cg`` iterations, or on the boundary (a step that leaves the region or a direction
+    of non-positive curvature is followed to it). The norms come from the CG recurrences, so
+    nothing is inverted. Returns ``p``, its norm and the model's decrease ``-m(p)``."""
+    p = 0.0 * g
+    Hp = 0.0 * g
+    r = g.copy()
+    y = K @ r @ K
+    d = -y
+    rho = rho0 = inner(r, y)
+    pp, pd, dd = 0.0, 0.0, rho  # <p, p>, <p, d>, <d, d> in the K-norm
+
+    def to_boundary(Hd):
+        tau = (-pd + np.sqrt(max(pd * pd + dd * (radius**2 - pp), 0.0))) / dd
+        q, Hq = p + tau * d, Hp + tau * Hd
+        return q, radius, -(inner(g, q) + 0.5 * inner(q, Hq))
+
+    for _ in range(max_cg):
+        Hd = hessian_vector(d)
+        curvature = inner(d, Hd)
+        if curvature <= 0.0:
+            return to_boundary(Hd)
+        alpha = rho / curvature
+        pp_next = pp + 2 * alpha * pd + alpha**2 * dd
+        if pp_next >= radius**2:
+            return to_boundary(Hd)
+        p, Hp, pp = p + alpha * d, Hp + alpha * Hd, pp_next
+        r = r + alpha * Hd
+        y = K @ r @ K
+        rho_next = inner(r, y)
+        if rho_next <= eta**2 * rho0:
+            break
+        beta = rho_next / rho
+        pd = beta * (pd + alpha * dd)
+        dd = rho_next + beta**2 * dd
+        d = -y + beta * d
+        rho = rho_next
+    return p, float(np.sqrt(pp)), -(inner(g, p) + 0.5 * inner(p, Hp))
