@@ -3,7 +3,7 @@ learning curves (``examples/generalization/integration_large_erf.toml``) need at
 
 Integration task (``kf.tasks.integration``, T = 4, D = 4, steps 1 and 3 supervised), erf,
 kappa 0.1, ``init="prior"``; for each ``--P``: the first call (compilation included) and a warm
-call, Newton steps and Hessian-vector products (counted around :func:`.newton.truncated_newton`).
+call, Newton steps and Hessian-vector products (counted around :func:`.newton.steihaug_newton`).
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_closure_sequential.py --P 32,64
 """
@@ -24,7 +24,7 @@ def main():
     parser.add_argument("--arch", default="rnn")
     args = parser.parse_args()
     counts = {"newton": 0, "hvp": 0}
-    newton = closure.truncated_newton
+    newton = closure.steihaug_newton
 
     def counted(hessian_vector, *rest, **kwargs):
         counts["newton"] += 1
@@ -35,7 +35,7 @@ def main():
 
         return newton(product, *rest, **kwargs)
 
-    closure.truncated_newton = counted
+    closure.steihaug_newton = counted
     for P in (int(p) for p in args.P.split(",")):
         task = schedules.supervise(kf.tasks.integration(P=P, T=4, D=4, supervise_every=1), schedules.every(2))
         arch = kf.Architecture.from_name(args.arch, 4)
