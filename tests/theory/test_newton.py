@@ -60,3 +60,49 @@ def test_negative_curvature_is_followed_to_the_boundary():
     assert norm(p) == pytest.approx(2.0, rel=1e-9)
     assert np.allclose(p / np.linalg.norm(p), -v)  # along the preconditioned gradient, downhill
     assert decrease == pytest.approx(-(np.sum(g * p) + 0.5 * np.sum(p * hessian_vector(p))), rel=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_norms_on_a_singular_preconditioner_are_the_pseudo_inverse_norm(seed):
+    """A closure on a support passes a singular ``K``: the step's norm is then
+    ``tr(K⁺pK⁺p)`` on the range of ``K``, finite and non-negative, also on the boundary."""
+    hessian_vector, K, g, _ = _problem(seed)
+    m = K.shape[0]
+    Q = np.linalg.qr(np.random.default_rng(seed).normal(size=(m, m - 2)))[0]  # range of rank m - 2
+    K = Q @ Q.T @ K @ Q @ Q.T * 1e3
+    Kplus = np.linalg.pinv(K, rcond=1e-12, hermitian=True)
+    pseudo = lambda p: np.sqrt(np.sum((Kplus @ p) * (Kplus @ p).T))  # noqa: E731
+    for radius in (1e6, 1e-3):  # eta as the closure's: CG on a singular K cannot reduce r off its range
+        p, length, decrease = steihaug_newton(hessian_vector, K, g, radius=radius, max_cg=200, eta=1e-4)
+        assert np.isfinite(length) and length == pytest.approx(pseudo(p), rel=1e-6)
+        assert length <= radius * (1 + 1e-9) and decrease > 0.0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_norms_stay_exact_when_the_hessian_products_are_inexact(seed):
+    """At an ill-conditioned point the closure's Hessian-vector products are not exactly
+    symmetric. The step's norm must still be its ``K``-norm and within the radius (the short CG
+    recurrences for the norms assume exact conjugacy: with a 30 % non-symmetric ``H`` they were
+    wrong, or NaN, in about a third of these cases)."""
+    rng = np.random.default_rng(seed)
+    m = 12
+    dim = m * m
+    A = rng.normal(size=(dim, dim))
+    H = A @ A.T / dim + 0.01 * np.eye(dim)
+    H = H + 0.3 * np.linalg.norm(H, 2) * rng.normal(size=(dim, dim)) / np.sqrt(dim)
+
+    def hessian_vector(V):
+        V = 0.5 * (V + V.T)
+        out = (H @ V.ravel()).reshape(m, m)
+        return 0.5 * (out + out.T)
+
+    U = np.linalg.qr(rng.normal(size=(m, m)))[0]
+    K = U @ np.diag(np.logspace(0, -10, m)) @ U.T
+    Kinv = U @ np.diag(np.logspace(0, 10, m)) @ U.T
+    g = rng.normal(size=(m, m))
+    g = 0.5 * (g + g.T)
+    for radius in (1e-2, 1.0, 1e2):
+        p, length, _ = steihaug_newton(hessian_vector, K, g, radius=radius, max_cg=100, eta=1e-3)
+        exact = np.sqrt(np.sum((Kinv @ p) * (Kinv @ p).T))
+        assert np.isfinite(length) and length == pytest.approx(exact, rel=1e-3)
+        assert length <= radius * (1 + 1e-9)

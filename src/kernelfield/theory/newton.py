@@ -62,17 +62,18 @@ def steihaug_newton(hessian_vector: Callable[[np.ndarray], np.ndarray], K: np.nd
     of the preconditioner's inverse, ``||p||_K² = tr(K⁻¹pK⁻¹p)`` (preconditioner ``R ↦ K R K``,
     as :func:`truncated_newton`), stopped once the preconditioned residual fell by ``eta``,
     after ``max_cg`` iterations, or on the boundary (a step that leaves the region or a direction
-    of non-positive curvature is followed to it). The norms come from the CG recurrences, so
-    nothing is inverted. Returns ``p``, its norm and the model's decrease ``-m(p)``."""
-    p = 0.0 * g
-    Hp = 0.0 * g
+    of non-positive curvature is followed to it). Nothing is inverted: ``Md = K⁻¹dK⁻¹`` is
+    carried along from the residuals (``M y = r`` for ``y = K r K``), and the norms are inner
+    products with it, not the short recurrences, which drift when ``K`` is singular (a support)
+    or ill-conditioned. Returns ``p``, its norm and the model's decrease ``-m(p)``."""
+    p, Hp, Mp = 0.0 * g, 0.0 * g, 0.0 * g
     r = g.copy()
     y = K @ r @ K
-    d = -y
+    d, Md = -y, -r
     rho = rho0 = inner(r, y)
-    pp, pd, dd = 0.0, 0.0, rho  # <p, p>, <p, d>, <d, d> in the K-norm
+    pp = 0.0
 
-    def to_boundary(Hd):
+    def to_boundary(Hd, pd, dd):
         tau = (-pd + np.sqrt(max(pd * pd + dd * (radius**2 - pp), 0.0))) / dd
         q, Hq = p + tau * d, Hp + tau * Hd
         return q, radius, -(inner(g, q) + 0.5 * inner(q, Hq))
@@ -80,21 +81,20 @@ def steihaug_newton(hessian_vector: Callable[[np.ndarray], np.ndarray], K: np.nd
     for _ in range(max_cg):
         Hd = hessian_vector(d)
         curvature = inner(d, Hd)
+        pd, dd = inner(p, Md), max(inner(d, Md), np.finfo(float).tiny)
         if curvature <= 0.0:
-            return to_boundary(Hd)
+            return to_boundary(Hd, pd, dd)
         alpha = rho / curvature
-        pp_next = pp + 2 * alpha * pd + alpha**2 * dd
-        if pp_next >= radius**2:
-            return to_boundary(Hd)
-        p, Hp, pp = p + alpha * d, Hp + alpha * Hd, pp_next
+        if pp + 2 * alpha * pd + alpha**2 * dd >= radius**2:
+            return to_boundary(Hd, pd, dd)
+        p, Hp, Mp = p + alpha * d, Hp + alpha * Hd, Mp + alpha * Md
+        pp = max(inner(p, Mp), 0.0)
         r = r + alpha * Hd
         y = K @ r @ K
         rho_next = inner(r, y)
         if rho_next <= eta**2 * rho0:
             break
         beta = rho_next / rho
-        pd = beta * (pd + alpha * dd)
-        dd = rho_next + beta**2 * dd
-        d = -y + beta * d
+        d, Md = -y + beta * d, -r + beta * Md
         rho = rho_next
     return p, float(np.sqrt(pp)), -(inner(g, p) + 0.5 * inner(p, Hp))
