@@ -325,6 +325,17 @@ class ClosureResult(NamedTuple):
     phi_mean: np.ndarray | None
 
 
+class _Iterate(NamedTuple):
+    """A Newton iterate of :func:`maximise_closure`: its point, residuals, innovation, ``F`` and gradient."""
+
+    point: ClosurePoint
+    forward: float
+    backward: float
+    D: np.ndarray
+    F: float
+    g: np.ndarray
+
+
 def maximise_closure(prob: Problem, nl: Nonlinearity, Sigma0, tol: float, max_iter: int, inner: int | None = None,
                      order: int = DEFAULT_ORDER, support: Support | None = None) -> ClosureResult:
     """Newton's method on ``F = -S_G`` from the preactivation kernel ``Sigma0`` (module
@@ -355,8 +366,8 @@ def maximise_closure(prob: Problem, nl: Nonlinearity, Sigma0, tol: float, max_it
     while True:
         point = f.point(D)
         forward, backward = _residuals(point, f.mask, f.complement)
-        if best is None or max(forward, backward) < max(best[1:3]):
-            best, retries = (point, forward, backward, D, F, g), 0
+        if best is None or max(forward, backward) < max(best.forward, best.backward):
+            best, retries = _Iterate(point, forward, backward, D, F, g), 0
         elif at_rounding:  # F cannot tell, and the residual grew: back to the best point, a shorter step
             retries += 1
             point, forward, backward, D, F, g = best
@@ -384,7 +395,7 @@ def maximise_closure(prob: Problem, nl: Nonlinearity, Sigma0, tol: float, max_it
         D = trial[0]
         F, g = f.value_and_gradient(D)
         iterations += 1
-    point, forward, backward = best[:3]
+    point, forward, backward = best.point, best.forward, best.backward
     point = ClosurePoint(*(f.full(x) if np.ndim(x) else x for x in point))
     if f.local and not nl.odd:  # a non-odd phi correlates steps through the means: C_ts = <φ><φ>ᵀ
         point = point._replace(C=np.asarray(gaussian_map(nl, order, jnp.asarray(point.Sigma))))

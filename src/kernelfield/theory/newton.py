@@ -64,8 +64,9 @@ def steihaug_newton(hessian_vector: Callable[[np.ndarray], np.ndarray], K: np.nd
     after ``max_cg`` iterations, or on the boundary (a step that leaves the region or a direction
     of non-positive curvature is followed to it). Nothing is inverted: ``Md = K⁻¹dK⁻¹`` is
     carried along from the residuals (``M y = r`` for ``y = K r K``), and the norms are inner
-    products with it, not the short recurrences, which drift when ``K`` is singular (a support)
-    or ill-conditioned. Returns ``p``, its norm and the model's decrease ``-m(p)``."""
+    products with it, not the short recurrences, which assume exact conjugacy and went negative
+    (NaN lengths) where the Hessian-vector products are inexact (the closure at P = 256).
+    Returns ``p``, its norm and the model's decrease ``-m(p)``."""
     p, Hp, Mp = 0.0 * g, 0.0 * g, 0.0 * g
     r = g.copy()
     y = K @ r @ K
@@ -73,10 +74,13 @@ def steihaug_newton(hessian_vector: Callable[[np.ndarray], np.ndarray], K: np.nd
     rho = rho0 = inner(r, y)
     pp = 0.0
 
+    def decrease(q, Hq):  # -m(q)
+        return -(inner(g, q) + 0.5 * inner(q, Hq))
+
     def to_boundary(Hd, pd, dd):
         tau = (-pd + np.sqrt(max(pd * pd + dd * (radius**2 - pp), 0.0))) / dd
         q, Hq = p + tau * d, Hp + tau * Hd
-        return q, radius, -(inner(g, q) + 0.5 * inner(q, Hq))
+        return q, radius, decrease(q, Hq)
 
     for _ in range(max_cg):
         Hd = hessian_vector(d)
@@ -97,4 +101,4 @@ def steihaug_newton(hessian_vector: Callable[[np.ndarray], np.ndarray], K: np.nd
         beta = rho_next / rho
         d, Md = -y + beta * d, -r + beta * Md
         rho = rho_next
-    return p, float(np.sqrt(pp)), -(inner(g, p) + 0.5 * inner(p, Hp))
+    return p, float(np.sqrt(pp)), decrease(p, Hp)
