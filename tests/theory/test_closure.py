@@ -11,7 +11,13 @@ from conftest import endpoint_task, sequential_task
 import kernelfield as kf
 from kernelfield.gaussian import expect_phiphi
 from kernelfield.symmetry import parity_flip
-from kernelfield.theory.closure import ClosureObjective, closure_broken_start, free_mask, maximise_closure
+from kernelfield.theory.closure import (
+    ClosureObjective,
+    at_rounding_floor,
+    closure_broken_start,
+    free_mask,
+    maximise_closure,
+)
 from kernelfield.theory.closure_lowrank import LowRankStart
 from kernelfield.theory.kernels import make_problem, shift_adjoint, sym
 from kernelfield.theory.lazy import lazy_kernel
@@ -256,3 +262,17 @@ def test_kl_gradient_is_more_accurate_than_the_difference_of_inverses_at_an_ill_
                  np.linalg.inv(K) - np.linalg.inv(Sigma))
         total += [np.linalg.norm(Sigma @ (x - exact) @ Sigma) / np.linalg.norm(Sigma @ exact @ Sigma) for x in forms]
     assert total[0] < total[2] / 3 and total[1] < total[2] / 3, total
+
+
+def test_only_an_interior_newton_step_shows_the_rounding_floor():
+    """The closure's end-game (retries from the best point, judged by the residuals) starts only
+    on a Newton step inside the trust region whose predicted decrease is below ``F``'s rounding
+    (or that did not lower ``F``). A step cut short by a small radius predicts a small decrease
+    far from the maximum too: at n = 1024 (erf RNN, P = 256) counting it reverted the solve to
+    points of higher ``F`` until the radius was 0."""
+    F, noise = 28.0, 28.0 * 1e-10
+    assert at_rounding_floor(length=1e-3, radius=1.0, decrease=1e-12, noise=noise, F=F, F_new=F - 1e-12)
+    assert at_rounding_floor(length=1e-3, radius=1.0, decrease=1e-3, noise=noise, F=F, F_new=F + 1e-15)
+    assert not at_rounding_floor(length=1e-3, radius=1.0, decrease=1e-3, noise=noise, F=F, F_new=F - 1e-3)
+    assert not at_rounding_floor(length=1e-6, radius=1e-6, decrease=1e-12, noise=noise, F=F, F_new=F - 1e-12)
+    assert not at_rounding_floor(length=1e-6, radius=1e-6, decrease=1e-3, noise=noise, F=F, F_new=F + 1e-15)

@@ -296,6 +296,16 @@ class ClosureObjective:
         return _point(self.data, D, nl=self.nl, order=self.order)
 
 
+def at_rounding_floor(length: float, radius: float, decrease: float, noise: float, F: float, F_new: float) -> bool:
+    """Whether a step of ``length`` in a trust region of ``radius`` shows that ``F`` is at its
+    rounding floor: a Newton step inside the region (not cut short by it) whose predicted decrease
+    is below ``noise`` or that did not lower ``F`` beyond its rounding. A step cut short by a small
+    radius predicts a small decrease far from the maximum too (erf RNN, n = 1024): that says
+    nothing about ``F``'s rounding."""
+    interior = length < 0.99 * radius
+    return interior and (decrease <= noise or within_rounding(F, F_new))
+
+
 def _line_search(f: ClosureObjective, D, F: float, g, p):
     """Backtracking from the full step until Armijo's condition holds, up to the rounding of
     ``F`` (near the maximum a Newton step changes ``F`` by less than that: the full step is then
@@ -368,7 +378,8 @@ def maximise_closure(prob: Problem, nl: Nonlinearity, Sigma0, tol: float, max_it
         forward, backward = _residuals(point, f.mask, f.complement)
         if best is None or max(forward, backward) < max(best.forward, best.backward):
             best, retries = _Iterate(point, forward, backward, D, F, g), 0
-        elif at_rounding:  # F cannot tell, and the residual grew: back to the best point, a shorter step
+        elif at_rounding and F >= best.F - ROUNDING * max(abs(F), 1.0):
+            # F cannot tell this point from the best one, and the residual grew: back there, a shorter step
             retries += 1
             point, forward, backward, D, F, g = best
             radius = 0.25 * length
@@ -376,6 +387,7 @@ def maximise_closure(prob: Problem, nl: Nonlinearity, Sigma0, tol: float, max_it
             break
         p, length, decrease = steihaug_newton(f.hessian_at(D), np.asarray(point.Sigma), g, radius, max_cg=inner,
                                               eta=min(0.1, np.sqrt(backward)))
+        radius_used = radius
         F_full = f.value(D + p)
         noise = ROUNDING * max(abs(F), 1.0)
         if not np.isfinite(F_full):
@@ -391,7 +403,7 @@ def maximise_closure(prob: Problem, nl: Nonlinearity, Sigma0, tol: float, max_it
         trial = (D + p, F_full) if ratio > 1e-4 else _line_search(f, D, F, g, p)
         if trial is None:
             break
-        at_rounding = decrease <= noise or within_rounding(F, trial[1])  # then only the residuals judge the step
+        at_rounding = retries > 0 or at_rounding_floor(length, radius_used, decrease, noise, F, trial[1])
         D = trial[0]
         F, g = f.value_and_gradient(D)
         iterations += 1
