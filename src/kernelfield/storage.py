@@ -16,7 +16,8 @@ Solutions (:func:`solution_to_dataset`): ``C``, ``Ct`` of the dominant branch,
 ``prediction_mean`` / ``prediction_var_coeff`` ``(a, t)`` (``N·var``, width independent),
 and per branch (dim ``branch``, sorted by decreasing ``S``): ``branch_C``, ``branch_Ct``,
 ``branch_S``, ``branch_Gamma``, ``branch_E``, ``branch_init``, ``branch_converged``,
-``branch_residual_forward``, ``branch_residual_backward``, ``branch_iterations`` and, for the
+``branch_residual_forward``, ``branch_residual_backward``, ``branch_iterations``,
+``branch_stopped`` (why the closure stopped without converging; ``""`` otherwise) and, for the
 particle solver's Monte Carlo estimates, ``branch_C_err``, ``branch_S_err``, ``branch_mc_error``,
 ``branch_phi_mean`` ``(branch, t, a)`` (NaN where not applicable).
 Attrs ``S``, ``converged``, ``residual``, ``seconds``, ``method`` (the solver; for the Gaussian
@@ -224,6 +225,7 @@ def solution_to_dataset(sol) -> xr.Dataset:
         "branch_residual_forward": (("branch",), np.array([b.residual_forward for b in branches], dtype=np.float64)),
         "branch_residual_backward": (("branch",), np.array([b.residual_backward for b in branches], dtype=np.float64)),
         "branch_iterations": (("branch",), np.array([b.iterations for b in branches], dtype=np.int64)),
+        "branch_stopped": (("branch",), np.array([b.stopped for b in branches], dtype=object)),
         "branch_C_err": (("branch",) + kdims, np.stack([_kernel(_or_nan(b.C_err, (T * P, T * P)), T, P)
                                                        for b in branches]),
                          {"description": "Monte Carlo standard error of C (NaN: exact solver)"}),
@@ -415,6 +417,7 @@ def solution_from_dataset(ds: xr.Dataset):
             residual_forward=float(ds["branch_residual_forward"].values[i]),
             residual_backward=float(ds["branch_residual_backward"].values[i]),
             iterations=int(ds["branch_iterations"].values[i]),
+            stopped=str(ds["branch_stopped"].values[i]) if "branch_stopped" in ds else "",  # files before it: ""
             **_monte_carlo_fields(ds, i),
         )
         for i in range(ds.sizes["branch"])

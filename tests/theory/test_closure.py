@@ -276,3 +276,20 @@ def test_only_an_interior_newton_step_shows_the_rounding_floor():
     assert not at_rounding_floor(length=1e-3, radius=1.0, decrease=1e-3, noise=noise, F=F, F_new=F - 1e-3)
     assert not at_rounding_floor(length=1e-6, radius=1e-6, decrease=1e-12, noise=noise, F=F, F_new=F - 1e-12)
     assert not at_rounding_floor(length=1e-6, radius=1e-6, decrease=1e-3, noise=noise, F=F, F_new=F + 1e-15)
+
+
+def test_a_solve_below_the_rounding_floor_says_why_it_stopped(tmp_path):
+    """A tolerance below what float64 reaches (1e-16; this solve ends at ~2e-16) stops on the
+    rounding end-game, and the warning and the branch say so; the reason survives a netCDF round
+    trip, and a converged solve or one cut by max_iter report theirs."""
+    arch, task = kf.Architecture.rnn(4), sequential_task()
+    with pytest.warns(kf.ConvergenceWarning, match="rounding floor of S_G"):
+        floor = kf.solve(arch, task, phi="erf", kappa=0.1, method="gaussian", tol=1e-16, init="prior")
+    assert not floor.converged and floor.best.stopped == "rounding" and floor.residual < 1e-14
+    back = kf.storage.solution_from_dataset(kf.load(kf.save(floor, tmp_path / "floor.nc")))
+    assert back.best.stopped == "rounding"
+    with pytest.warns(kf.ConvergenceWarning, match=r"max_iter=2\); check"):
+        cut = kf.solve(arch, task, phi="erf", kappa=0.1, method="gaussian", max_iter=2, init="prior")
+    assert cut.best.stopped == "max_iter"
+    done = kf.solve(arch, task, phi="erf", kappa=0.1, method="gaussian", tol=1e-8, init="prior")
+    assert done.converged and done.best.stopped == ""

@@ -32,7 +32,9 @@ class Branch:
     bound on the exact one for nonlinear ``phi``) carry ``Sigma``, the covariance of the
     preactivations ``h ~ N(0, Sigma)`` with ``C = <φφᵀ>_{N(0, Sigma)}``, and the ``support``
     of the closure's kernels (:func:`.closure.closure_support`; full where the prior covariance
-    is regular; not stored on disk); ``None`` otherwise."""
+    is regular; not stored on disk); ``None`` otherwise. ``stopped``: why the closure's Newton
+    iteration ended without converging (:data:`.closure.STOP_REASONS`; ``""`` where it converged,
+    and for the other solvers)."""
 
     C: np.ndarray
     Ct: np.ndarray
@@ -50,6 +52,7 @@ class Branch:
     phi_mean: np.ndarray | None = None
     Sigma: np.ndarray | None = None
     support: Support | None = None
+    stopped: str = ""
 
     @property
     def residual(self) -> float:

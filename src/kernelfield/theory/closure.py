@@ -76,12 +76,19 @@ from .newton import armijo_slack, steihaug_newton, within_rounding
 from .starts import broken_start
 
 __all__ = ["check_gaussian_map", "closure_action", "ClosurePoint", "closure_point", "maximise_closure",
-           "closure_branch", "closure_broken_start", "closure_support", "ClosureObjective", "free_mask"]
+           "closure_branch", "closure_broken_start", "closure_support", "ClosureObjective", "free_mask",
+           "STOP_REASONS"]
 
 
 NOTE = "Gaussian closure: approximation, S is a lower bound"
 ROUNDING = 1e-10  # relative changes of F below this are rounding (n = 576: F's differences at 1e-13 relative are noise)
 ROUNDING_RETRIES = 3  # shorter steps tried from the best point once F's changes are rounding
+STOP_REASONS = {
+    "rounding": "at the rounding floor of S_G: its changes were below 1e-10 relative and shorter steps from the "
+                "point with the smallest residual did not lower it",
+    "line search": "the line search found no step that increases S_G",
+    "max_iter": "after max_iter steps",
+}  # why maximise_closure stopped without converging
 LOW_RANK_ITERATIONS = 300  # L-BFGS steps of the low-rank broken start (n = 256: 200 -> 5 Newton steps, 300 -> 4)
 
 
@@ -324,8 +331,9 @@ def _line_search(f: ClosureObjective, D, F: float, g, p):
 
 
 class ClosureResult(NamedTuple):
-    """One start of the closure: the point reached, its residuals, convergence, Newton steps and
-    ``<φ>`` per index (``None`` for odd ``phi``)."""
+    """One start of the closure: the point reached, its residuals, convergence, Newton steps,
+    ``<φ>`` per index (``None`` for odd ``phi``) and why it stopped without converging (a key of
+    :data:`STOP_REASONS`, ``""`` if it converged)."""
 
     point: ClosurePoint
     residual_forward: float
@@ -333,6 +341,7 @@ class ClosureResult(NamedTuple):
     converged: bool
     iterations: int
     phi_mean: np.ndarray | None
+    stopped: str = ""
 
 
 class _Iterate(NamedTuple):
@@ -383,7 +392,9 @@ def maximise_closure(prob: Problem, nl: Nonlinearity, Sigma0, tol: float, max_it
             retries += 1
             point, forward, backward, D, F, g = best
             radius = 0.25 * length
-        if max(forward, backward) < tol or iterations >= max_iter or retries > ROUNDING_RETRIES:
+        stopped = "" if max(forward, backward) < tol else (
+            "max_iter" if iterations >= max_iter else "rounding" if retries > ROUNDING_RETRIES else None)
+        if stopped is not None:
             break
         p, length, decrease = steihaug_newton(f.hessian_at(D), np.asarray(point.Sigma), g, radius, max_cg=inner,
                                               eta=min(0.1, np.sqrt(backward)))
@@ -402,6 +413,7 @@ def maximise_closure(prob: Problem, nl: Nonlinearity, Sigma0, tol: float, max_it
             radius = 2.0 * radius
         trial = (D + p, F_full) if ratio > 1e-4 else _line_search(f, D, F, g, p)
         if trial is None:
+            stopped = "line search"
             break
         at_rounding = retries > 0 or at_rounding_floor(length, radius_used, decrease, noise, F, trial[1])
         D = trial[0]
@@ -412,7 +424,8 @@ def maximise_closure(prob: Problem, nl: Nonlinearity, Sigma0, tol: float, max_it
     if f.local and not nl.odd:  # a non-odd phi correlates steps through the means: C_ts = <φ><φ>ᵀ
         point = point._replace(C=np.asarray(gaussian_map(nl, order, jnp.asarray(point.Sigma))))
     phi_mean = None if nl.odd else _feature_mean(np.diag(point.Sigma), nl, order)
-    return ClosureResult(point, forward, backward, bool(max(forward, backward) < tol), iterations, phi_mean)
+    converged = bool(max(forward, backward) < tol)
+    return ClosureResult(point, forward, backward, converged, iterations, phi_mean, "" if converged else stopped)
 
 
 def _objective_for(prob: Problem, nl: Nonlinearity, Sigma0, order: int, support: Support | None) -> ClosureObjective:
@@ -467,4 +480,4 @@ def closure_branch(prob: Problem, nl: Nonlinearity, Sigma0, tol: float, max_iter
     return Branch(C=np.asarray(x.C), Ct=np.asarray(x.Ct), S=-(gamma + energy), Gamma=gamma, E=energy, init=init,
                   converged=r.converged, residual_forward=r.residual_forward,
                   residual_backward=r.residual_backward, iterations=r.iterations, phi_mean=r.phi_mean,
-                  Sigma=np.asarray(x.Sigma), support=support)
+                  Sigma=np.asarray(x.Sigma), support=support, stopped=r.stopped)

@@ -86,7 +86,7 @@ from .action import (
 from .kernels import Problem, make_problem, sym
 from .layouts import TimeLocalLayout, layout
 from .branch import Branch, ConvergenceWarning
-from .closure import check_gaussian_map, closure_branch, closure_broken_start, closure_support
+from .closure import STOP_REASONS, check_gaussian_map, closure_branch, closure_broken_start, closure_support
 from .lazy import lazy_kernel
 from .linalg import inner
 from .lowrank import FactoredInnovation
@@ -517,10 +517,12 @@ def assemble(model: Model, found: Sequence[Branch], problem: Problem, *, tol: fl
 def _warn_unconverged(sol: Solution, method: str, max_iter: int, tol: float) -> None:
     """A :class:`ConvergenceWarning` when the dominant branch, or any other start, did not converge."""
     if not sol.best.converged:
+        floor = (f"; it stopped {STOP_REASONS['rounding']}: a tol below the residual is out of reach in float64 "
+                 "for this problem" if sol.best.stopped == "rounding" else "")
         warnings.warn(
             f"solve: did not converge (residual {sol.residual:.2e} > tol {tol:.1e}) after "
             f"{sol.best.iterations} {'particle iterations' if method == 'particles' else 'Newton steps'} "
-            f"(max_iter={max_iter}); check sol.converged / sol.residual",
+            f"(max_iter={max_iter}){floor}; check sol.converged / sol.residual",
             ConvergenceWarning,
             stacklevel=4,
         )
