@@ -268,14 +268,14 @@ def test_only_an_interior_newton_step_shows_the_rounding_floor():
     """The closure's end-game (retries from the best point, judged by the residuals) starts only
     on a Newton step inside the trust region whose predicted decrease is below ``F``'s rounding
     (or that did not lower ``F``). A step cut short by a small radius predicts a small decrease
-    far from the maximum too: at n = 1024 (erf RNN, P = 256) counting it reverted the solve to
+    far from the maximum too: at n = 1088 (erf RNN, P = 256) counting it reverted the solve to
     points of higher ``F`` until the radius was 0."""
     F, noise = 28.0, 28.0 * 1e-10
-    assert at_rounding_floor(length=1e-3, radius=1.0, decrease=1e-12, noise=noise, F=F, F_new=F - 1e-12)
-    assert at_rounding_floor(length=1e-3, radius=1.0, decrease=1e-3, noise=noise, F=F, F_new=F + 1e-15)
-    assert not at_rounding_floor(length=1e-3, radius=1.0, decrease=1e-3, noise=noise, F=F, F_new=F - 1e-3)
-    assert not at_rounding_floor(length=1e-6, radius=1e-6, decrease=1e-12, noise=noise, F=F, F_new=F - 1e-12)
-    assert not at_rounding_floor(length=1e-6, radius=1e-6, decrease=1e-3, noise=noise, F=F, F_new=F + 1e-15)
+    assert at_rounding_floor(on_boundary=False, decrease=1e-12, noise=noise, F=F, F_new=F - 1e-12)
+    assert at_rounding_floor(on_boundary=False, decrease=1e-3, noise=noise, F=F, F_new=F + 1e-15)
+    assert not at_rounding_floor(on_boundary=False, decrease=1e-3, noise=noise, F=F, F_new=F - 1e-3)
+    assert not at_rounding_floor(on_boundary=True, decrease=1e-12, noise=noise, F=F, F_new=F - 1e-12)
+    assert not at_rounding_floor(on_boundary=True, decrease=1e-3, noise=noise, F=F, F_new=F + 1e-15)
 
 
 def test_a_solve_below_the_rounding_floor_says_why_it_stopped(tmp_path):

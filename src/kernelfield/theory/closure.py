@@ -33,8 +33,10 @@ badly. A step where ``Sigma``, ``K`` or ``G_S + κI`` is not positive definite h
 is rejected. With a line search alone the truncated-CG steps were often hundreds of times too
 long and cut back by halving: the sequential erf RNN at P = 128 (n = 576) took 46 Newton steps
 and 906 Hessian-vector products, with the trust region 37 and 493. Once ``F``'s changes are
-rounding, only the residuals judge a step: one that raises them is retried shorter from the best
-point, at most :data:`ROUNDING_RETRIES` times, and the best point is returned.
+rounding (:func:`at_rounding_floor`: shown by a Newton step inside the region, not by one the
+radius cut short), only the residuals judge a step: one that raises them while ``F`` cannot tell
+the two points apart is retried shorter from the best point, at most :data:`ROUNDING_RETRIES`
+times, and the best point is returned (``stopped = "rounding"``).
 Converged when both stationarity residuals are below ``tol``:
 backward ``2||Sigma (∂F/∂Sigma) Sigma|| / ||Sigma||`` and forward
 ``||Sigma - (K⁻¹ - 2 ∂_Sigma tr(Ct G_φ))⁻¹|| / ||Sigma||`` (for linear ``phi`` the exact
@@ -303,14 +305,13 @@ class ClosureObjective:
         return _point(self.data, D, nl=self.nl, order=self.order)
 
 
-def at_rounding_floor(length: float, radius: float, decrease: float, noise: float, F: float, F_new: float) -> bool:
-    """Whether a step of ``length`` in a trust region of ``radius`` shows that ``F`` is at its
-    rounding floor: a Newton step inside the region (not cut short by it) whose predicted decrease
-    is below ``noise`` or that did not lower ``F`` beyond its rounding. A step cut short by a small
-    radius predicts a small decrease far from the maximum too (erf RNN, n = 1024): that says
-    nothing about ``F``'s rounding."""
-    interior = length < 0.99 * radius
-    return interior and (decrease <= noise or within_rounding(F, F_new))
+def at_rounding_floor(on_boundary: bool, decrease: float, noise: float, F: float, F_new: float) -> bool:
+    """Whether a step from ``F`` to ``F_new`` with predicted ``decrease`` shows that ``F`` is at its
+    rounding floor: a Newton step inside the trust region (not ``on_boundary``, where the radius
+    cut it short) whose predicted decrease is below ``noise`` or that did not lower ``F`` beyond
+    its rounding. A step cut short by a small radius predicts a small decrease far from the
+    maximum too (erf RNN, n = 1088): that says nothing about ``F``'s rounding."""
+    return not on_boundary and (decrease <= noise or within_rounding(F, F_new))
 
 
 def _line_search(f: ClosureObjective, D, F: float, g, p):
@@ -398,7 +399,7 @@ def maximise_closure(prob: Problem, nl: Nonlinearity, Sigma0, tol: float, max_it
             break
         p, length, decrease = steihaug_newton(f.hessian_at(D), np.asarray(point.Sigma), g, radius, max_cg=inner,
                                               eta=min(0.1, np.sqrt(backward)))
-        radius_used = radius
+        on_boundary = length >= 0.99 * radius
         F_full = f.value(D + p)
         noise = ROUNDING * max(abs(F), 1.0)
         if not np.isfinite(F_full):
@@ -409,13 +410,13 @@ def maximise_closure(prob: Problem, nl: Nonlinearity, Sigma0, tol: float, max_it
             ratio = (F - F_full) / decrease
         if ratio < 0.25:
             radius = 0.25 * length
-        elif ratio > 0.75 and length >= 0.99 * radius:
+        elif ratio > 0.75 and on_boundary:
             radius = 2.0 * radius
         trial = (D + p, F_full) if ratio > 1e-4 else _line_search(f, D, F, g, p)
         if trial is None:
             stopped = "line search"
             break
-        at_rounding = retries > 0 or at_rounding_floor(length, radius_used, decrease, noise, F, trial[1])
+        at_rounding = retries > 0 or at_rounding_floor(on_boundary, decrease, noise, F, trial[1])
         D = trial[0]
         F, g = f.value_and_gradient(D)
         iterations += 1
