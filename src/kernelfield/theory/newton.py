@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+import scipy.linalg
 
 from .linalg import inner
 
@@ -55,23 +56,45 @@ def truncated_newton(hessian_vector: Callable[[np.ndarray], np.ndarray], K: np.n
     return p
 
 
+def symmetric_factor(K: np.ndarray) -> np.ndarray:
+    """``F`` with ``K = F Fᵀ`` for a positive semidefinite ``K`` (``(m, m)`` or a stack of them):
+    pivoted Cholesky (LAPACK ``pstrf``, stopped at its default tolerance, so a singular ``K``, e.g.
+    on a support, is fine; ``F`` is ``(m, m)`` with zero columns past the rank). Blocks in which
+    ``K`` vanishes stay exactly zero in ``F`` (``F Fᵀ`` never couples them), so directions
+    ``F X Fᵀ`` keep a branch's structure (a time-symmetric branch stays time-symmetric; an
+    eigendecomposition mixed them at rounding level, and the odd-``phi`` prior start left its
+    branch)."""
+    if np.ndim(K) > 2:
+        return np.stack([symmetric_factor(k) for k in K])
+    m = len(K)
+    L, piv, rank, _ = scipy.linalg.lapack.dpstrf(0.5 * (K + K.T), lower=1)
+    F = np.zeros((m, m))
+    F[piv - 1, :rank] = np.tril(L)[:, :rank]
+    return F
+
+
 def steihaug_newton(hessian_vector: Callable[[np.ndarray], np.ndarray], K: np.ndarray, g: np.ndarray,
                     radius: float, max_cg: int, eta: float) -> tuple[np.ndarray, float, float]:
     """Trust-region Newton direction (Steihaug–Toint conjugate gradients, Nocedal & Wright
     Alg. 7.2): minimise the model ``m(p) = gᵀp + ½pᵀHp`` over ``||p||_K <= radius`` in the norm
-    of the preconditioner's inverse, ``||p||_K² = tr(K⁻¹pK⁻¹p)`` (preconditioner ``R ↦ K R K``,
+    of the preconditioner's inverse, ``||p||_K² = tr(K⁺pK⁺p)`` (preconditioner ``R ↦ K R K``,
     as :func:`truncated_newton`), stopped once the preconditioned residual fell by ``eta``,
     after ``max_cg`` iterations, or on the boundary (a step that leaves the region or a direction
-    of non-positive curvature is followed to it). Nothing is inverted: ``Md = K⁻¹dK⁻¹`` is
-    carried along from the residuals (``M y = r`` for ``y = K r K``), and the norms are inner
-    products with it, not the short recurrences, which assume exact conjugacy and went negative
-    (NaN lengths) where the Hessian-vector products are inexact (the closure at P = 256).
+    of non-positive curvature is followed to it). Nothing is inverted: with ``K = F Fᵀ``
+    (:func:`symmetric_factor`) a direction ``d = K X K`` has ``||d||_K = ||FᵀXF||_F``, and the
+    whitened ``FᵀXF`` of the CG directions is carried along from the residuals, so every norm
+    (also the residual's ``tr(rKrK)``) is a sum of squares. Taken as ``tr(d·K⁺dK⁺)`` they lost
+    their sign where ``K`` is ill-conditioned (the closure at P = 256, cond ~1e12: zero step
+    lengths, and the trust radius fell to 0); the short recurrences, which assume exact
+    conjugacy, went negative where the Hessian-vector products are inexact.
     Returns ``p``, its norm and the model's decrease ``-m(p)``."""
-    p, Hp, Mp = 0.0 * g, 0.0 * g, 0.0 * g
+    F = symmetric_factor(K)
+    Ft = np.swapaxes(F, -1, -2)
+    p, Hp, Wp = 0.0 * g, 0.0 * g, 0.0 * g
     r = g.copy()
-    y = K @ r @ K
-    d, Md = -y, -r
-    rho = rho0 = inner(r, y)
+    Wr = Ft @ r @ F
+    d, Wd = -(F @ Wr @ Ft), -Wr  # d = -K r K, whitened -FᵀrF
+    rho = rho0 = inner(Wr, Wr)
     pp = 0.0
 
     def decrease(q, Hq):  # -m(q)
@@ -85,20 +108,20 @@ def steihaug_newton(hessian_vector: Callable[[np.ndarray], np.ndarray], K: np.nd
     for _ in range(max_cg):
         Hd = hessian_vector(d)
         curvature = inner(d, Hd)
-        pd, dd = inner(p, Md), max(inner(d, Md), np.finfo(float).tiny)
+        pd, dd = inner(Wp, Wd), max(inner(Wd, Wd), np.finfo(float).tiny)
         if curvature <= 0.0:
             return to_boundary(Hd, pd, dd)
         alpha = rho / curvature
         if pp + 2 * alpha * pd + alpha**2 * dd >= radius**2:
             return to_boundary(Hd, pd, dd)
-        p, Hp, Mp = p + alpha * d, Hp + alpha * Hd, Mp + alpha * Md
-        pp = max(inner(p, Mp), 0.0)
+        p, Hp, Wp = p + alpha * d, Hp + alpha * Hd, Wp + alpha * Wd
+        pp = inner(Wp, Wp)
         r = r + alpha * Hd
-        y = K @ r @ K
-        rho_next = inner(r, y)
+        Wr = Ft @ r @ F
+        rho_next = inner(Wr, Wr)
         if rho_next <= eta**2 * rho0:
             break
         beta = rho_next / rho
-        d, Md = -y + beta * d, -r + beta * Md
+        d, Wd = -(F @ Wr @ Ft) + beta * d, -Wr + beta * Wd
         rho = rho_next
     return p, float(np.sqrt(pp)), decrease(p, Hp)
