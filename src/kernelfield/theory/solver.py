@@ -517,12 +517,14 @@ def assemble(model: Model, found: Sequence[Branch], problem: Problem, *, tol: fl
 def _warn_unconverged(sol: Solution, method: str, max_iter: int, tol: float) -> None:
     """A :class:`ConvergenceWarning` when the dominant branch, or any other start, did not converge."""
     if not sol.best.converged:
-        floor = (f"; it stopped {STOP_REASONS['rounding']}: a tol below the residual is out of reach in float64 "
-                 "for this problem" if sol.best.stopped == "rounding" else "")
+        why = {"rounding": f"; it stopped {STOP_REASONS['rounding']}: a tol below the residual is out of reach in "
+                           "float64 for this problem",
+               "line search": f"; it stopped because {STOP_REASONS['line search']} (the kernels may be too "
+                              "ill-conditioned for float64 here)"}.get(sol.best.stopped, "")
         warnings.warn(
             f"solve: did not converge (residual {sol.residual:.2e} > tol {tol:.1e}) after "
             f"{sol.best.iterations} {'particle iterations' if method == 'particles' else 'Newton steps'} "
-            f"(max_iter={max_iter}){floor}; check sol.converged / sol.residual",
+            f"(max_iter={max_iter}){why}; check sol.converged / sol.residual",
             ConvergenceWarning,
             stacklevel=4,
         )
