@@ -60,8 +60,8 @@ def symmetric_factor(K: np.ndarray) -> np.ndarray:
     """``F`` with ``K = F Fᵀ`` for a positive semidefinite ``K`` (``(m, m)`` or a stack of them):
     pivoted Cholesky (LAPACK ``pstrf``, stopped at its default tolerance, so a singular ``K``, e.g.
     on a support, is fine; ``F`` is ``(m, m)`` with zero columns past the rank). Blocks in which
-    ``K`` vanishes stay exactly zero in ``F`` (``F Fᵀ`` never couples them), so directions
-    ``F X Fᵀ`` keep a branch's structure (a time-symmetric branch stays time-symmetric; an
+    ``K`` vanishes stay exactly zero in ``F`` (``F Fᵀ`` never couples them), so the CG directions
+    ``F(FᵀrF)Fᵀ = K r K`` keep a branch's structure (a time-symmetric branch stays time-symmetric; an
     eigendecomposition mixed them at rounding level, and the odd-``phi`` prior start left its
     branch)."""
     if np.ndim(K) > 2:
