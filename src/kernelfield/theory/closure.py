@@ -84,13 +84,17 @@ __all__ = ["check_gaussian_map", "closure_action", "ClosurePoint", "closure_poin
 
 NOTE = "Gaussian closure: approximation, S is a lower bound"
 ROUNDING = 1e-10  # relative changes of F below this are rounding (n = 576: F's differences at 1e-13 relative are noise)
-ROUNDING_RETRIES = 10  # shorter steps tried from the best point once F's changes are rounding (3: the erf DNN of sunspots_large_erf.toml at P = 64 stopped at 2.1e-5 > tol 1e-5; 10: 5.4e-6)
-STOP_REASONS = {
-    "rounding": "at the rounding floor of S_G: its changes were below 1e-10 relative and shorter steps from the "
-                "point with the smallest residual did not lower it",
-    "line search": "the line search found no step that increases S_G",
+# shorter steps tried from the best point once F's changes are rounding (3 left the erf DNN of
+# sunspots_large_erf.toml at P = 64 at residual 2.1e-5 > tol 1e-5; 10: 5.4e-6)
+ROUNDING_RETRIES = 10
+STOP_REASONS = {  # why maximise_closure stopped without converging, as the ConvergenceWarning says it
+    "rounding": f"at the rounding floor of S_G: its changes were below {ROUNDING:g} relative and shorter steps from "
+                "the point with the smallest residual did not lower it: a tol below the residual is out of reach "
+                "in float64 for this problem",
+    "line search": "because the line search found no step that increases S_G (the kernels may be too "
+                   "ill-conditioned for float64 here)",
     "max_iter": "after max_iter steps",
-}  # why maximise_closure stopped without converging
+}
 LOW_RANK_ITERATIONS = 300  # L-BFGS steps of the low-rank broken start (n = 256: 200 -> 5 Newton steps, 300 -> 4)
 
 
@@ -305,6 +309,11 @@ class ClosureObjective:
         return _point(self.data, D, nl=self.nl, order=self.order)
 
 
+def _rounding(F: float) -> float:
+    """Changes of ``F`` below this are rounding (:data:`ROUNDING`, relative)."""
+    return ROUNDING * max(abs(F), 1.0)
+
+
 def at_rounding_floor(on_boundary: bool, decrease: float, noise: float, F: float, F_new: float) -> bool:
     """Whether a step from ``F`` to ``F_new`` with predicted ``decrease`` shows that ``F`` is at its
     rounding floor: a Newton step inside the trust region (not ``on_boundary``, where the radius
@@ -388,7 +397,7 @@ def maximise_closure(prob: Problem, nl: Nonlinearity, Sigma0, tol: float, max_it
         forward, backward = _residuals(point, f.mask, f.complement)
         if best is None or max(forward, backward) < max(best.forward, best.backward):
             best, retries = _Iterate(point, forward, backward, D, F, g), 0
-        elif at_rounding and F >= best.F - ROUNDING * max(abs(F), 1.0):
+        elif at_rounding and F >= best.F - _rounding(F):
             # F cannot tell this point from the best one, and the residual grew: back there, a shorter step
             retries += 1
             point, forward, backward, D, F, g = best
@@ -401,7 +410,7 @@ def maximise_closure(prob: Problem, nl: Nonlinearity, Sigma0, tol: float, max_it
                                               eta=min(0.1, np.sqrt(backward)))
         on_boundary = length >= 0.99 * radius
         F_full = f.value(D + p)
-        noise = ROUNDING * max(abs(F), 1.0)
+        noise = _rounding(F)
         if not np.isfinite(F_full):
             ratio = -np.inf
         elif decrease <= noise:  # F's differences are rounding: trust the model, the residuals decide

@@ -517,10 +517,8 @@ def assemble(model: Model, found: Sequence[Branch], problem: Problem, *, tol: fl
 def _warn_unconverged(sol: Solution, method: str, max_iter: int, tol: float) -> None:
     """A :class:`ConvergenceWarning` when the dominant branch, or any other start, did not converge."""
     if not sol.best.converged:
-        why = {"rounding": f"; it stopped {STOP_REASONS['rounding']}: a tol below the residual is out of reach in "
-                           "float64 for this problem",
-               "line search": f"; it stopped because {STOP_REASONS['line search']} (the kernels may be too "
-                              "ill-conditioned for float64 here)"}.get(sol.best.stopped, "")
+        stopped = sol.best.stopped  # max_iter is in the message already
+        why = f"; it stopped {STOP_REASONS[stopped]}" if stopped and stopped != "max_iter" else ""
         warnings.warn(
             f"solve: did not converge (residual {sol.residual:.2e} > tol {tol:.1e}) after "
             f"{sol.best.iterations} {'particle iterations' if method == 'particles' else 'Newton steps'} "
