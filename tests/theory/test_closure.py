@@ -17,8 +17,10 @@ from kernelfield.theory.closure import (
     ClosureObjective,
     at_rounding_floor,
     closure_broken_start,
+    closure_support,
     free_mask,
     maximise_closure,
+    trained_support,
 )
 from kernelfield.theory.closure_lowrank import LowRankStart
 from kernelfield.theory.closure_maps import _kl_and_energy
@@ -321,3 +323,41 @@ def test_kl_hessian_is_symmetric_where_k_is_ill_conditioned(cond):
         u, v = (np.stack([K @ (s + s.T) @ K for s in rng.normal(size=(2, n, n))]) for _ in range(2))
         uHv, vHu = float(jnp.vdot(u, hessian(v))), float(jnp.vdot(v, hessian(u)))
         assert abs(uHv - vHu) <= 1e-10 * max(abs(uHv), abs(vHu))
+
+
+def test_a_closure_stalled_by_a_numerically_singular_trained_kernel_goes_on_on_its_support():
+    """erf RNN on the integration task with D = 2 inputs and P = 32 sequences: training shrinks
+    ``Sigma`` at t = 0, so ``K`` at t = 1 (``G_erf`` of a rank-2 ``Sigma``) becomes numerically
+    singular on the lazy kernel's support (cond ~1e14) and the Newton iteration there stalls at
+    residual 5e-4. Restarted on the trained kernel's support (rank 97 -> 88) it converges (8e-6
+    < tol 1e-5; its rounding floor is about 3e-6). The restart lands on the same solution: ``S_G``
+    within 2.7e-6 of the stalled point's (its residual 5e-4, squared, times ``|S_G|`` = 11; measured
+    3.5e-7 and 3e-8 with one and two BLAS threads), kernels 2.4e-4 from it (relative; bound 1e-3),
+    and it holds the dropped directions at the prior: ``Sigma = K`` there."""
+    task = kf.tasks.integration(P=32, T=4, D=2, seed=0)
+    prob = make_problem(kf.Architecture.rnn(4), task, kf.Prior(), 0.1)
+    nl = kf.get_nonlinearity("erf")
+    K_lazy = np.asarray(prob.K(lazy_kernel(prob, nl)))
+    lazy = closure_support(prob, K_lazy)
+    stalled = maximise_closure(prob, nl, K_lazy, 1e-5, 5000, support=lazy)
+    assert not stalled.converged and max(stalled.residual_forward, stalled.residual_backward) > 1e-4
+
+    sol = kf.solve(kf.Architecture.rnn(4), task, phi="erf", kappa=0.1, method="gaussian", init="prior", tol=1e-5)
+    branch = sol.best
+    assert sol.converged and branch.support.rank < lazy.rank
+    assert abs(branch.S + float(stalled.point.gamma + stalled.point.energy)) < 2.7e-6
+    assert np.max(np.abs(branch.C - np.asarray(stalled.point.C))) < 1e-3 * np.max(np.abs(branch.C))
+    K = np.asarray(prob.K(branch.C))
+    dropped = branch.support.complement - lazy.complement  # on the lazy support, off the trained one
+    assert np.linalg.norm(dropped @ (branch.Sigma - K) @ dropped) < 1e-12 * np.linalg.norm(K)
+
+
+def test_the_trained_support_is_the_lazy_one_where_training_keeps_k_well_conditioned():
+    """No restart where the trained kernel keeps the lazy kernel's rank: ``trained_support`` is
+    ``None`` at a converged solution of the sequential task (D = 3 inputs, P = 16)."""
+    task = kf.tasks.integration(P=16, T=4, D=3, seed=0)
+    sol = kf.solve(kf.Architecture.rnn(4), task, phi="erf", kappa=0.1, method="gaussian", init="prior")
+    prob = make_problem(kf.Architecture.rnn(4), task, kf.Prior(), 0.1)
+    lazy = closure_support(prob, np.asarray(prob.K(lazy_kernel(prob, kf.get_nonlinearity("erf")))))
+    assert sol.converged and sol.best.support.rank == lazy.rank
+    assert trained_support(prob, prob.K(sol.best.C), lazy) is None

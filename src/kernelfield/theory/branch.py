@@ -31,7 +31,8 @@ class Branch:
     Gaussian-closure solutions (``method="gaussian"``, an approximation whose ``S`` is a lower
     bound on the exact one for nonlinear ``phi``) carry ``Sigma``, the covariance of the
     preactivations ``h ~ N(0, Sigma)`` with ``C = <φφᵀ>_{N(0, Sigma)}``, and the ``support``
-    of the closure's kernels (:func:`.closure.closure_support`; full where the prior covariance
+    of the closure's kernels (:func:`.closure.closure_support`, or the trained kernel's where that
+    was numerically singular, :func:`.closure.trained_support`; full where the prior covariance
     is regular; not stored on disk); ``None`` otherwise. ``stopped``: why the closure's Newton
     iteration ended without converging (:data:`.closure.STOP_REASONS`; ``""`` where it converged,
     and for the other solvers)."""

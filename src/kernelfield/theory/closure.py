@@ -36,7 +36,9 @@ and 906 Hessian-vector products, with the trust region 37 and 493. Once ``F``'s 
 rounding (:func:`at_rounding_floor`: shown by a Newton step inside the region, not by one the
 radius cut short), only the residuals judge a step: one that raises them while ``F`` cannot tell
 the two points apart is retried shorter from the best point, at most :data:`ROUNDING_RETRIES`
-times, and the best point is returned (``stopped = "rounding"``).
+times, and the best point is returned (``stopped = "rounding"``). Where training made ``K``
+numerically singular on the support, such a stop is followed by a restart on the trained
+kernel's support (:func:`maximise_closure_on_support`).
 Converged when both stationarity residuals are below ``tol``:
 backward ``2||Sigma (∂F/∂Sigma) Sigma|| / ||Sigma||`` and forward
 ``||Sigma - (K⁻¹ - 2 ∂_Sigma tr(Ct G_φ))⁻¹|| / ||Sigma||`` (for linear ``phi`` the exact
@@ -78,8 +80,8 @@ from .newton import armijo_slack, steihaug_newton, within_rounding
 from .starts import broken_start
 
 __all__ = ["check_gaussian_map", "closure_action", "ClosurePoint", "closure_point", "maximise_closure",
-           "closure_branch", "closure_broken_start", "closure_support", "ClosureObjective", "free_mask",
-           "STOP_REASONS"]
+           "maximise_closure_on_support", "closure_branch", "closure_broken_start", "closure_support",
+           "trained_support", "ClosureObjective", "free_mask", "STOP_REASONS"]
 
 
 NOTE = "Gaussian closure: approximation, S is a lower bound"
@@ -95,6 +97,11 @@ STOP_REASONS = {  # why maximise_closure stopped without converging, as the Conv
                    "ill-conditioned for float64 here)",
     "max_iter": "after max_iter steps",
 }
+# pivot cut of a trained kernel's support (trained_support): a direction whose squared relative
+# distance from the span of the others is below it carries an innovation of its squared size, so it
+# is held at the prior (erf RNN, P = 256: cond K 7.5e12 on the support at 1e-10, residual floor
+# 1.5e-5; 6.8e10 at 1e-8, converged at 8.6e-6, S and errors the same to 3e-7)
+TRAINED_SUPPORT_RTOL = 1e-8
 LOW_RANK_ITERATIONS = 300  # L-BFGS steps of the low-rank broken start (n = 256: 200 -> 5 Newton steps, 300 -> 4)
 
 
@@ -467,6 +474,35 @@ def closure_support(prob: Problem, lazy_preactivation: np.ndarray) -> Support:
     return kernel_support(prob, lazy_preactivation)
 
 
+def trained_support(prob: Problem, K, support: Support | None) -> Support | None:
+    """The support of a trained preactivation kernel ``K`` ``(n, n)`` (:func:`.kernels.kernel_support`
+    at the pivot :data:`TRAINED_SUPPORT_RTOL`) where it has lower rank than ``support`` (``None``:
+    the whole space), else ``None``. Training can make ``K`` numerically singular where the lazy one
+    is not: ``G_erf`` of a shrunken rank-D ``Sigma`` is nearly of rank D (erf RNN on integration,
+    D = 4, P = 256: ``cond K`` 2.5e15 on the lazy support)."""
+    refined = kernel_support(prob, np.asarray(K), rtol=TRAINED_SUPPORT_RTOL)
+    return refined if refined.rank < (prob.n if support is None else support.rank) else None
+
+
+def maximise_closure_on_support(prob: Problem, nl: Nonlinearity, Sigma0, tol: float, max_iter: int,
+                                inner: int | None = None, support: Support | None = None) -> tuple[ClosureResult, Support | None]:
+    """:func:`maximise_closure`, restarted from its best point on the support of the trained
+    ``K`` (:func:`trained_support`) for as long as it stops short of ``tol`` (not by ``max_iter``)
+    and that support has lower rank: where ``K`` is numerically singular the whitened KL term is
+    rounding, and the innovation there is held at the prior (``Sigma = K``), as on an exactly
+    singular prior covariance (THEORY.md §3). Returns the result (iterations of all runs) and the
+    support it ended on."""
+    r = maximise_closure(prob, nl, Sigma0, tol, max_iter, inner, support=support)
+    while not r.converged and r.stopped != "max_iter":
+        refined = trained_support(prob, r.point.K, support)
+        if refined is None:
+            break
+        support = refined
+        again = maximise_closure(prob, nl, r.point.Sigma, tol, max_iter - r.iterations, inner, support=support)
+        r = again._replace(iterations=r.iterations + again.iterations)
+    return r, support
+
+
 def closure_broken_start(prob: Problem, nl: Nonlinearity, Sigma_sym: np.ndarray, order: int = DEFAULT_ORDER,
                          support: Support | None = None) -> LowRankStart | np.ndarray:
     """The closure's symmetry-broken start from its symmetric solution ``Sigma_sym``: the
@@ -480,11 +516,11 @@ def closure_broken_start(prob: Problem, nl: Nonlinearity, Sigma_sym: np.ndarray,
 
 def closure_branch(prob: Problem, nl: Nonlinearity, Sigma0, tol: float, max_iter: int, inner: int | None,
                    init: str, support: Support | None = None) -> Branch:
-    """One start of the closure (:func:`maximise_closure`) as a :class:`.branch.Branch` with
-    ``S = S_G`` and its ``Sigma``. BLAS runs on one thread: jax's LAPACK kernels share it, and
+    """One start of the closure (:func:`maximise_closure_on_support`) as a :class:`.branch.Branch`
+    with ``S = S_G``, its ``Sigma`` and the support it ended on. BLAS runs on one thread: jax's LAPACK kernels share it, and
     two pools on the same cores took twice as long (n = 256)."""
     with threadpool_limits(limits=1, user_api="blas"):
-        r = maximise_closure(prob, nl, Sigma0, tol, max_iter, inner, support=support)
+        r, support = maximise_closure_on_support(prob, nl, Sigma0, tol, max_iter, inner, support)
     x = r.point
     gamma, energy = float(x.gamma), float(x.energy)
     return Branch(C=np.asarray(x.C), Ct=np.asarray(x.Ct), S=-(gamma + energy), Gamma=gamma, E=energy, init=init,

@@ -210,15 +210,16 @@ def _prior_support(prob: Problem) -> Support:
     return Support(prob.n, P, classes, tuple(_range_basis(sym(block)) for block in blocks))
 
 
-def kernel_support(prob: Problem, kernel: np.ndarray) -> Support:
+def kernel_support(prob: Problem, kernel: np.ndarray, rtol: float = SUPPORT_RTOL) -> Support:
     """:class:`Support` of the range of a positive semidefinite ``kernel`` ``(n, n)`` per class of
     the prior kernel's time partition (as :attr:`Problem.support`, which is that of
-    ``(I - 𝒮)⁻¹K_in``): for the Gaussian closure, the range of its lazy preactivation kernel."""
+    ``(I - 𝒮)⁻¹K_in``), rank cut at the pivot ``rtol`` (:func:`_range_basis`): for the Gaussian
+    closure, the range of its lazy preactivation kernel or of a trained one."""
     labels = invariant_components(prob, np.zeros((prob.n, prob.n)))
     classes = tuple(np.concatenate([np.arange(t * prob.P, (t + 1) * prob.P) for t in np.flatnonzero(labels == label)])
                     for label in np.unique(labels))
     kernel = np.asarray(kernel, dtype=np.float64)
-    return Support(prob.n, prob.P, classes, tuple(_range_basis(sym(kernel[np.ix_(idx, idx)])) for idx in classes))
+    return Support(prob.n, prob.P, classes, tuple(_range_basis(sym(kernel[np.ix_(idx, idx)]), rtol) for idx in classes))
 
 
 def causal_sweep(MW: np.ndarray, B, T: int, P: int) -> np.ndarray:
