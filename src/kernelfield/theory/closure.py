@@ -98,9 +98,9 @@ STOP_REASONS = {  # why maximise_closure stopped without converging, as the Conv
     "max_iter": "after max_iter steps",
 }
 # pivot cut of a trained kernel's support (trained_support): a direction whose squared relative
-# distance from the span of the others is below it carries an innovation of its squared size, so it
-# is held at the prior (erf RNN, P = 256: cond K 7.5e12 on the support at 1e-10, residual floor
-# 1.5e-5; 6.8e10 at 1e-8, converged at 8.6e-6, S and errors the same to 3e-7)
+# distance from the span of the others is below it is held at the prior. erf RNN, P = 256: at 1e-10
+# cond K is 7.5e12 on that support and the residual floor 1.5e-5; at 1e-8 6.8e10, converged at
+# 8.6e-6; S_G (27.19) the same to 3e-7 and the errors to 1e-7 at both cuts
 TRAINED_SUPPORT_RTOL = 1e-8
 LOW_RANK_ITERATIONS = 300  # L-BFGS steps of the low-rank broken start (n = 256: 200 -> 5 Newton steps, 300 -> 4)
 
@@ -485,22 +485,32 @@ def trained_support(prob: Problem, K, support: Support | None) -> Support | None
 
 
 def maximise_closure_on_support(prob: Problem, nl: Nonlinearity, Sigma0, tol: float, max_iter: int,
-                                inner: int | None = None, support: Support | None = None) -> tuple[ClosureResult, Support | None]:
+                                inner: int | None = None,
+                                support: Support | None = None) -> tuple[ClosureResult, Support | None]:
     """:func:`maximise_closure`, restarted from its best point on the support of the trained
-    ``K`` (:func:`trained_support`) for as long as it stops short of ``tol`` (not by ``max_iter``)
-    and that support has lower rank: where ``K`` is numerically singular the whitened KL term is
-    rounding, and the innovation there is held at the prior (``Sigma = K``), as on an exactly
-    singular prior covariance (THEORY.md §3). Returns the result (iterations of all runs) and the
-    support it ended on."""
+    ``K`` (:func:`trained_support`) for as long as its line search finds no step (the derivatives
+    no longer describe ``F``) and that support has lower rank: where ``K`` is numerically singular
+    the whitened KL term is rounding, and the innovation there is held at the prior
+    (``Sigma = K``), as on an exactly singular prior covariance (THEORY.md §3). Not after a stop at
+    ``F``'s rounding floor, and a restart that ends short of ``tol`` with larger residuals is
+    dropped: there the restart did not help (sequential erf RNN at P = 128, tol 1e-6: 51 more Newton
+    steps, residual 5.9e-6 against 2.9e-6). Returns the result (iterations of all runs) and the
+    support of its point."""
     r = maximise_closure(prob, nl, Sigma0, tol, max_iter, inner, support=support)
-    while not r.converged and r.stopped != "max_iter":
+    while not r.converged and r.stopped == "line search":
         refined = trained_support(prob, r.point.K, support)
         if refined is None:
             break
-        support = refined
-        again = maximise_closure(prob, nl, r.point.Sigma, tol, max_iter - r.iterations, inner, support=support)
-        r = again._replace(iterations=r.iterations + again.iterations)
+        again = maximise_closure(prob, nl, r.point.Sigma, tol, max_iter - r.iterations, inner, support=refined)
+        again = again._replace(iterations=r.iterations + again.iterations)
+        if not again.converged and _largest_residual(again) >= _largest_residual(r):
+            return r._replace(iterations=again.iterations), support
+        r, support = again, refined
     return r, support
+
+
+def _largest_residual(r: ClosureResult) -> float:
+    return max(r.residual_forward, r.residual_backward)
 
 
 def closure_broken_start(prob: Problem, nl: Nonlinearity, Sigma_sym: np.ndarray, order: int = DEFAULT_ORDER,
@@ -517,8 +527,8 @@ def closure_broken_start(prob: Problem, nl: Nonlinearity, Sigma_sym: np.ndarray,
 def closure_branch(prob: Problem, nl: Nonlinearity, Sigma0, tol: float, max_iter: int, inner: int | None,
                    init: str, support: Support | None = None) -> Branch:
     """One start of the closure (:func:`maximise_closure_on_support`) as a :class:`.branch.Branch`
-    with ``S = S_G``, its ``Sigma`` and the support it ended on. BLAS runs on one thread: jax's LAPACK kernels share it, and
-    two pools on the same cores took twice as long (n = 256)."""
+    with ``S = S_G``, its ``Sigma`` and the support it ended on. BLAS runs on one thread: jax's
+    LAPACK kernels share it, and two pools on the same cores took twice as long (n = 256)."""
     with threadpool_limits(limits=1, user_api="blas"):
         r, support = maximise_closure_on_support(prob, nl, Sigma0, tol, max_iter, inner, support)
     x = r.point
