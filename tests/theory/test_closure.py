@@ -361,3 +361,39 @@ def test_the_trained_support_is_the_lazy_one_where_training_keeps_k_well_conditi
     lazy = closure_support(prob, np.asarray(prob.K(lazy_kernel(prob, kf.get_nonlinearity("erf")))))
     assert sol.converged and sol.best.support.rank == lazy.rank
     assert trained_support(prob, prob.K(sol.best.C), lazy) is None
+
+
+def test_the_restart_on_the_trained_support_follows_a_line_search_stop_and_keeps_the_better_point(monkeypatch):
+    """Control flow of :func:`maximise_closure_on_support` with the two runs replaced: no restart
+    after a stop at the rounding floor; after a line-search stop, a restart that ends with larger
+    residuals is dropped (the first point and its support come back, with both runs' iterations),
+    and one that converges is kept with the trained support."""
+    import kernelfield.theory.closure as closure
+
+    def result(residual, stopped, iterations, label):
+        return closure.ClosureResult(label, residual, residual, stopped == "", iterations, None, stopped)
+
+    lazy, refined = object(), object()
+    runs = []
+
+    def fake_run(prob, nl, Sigma0, tol, max_iter, inner=None, order=None, support=None):
+        runs.append(support)
+        return outcomes[len(runs) - 1]
+
+    monkeypatch.setattr(closure, "maximise_closure", fake_run)
+    monkeypatch.setattr(closure, "trained_support", lambda prob, K, support: refined if support is lazy else None)
+    point = closure.ClosurePoint(*(np.eye(2),) * 8)
+
+    outcomes = [result(3e-6, "rounding", 50, point)]
+    r, support = closure.maximise_closure_on_support(None, None, None, 1e-6, 100, support=lazy)
+    assert (r.stopped, support, runs) == ("rounding", lazy, [lazy])
+
+    runs.clear()
+    outcomes = [result(1e-3, "line search", 20, point), result(2e-3, "rounding", 30, "restart")]
+    r, support = closure.maximise_closure_on_support(None, None, None, 1e-6, 100, support=lazy)
+    assert (r.point, r.iterations, support, runs) == (point, 50, lazy, [lazy, refined])
+
+    runs.clear()
+    outcomes = [result(1e-3, "line search", 20, point), result(1e-7, "", 5, "restart")]
+    r, support = closure.maximise_closure_on_support(None, None, None, 1e-6, 100, support=lazy)
+    assert (r.point, r.converged, r.iterations, support) == ("restart", True, 25, refined)
