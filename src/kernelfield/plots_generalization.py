@@ -61,7 +61,9 @@ def _colours(ds):
     return {arch: cmap(i % 10) for i, arch in enumerate(ds.arch.values)}
 
 
-def _draw(ax, x, mean, err, predictor, colour, offset=0.0, lw=1.6, points=False):
+def _draw(ax, x, mean, err, predictor, colour, offset=0.0, lw=1.6, points=False, log_x=False):
+    """One predictor's curve (or its markers with error bars, shifted by ``offset`` along ``x``:
+    added, or a factor ``2**offset`` where ``log_x``)."""
     style = _STYLE.get(predictor, dict(ls=":", marker="^", label=predictor))
     mean, err = np.asarray(mean, float), np.asarray(err, float)
     ok = np.isfinite(mean)
@@ -73,7 +75,8 @@ def _draw(ax, x, mean, err, predictor, colour, offset=0.0, lw=1.6, points=False)
         if predictor == "theory" and np.isfinite(err[ok]).any():  # one band per colour keeps it readable
             ax.fill_between(x[ok], (mean - err)[ok], (mean + err)[ok], color=colour, alpha=0.1, lw=0)
     else:
-        ax.errorbar(x[ok] + offset, mean[ok], yerr=np.where(np.isfinite(err), err, 0.0)[ok], ls="none",
+        shifted = x * 2.0**offset if log_x else x + offset
+        ax.errorbar(shifted[ok], mean[ok], yerr=np.where(np.isfinite(err), err, 0.0)[ok], ls="none",
                     marker=style["marker"], color=colour, ms=5, capsize=2, mfc="white" if predictor == "langevin" else colour)
 
 
@@ -145,7 +148,8 @@ def draw_learning_curve(ax, ds: xr.Dataset, schedule, part: str = "unsupervised"
         raise ValueError(f"part: must be one of {list(_PANELS)}, got {part!r}")
     colours = _colours(ds)
     P = ds.P.values
-    spread = 0.015 * (P.max() - P.min() if P.size > 1 else 1.0)
+    log_x = P.size > 1 and P.min() > 0 and P.max() >= 8 * P.min()  # P = 4 ... 256: a log axis
+    spread = 0.015 * (np.log2(P.max() / P.min()) if log_x else P.max() - P.min() if P.size > 1 else 1.0)
     name = f"{metric}_{part}"
     sem_name = f"{metric}_sem_{part}" if metric != "sign_error" else None
     for i, arch in enumerate(ds.arch.values):
@@ -153,11 +157,14 @@ def draw_learning_curve(ax, ds: xr.Dataset, schedule, part: str = "unsupervised"
             sel = dict(arch=arch, schedule=schedule, predictor=pred)
             mean, err = _summary(ds[name].sel(sel), ds[sem_name].sel(sel) if sem_name else None)
             _draw(ax, P, mean, err, str(pred), colours[arch], offset=(i - len(colours) / 2) * spread,
-                  lw=_width(i, len(colours)))
+                  lw=_width(i, len(colours)), log_x=log_x)
     if metric == "nmse":
         ax.axhline(1.0, color="0.6", lw=0.8, ls=":")
     ax.set(xlabel="training sequences P", ylabel=_YLABEL[metric])
-    ax.set_xticks(P)
+    if log_x:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks([], minor=True)
+    ax.set_xticks(P, [str(p) for p in P])
     frac = float(ds.supervised_fraction.sel(schedule=schedule))
     ax.set_title(f"{_PANELS[part]} — {schedule} (fraction {frac:.2f})", fontsize=9)
     if legend:

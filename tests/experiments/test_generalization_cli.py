@@ -274,3 +274,18 @@ def test_headline_figure_draws_both_claims_from_the_same_panels(lazy_study, tmp_
     np.testing.assert_array_equal(_markers(c, "o"), _markers(first, "o"))
     assert [t.get_text() for t in c.get_legend().get_texts()][:len(ds.arch)] == list(ds.arch.values)
     assert (tmp_path / "headline.png").stat().st_size > 10_000
+
+
+def test_learning_curves_take_a_log_axis_where_p_spans_a_factor_8(lazy_study):
+    """P = 4 ... 256 crowds the small P on a linear axis: from a span of 8 on the axis is
+    logarithmic (base 2), ticked and labelled at each P, with the network markers' offsets by a
+    factor; below it stays linear."""
+    P = lazy_study.P.values
+    wide = _with_networks(lazy_study).assign_coords(P=P[0] * 8 ** np.arange(len(P)))
+    ax = pg.plot_learning_curves(wide).axes[1]
+    assert ax.get_xscale() == "log"
+    assert [t.get_text() for t in ax.get_xticklabels()] == [str(p) for p in wide.P.values]
+    points = [c.lines[0].get_xdata() for c in ax.containers]
+    np.testing.assert_allclose(np.ptp(np.log2(points), axis=0), np.ptp(np.log2(points), axis=0)[0])  # same shift at each P
+    narrow = lazy_study.assign_coords(P=P[0] + np.arange(len(P)))
+    assert pg.plot_learning_curves(narrow).axes[1].get_xscale() == "linear"
