@@ -37,8 +37,8 @@ rounding (:func:`at_rounding_floor`: shown by a Newton step inside the region, n
 radius cut short), only the residuals judge a step: one that raises them while ``F`` cannot tell
 the two points apart is retried shorter from the best point, at most :data:`ROUNDING_RETRIES`
 times, and the best point is returned (``stopped = "rounding"``). Where training made ``K``
-numerically singular on the support, such a stop is followed by a restart on the trained
-kernel's support (:func:`maximise_closure_on_support`).
+numerically singular on the support, a stop of the line search is followed by a restart on the
+trained kernel's support (:func:`maximise_closure_on_support`).
 Converged when both stationarity residuals are below ``tol``:
 backward ``2||Sigma (∂F/∂Sigma) Sigma|| / ||Sigma||`` and forward
 ``||Sigma - (K⁻¹ - 2 ∂_Sigma tr(Ct G_φ))⁻¹|| / ||Sigma||`` (for linear ``phi`` the exact
@@ -360,6 +360,11 @@ class ClosureResult(NamedTuple):
     phi_mean: np.ndarray | None
     stopped: str = ""
 
+    @property
+    def residual(self) -> float:
+        """The larger of the two residuals (the one compared with ``tol``)."""
+        return max(self.residual_forward, self.residual_backward)
+
 
 class _Iterate(NamedTuple):
     """A Newton iterate of :func:`maximise_closure`: its point, residuals, innovation, ``F`` and gradient."""
@@ -480,7 +485,7 @@ def trained_support(prob: Problem, K, support: Support | None) -> Support | None
     the whole space), else ``None``. Training can make ``K`` numerically singular where the lazy one
     is not: ``G_erf`` of a shrunken rank-D ``Sigma`` is nearly of rank D (erf RNN on integration,
     D = 4, P = 256: ``cond K`` 2.5e15 on the lazy support)."""
-    refined = kernel_support(prob, np.asarray(K), rtol=TRAINED_SUPPORT_RTOL)
+    refined = kernel_support(prob, K, rtol=TRAINED_SUPPORT_RTOL)
     return refined if refined.rank < (prob.n if support is None else support.rank) else None
 
 
@@ -503,14 +508,10 @@ def maximise_closure_on_support(prob: Problem, nl: Nonlinearity, Sigma0, tol: fl
             break
         again = maximise_closure(prob, nl, r.point.Sigma, tol, max_iter - r.iterations, inner, support=refined)
         again = again._replace(iterations=r.iterations + again.iterations)
-        if not again.converged and _largest_residual(again) >= _largest_residual(r):
+        if not again.converged and again.residual >= r.residual:
             return r._replace(iterations=again.iterations), support
         r, support = again, refined
     return r, support
-
-
-def _largest_residual(r: ClosureResult) -> float:
-    return max(r.residual_forward, r.residual_backward)
 
 
 def closure_broken_start(prob: Problem, nl: Nonlinearity, Sigma_sym: np.ndarray, order: int = DEFAULT_ORDER,
