@@ -4,7 +4,8 @@
   colour per architecture, theory as solid lines, the lazy kernel dashed, sampled networks as
   circles and Langevin-trained networks as squares with error bars; columns: unsupervised steps
   of the training sequences, held-out sequences; one row per schedule. Theory from the Gaussian
-  closure (``theory_method = "gaussian"``) is labelled "theory (Gaussian closure)".
+  closure (``theory_method = "gaussian"``) is labelled "theory (Gaussian closure)"; a theory
+  point whose solve did not converge (``theory_converged = 0`` in any repeat) is crossed.
 * :func:`plot_step_errors` — error at every time step at one ``P`` (supervised steps shaded).
 * :func:`plot_fraction` — error against the supervised fraction (several schedules).
 
@@ -100,7 +101,19 @@ def _legend_handles(ds, colours):
             label = f"theory ({METHOD_LABELS['gaussian']})"
         handles.append(Line2D([], [], color="0.3", ls=st["ls"] if st["ls"] != "none" else "none",
                               marker=st["marker"], mfc="white" if p == "langevin" else "0.3", label=label))
+    if bool(_unconverged(ds).any()):
+        handles.append(Line2D([], [], color="0.3", ls="none", marker=_UNCONVERGED, label="theory: not converged"))
     return handles
+
+
+_UNCONVERGED = "x"  # marker of a theory point whose solve did not converge
+
+
+def _unconverged(ds: xr.Dataset) -> xr.DataArray:
+    """Cells whose theory solve did not converge in some repeat (``(arch, schedule, P)``)."""
+    if "theory_converged" not in ds or "theory" not in ds.predictor.values:
+        return xr.zeros_like(ds.nmse_heldout.isel(predictor=0, repeat=0, drop=True), dtype=bool)
+    return (ds.theory_converged == 0).any("repeat")
 
 
 def _new_figure(rows: int, cols: int, width: float = 10.5, height: float = 3.3):
@@ -158,6 +171,10 @@ def draw_learning_curve(ax, ds: xr.Dataset, schedule, part: str = "unsupervised"
             mean, err = _summary(ds[name].sel(sel), ds[sem_name].sel(sel) if sem_name else None)
             _draw(ax, P, mean, err, str(pred), colours[arch], offset=(i - len(colours) / 2) * spread,
                   lw=_width(i, len(colours)), log_x=log_x)
+            crossed = np.asarray(_unconverged(ds).sel(arch=arch, schedule=schedule)) & np.isfinite(mean)
+            if pred == "theory" and crossed.any():
+                ax.plot(P[crossed], np.asarray(mean)[crossed], ls="none", marker=_UNCONVERGED, color=colours[arch],
+                        ms=8, mew=1.8)
     if metric == "nmse":
         ax.axhline(1.0, color="0.6", lw=0.8, ls=":")
     ax.set(xlabel="training sequences P", ylabel=_YLABEL[metric])

@@ -289,3 +289,26 @@ def test_learning_curves_take_a_log_axis_where_p_spans_a_factor_8(lazy_study):
     np.testing.assert_allclose(np.ptp(np.log2(points), axis=0), np.ptp(np.log2(points), axis=0)[0])  # same shift at each P
     narrow = lazy_study.assign_coords(P=P[0] + np.arange(len(P)))
     assert pg.plot_learning_curves(narrow).axes[1].get_xscale() == "linear"
+
+
+def test_learning_curves_cross_the_theory_points_that_did_not_converge(lazy_study):
+    """A theory point whose solve did not converge in some repeat is crossed (in its
+    architecture's colour, on both panels) and the legend says what the cross means; a study
+    that converged everywhere has no crosses."""
+    theory = lazy_study.sel(predictor=["lazy"]).assign_coords(predictor=["theory"])
+    per = [v for v in lazy_study.data_vars if "predictor" in lazy_study[v].dims]
+    ds = xr.merge([xr.concat([lazy_study[per], theory[per]], dim="predictor"), lazy_study.drop_vars(per)],
+                  join="outer", combine_attrs="override")
+    ds["theory_converged"] = xr.ones_like(ds.theory_converged.fillna(1.0))
+    clean = pg.plot_learning_curves(ds)
+    assert not any(line.get_marker() == "x" for ax in clean.axes for line in ax.get_lines())
+    ds["theory_converged"][dict(arch=1, schedule=1, P=2, repeat=1)] = 0.0
+    fig = pg.plot_learning_curves(ds)
+    for ax, part in zip(fig.axes[2:], ("unsupervised", "heldout")):  # the second schedule's row
+        crosses = [line for line in ax.get_lines() if line.get_marker() == "x"]
+        assert len(crosses) == 1
+        expected = ds[f"nmse_{part}"].sel(predictor="theory").isel(arch=1, schedule=1, P=2).mean("repeat")
+        np.testing.assert_allclose(crosses[0].get_ydata(), [float(expected)])
+        assert crosses[0].get_xdata()[0] == ds.P.values[2]
+        assert crosses[0].get_color() == pg._colours(ds)[ds.arch.values[1]]
+    assert "theory: not converged" in [t.get_text() for t in fig.legends[0].get_texts()]

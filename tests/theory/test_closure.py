@@ -3,6 +3,7 @@ at every branch for nonlinear phi, derivatives consistent with its action (its a
 the particle solver and the lower bound on the exact action: test_closure_accuracy.py)."""
 
 from fractions import Fraction
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +12,7 @@ import pytest
 from conftest import endpoint_task, sequential_task
 
 import kernelfield as kf
+from kernelfield import schedules
 from kernelfield.gaussian import expect_phiphi
 from kernelfield.symmetry import parity_flip
 from kernelfield.theory.closure import (
@@ -397,3 +399,26 @@ def test_the_restart_on_the_trained_support_follows_a_line_search_stop_and_keeps
     outcomes = [result(1e-3, "line search", 20, point), result(1e-7, "", 5, "restart")]
     r, support = closure.maximise_closure_on_support(None, None, None, 1e-6, 100, support=lazy)
     assert (r.point, r.converged, r.iterations, support) == ("restart", True, 25, refined)
+
+
+def test_a_time_local_closure_stalled_by_short_cg_solves_goes_on_with_longer_ones():
+    """erf DNN on sequential digits (D = 8 < P = 48, steps 1 and 3 supervised) at tol 1e-7: with
+    the time-local layout's 10 CG steps per Newton step the solve stops at its rounding floor,
+    residual 1.3e-5 (measured), because the short solves of the ill-conditioned blocks no longer
+    lower the residuals. By default such a stop goes on with 100 CG steps and converges (6.8e-9
+    measured), at the same maximum: ``S_G`` within 1e-8 (the stalled residual squared times
+    ``|S_G|`` ~ 20 is 3e-9), kernels 1.1e-4 apart (relative to the largest entry, measured; bound
+    1e-3, as for the support restart: ten times the stalled residual amplified by the blocks'
+    conditioning)."""
+    task = schedules.supervise(kf.tasks.sequential_digits(P=48, T=4, D=8, classes=[0, 1, 2, 3], positive=[0, 2],
+                                                          label="every", input_noise=0.1, seed=0),
+                               schedules.every(2))
+    solve = partial(kf.solve, kf.Architecture.dnn(4), task, phi="erf", kappa=0.1, method="gaussian", init="prior",
+                    tol=1e-7)
+    with pytest.warns(kf.ConvergenceWarning, match="rounding floor"):
+        stalled = solve(inner=10)
+    assert stalled.best.stopped == "rounding" and stalled.residual > 1e-6
+    sol = solve()
+    assert sol.converged and sol.residual < 1e-7
+    assert abs(sol.S - stalled.S) < 1e-8
+    assert np.max(np.abs(sol.C - stalled.C)) < 1e-3 * np.max(np.abs(sol.C))

@@ -36,7 +36,11 @@ and 906 Hessian-vector products, with the trust region 37 and 493. Once ``F``'s 
 rounding (:func:`at_rounding_floor`: shown by a Newton step inside the region, not by one the
 radius cut short), only the residuals judge a step: one that raises them while ``F`` cannot tell
 the two points apart is retried shorter from the best point, at most :data:`ROUNDING_RETRIES`
-times, and the best point is returned (``stopped = "rounding"``). Where training made ``K``
+times, and the best point is returned (``stopped = "rounding"``). On ``(T, P, P)`` stacks, whose
+Newton systems get :data:`LOCAL_INNER` CG steps by default, such a stop first goes on from the best
+point with the dense layout's :data:`DENSE_INNER`: at ill-conditioned blocks the short solves are
+what stalls (erf DNN on digits at P = 256, blocks of condition number 1e6: residual 3.3e-5 after
+254 Newton steps; one step with 100 CG steps from there reached 1.1e-6). Where training made ``K``
 numerically singular on the support, a stop of the line search is followed by a restart on the
 trained kernel's support (:func:`maximise_closure_on_support`).
 Converged when both stationarity residuals are below ``tol``:
@@ -89,6 +93,8 @@ ROUNDING = 1e-10  # relative changes of F below this are rounding (n = 576: F's 
 # shorter steps tried from the best point once F's changes are rounding (3 left the erf DNN of
 # sunspots_large_erf.toml at P = 64 at residual 2.1e-5 > tol 1e-5; 10: 5.4e-6)
 ROUNDING_RETRIES = 10
+LOCAL_INNER = 10  # CG steps per Newton step on (T, P, P) stacks (default)
+DENSE_INNER = 100  # on the dense layout, and on stacks after a rounding stop
 STOP_REASONS = {  # why maximise_closure stopped without converging, as the ConvergenceWarning says it
     "rounding": f"at the rounding floor of S_G: its changes were below {ROUNDING:g} relative and shorter steps from "
                 "the point with the smallest residual did not lower it: a tol below the residual is out of reach "
@@ -381,8 +387,9 @@ def maximise_closure(prob: Problem, nl: Nonlinearity, Sigma0, tol: float, max_it
                      order: int = DEFAULT_ORDER, support: Support | None = None) -> ClosureResult:
     """Newton's method on ``F = -S_G`` from the preactivation kernel ``Sigma0`` (module
     docstring), at most ``max_iter`` steps of at most ``inner`` CG iterations (default 10 on
-    ``(T, P, P)`` stacks, 100 on the dense layout, where a step with fewer leaves the slow growth
-    of a broken branch to many more Newton steps: 50 instead of 4 at n = 256), the Newton system
+    ``(T, P, P)`` stacks, 100 there after a rounding stop, 100 on the dense layout, where a step
+    with fewer leaves the slow growth of a broken branch to many more Newton steps: 50 instead of
+    4 at n = 256), the Newton system
     solved to the relative accuracy ``min(0.1, √residual)`` inside a trust region; stopped once
     both residuals are below ``tol``, when the line search finds no decrease, or when shorter
     steps no longer lower the residuals once ``F`` cannot tell (the point with the smallest
@@ -397,8 +404,9 @@ def maximise_closure(prob: Problem, nl: Nonlinearity, Sigma0, tol: float, max_it
     else:
         f = _objective_for(prob, nl, Sigma0, order, support)
         D = f.innovation(Sigma0)
+    escalate = inner is None and f.local  # a rounding stop goes on with DENSE_INNER (module docstring)
     if inner is None:
-        inner = 10 if f.local else 100
+        inner = LOCAL_INNER if f.local else DENSE_INNER
     F, g = f.value_and_gradient(D)
     if not np.isfinite(F):
         raise ValueError("init: Sigma or K(G_phi(Sigma)) is not positive definite at the initial kernel")
@@ -416,6 +424,8 @@ def maximise_closure(prob: Problem, nl: Nonlinearity, Sigma0, tol: float, max_it
             radius = 0.25 * length
         stopped = "" if max(forward, backward) < tol else (
             "max_iter" if iterations >= max_iter else "rounding" if retries > ROUNDING_RETRIES else None)
+        if stopped == "rounding" and escalate:
+            escalate, inner, retries, stopped = False, DENSE_INNER, 0, None
         if stopped is not None:
             break
         p, length, decrease = steihaug_newton(f.hessian_at(D), np.asarray(point.Sigma), g, radius, max_cg=inner,
