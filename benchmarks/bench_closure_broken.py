@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _counting import NewtonCounter
 from _report import write_report
 from threadpoolctl import threadpool_limits
 
@@ -43,23 +44,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 TOL, MAX_ITER = 1e-6, 5000
 
 
-class Counted:
-    """Counts Newton steps and Hessian-vector products around :func:`.newton.steihaug_newton`."""
-
-    def __init__(self):
-        self.newton = self.products = 0
-        self.original = closure.steihaug_newton
-
-    def __call__(self, hessian_vector, *rest, **kwargs):
-        self.newton += 1
-
-        def product(v):
-            self.products += 1
-            return hessian_vector(v)
-
-        return self.original(product, *rest, **kwargs)
-
-
 def setting(n: int):
     T = P = math.isqrt(n)
     if T * P != n:
@@ -71,30 +55,33 @@ def setting(n: int):
     return prob, nl, Sigma0, closure.closure_support(prob, Sigma0)
 
 
-def broken_from_stage(prob, nl, start, support, stage: int, counter: Counted, max_iter: int = MAX_ITER) -> dict:
-    """The low-rank stage of ``stage`` steps, then at most ``max_iter`` Newton steps from its end."""
+def broken_from_stage(prob, nl, start, support, stage: int, counter: NewtonCounter, max_iter: int = MAX_ITER,
+                      profile: bool = False) -> dict:
+    """The low-rank stage of ``stage`` steps, then at most ``max_iter`` Newton steps from its end
+    (and, with ``profile``, :func:`step_profile` at the stage's end)."""
     f = closure.ClosureObjective(prob, nl, start.mask, closure.DEFAULT_ORDER, support)
     t0 = time.perf_counter()
     D, stage_steps = low_rank_stage(f.data, nl, start.V, stage, closure.DEFAULT_ORDER)
     t_stage = time.perf_counter() - t0
     Sigma = np.asarray(f.point(D).Sigma)
-    counter.newton = counter.products = 0
+    counter.reset()
     t0 = time.perf_counter()
     r = closure.maximise_closure(prob, nl, Sigma, TOL, max_iter, support=support)
     t_newton = time.perf_counter() - t0
-    return {"stage_length": stage, "stage_steps": stage_steps, "stage_s": t_stage, "newton_steps": r.iterations,
-            "products": counter.products, "newton_s": t_newton, "total_s": t_stage + t_newton,
-            "S": -float(r.point.gamma + r.point.energy), "converged": r.converged, "residual": r.residual}
+    row = {"stage_length": stage, "stage_steps": stage_steps, "stage_s": t_stage, "newton_steps": r.iterations,
+           "products": counter.products, "newton_s": t_newton, "total_s": t_stage + t_newton,
+           "S": -float(r.point.gamma + r.point.energy), "converged": r.converged, "residual": r.residual}
+    if profile:
+        row["profile"] = step_profile(f, D, Sigma)
+    return row
 
 
-def step_profile(prob, nl, start, support, stage: int) -> dict:
-    """Actual / predicted decrease along one Newton step at the end of a ``stage``-step stage."""
-    f = closure.ClosureObjective(prob, nl, start.mask, closure.DEFAULT_ORDER, support)
-    D, _ = low_rank_stage(f.data, nl, start.V, stage, closure.DEFAULT_ORDER)
+def step_profile(f, D, Sigma) -> dict:
+    """Actual / predicted decrease of ``f`` along one Newton step from ``D`` (``Sigma`` its
+    preactivation kernel, the trust region's norm)."""
     F, g = f.value_and_gradient(D)
     hessian_vector = f.hessian_at(D)
-    p, length, _ = closure.steihaug_newton(hessian_vector, np.asarray(f.point(D).Sigma), g, 0.25, max_cg=100,
-                                           eta=0.1)
+    p, length, _ = closure.steihaug_newton(hessian_vector, Sigma, g, 0.25, max_cg=100, eta=0.1)
     Hp = hessian_vector(p)
     ratios = {}
     for s in (0.01, 0.03, 0.1, 0.25, 0.5, 1.0):
@@ -102,17 +89,14 @@ def step_profile(prob, nl, start, support, stage: int) -> dict:
         ratios[s] = float((F - f.value(D + s * p)) / predicted)
     eps = 1e-3
     central = (f.value_and_gradient(D + eps * p)[1] - f.value_and_gradient(D - eps * p)[1]) / (2 * eps)
-    return {"stage_length": stage, "step_length": float(length), "ratios": ratios,
+    return {"step_length": float(length), "ratios": ratios,
             "hvp_relative_error": float(np.linalg.norm(central - Hp) / np.linalg.norm(Hp))}
 
 
 def run(n: int, stages: list[int], profile: bool, max_newton: int) -> dict:
     prob, nl, Sigma0, support = setting(n)
-    counter = Counted()
-    closure.steihaug_newton = counter
-    with threadpool_limits(limits=1, user_api="blas"):
+    with NewtonCounter() as counter, threadpool_limits(limits=1, user_api="blas"):
         closure.closure_branch(prob, nl, Sigma0, TOL, MAX_ITER, None, "prior", support)  # compile
-        counter.newton = counter.products = 0
         t0 = time.perf_counter()
         prior = closure.closure_branch(prob, nl, Sigma0, TOL, MAX_ITER, None, "prior", support)
         t_prior = time.perf_counter() - t0
@@ -120,13 +104,10 @@ def run(n: int, stages: list[int], profile: bool, max_newton: int) -> dict:
         broken_from_stage(prob, nl, start, support, 2, counter, max_iter=1)  # compile the dense layout
         rows = []
         for stage in stages:
-            rows.append(broken_from_stage(prob, nl, start, support, stage, counter, max_newton))
+            rows.append(broken_from_stage(prob, nl, start, support, stage, counter, max_newton,
+                                          profile=profile and stage == min(stages)))
             print(rows[-1], flush=True)
-        result = {"n": n, "prior_s": t_prior, "prior_steps": prior.iterations, "prior_S": prior.S, "broken": rows}
-        if profile:
-            result["profile"] = step_profile(prob, nl, start, support, min(stages))
-    closure.steihaug_newton = counter.original
-    return result
+    return {"n": n, "prior_s": t_prior, "prior_steps": prior.iterations, "prior_S": prior.S, "broken": rows}
 
 
 def markdown(results: list[dict]) -> str:
@@ -139,13 +120,15 @@ def markdown(results: list[dict]) -> str:
                          f"({row['newton_steps']} / {row['products']}) | {row['total_s']:.2f} s | "
                          f"{res['prior_s']:.2f} s ({res['prior_steps']} steps) | {row['S']:.9f} {note} |")
     for res in results:
-        if "profile" in res:
-            p = res["profile"]
-            ratios = " / ".join(f"{v:.4g}" for v in p["ratios"].values())
-            fractions = " / ".join(str(s) for s in p["ratios"])
-            lines += ["", f"n = {res['n']}, after a {p['stage_length']}-step stage: actual / predicted decrease along "
-                      f"a Newton step of length {p['step_length']:.3g} at fractions {fractions}: {ratios}; "
-                      f"Hessian-vector product against central differences: {p['hvp_relative_error']:.1e} relative."]
+        for row in res["broken"]:
+            if "profile" in row:
+                p = row["profile"]
+                ratios = " / ".join(f"{v:.4g}" for v in p["ratios"].values())
+                fractions = " / ".join(str(s) for s in p["ratios"])
+                lines += ["", f"n = {res['n']}, after a {row['stage_length']}-step stage: actual / predicted decrease "
+                          f"along a Newton step of length {p['step_length']:.3g} at fractions {fractions}: {ratios}; "
+                          f"Hessian-vector product against central differences: {p['hvp_relative_error']:.1e} "
+                          "relative."]
     return "\n".join(lines) + "\n"
 
 

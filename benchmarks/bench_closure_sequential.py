@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 import time
 
+from _counting import NewtonCounter
+
 import kernelfield as kf
-import kernelfield.theory.closure as closure
 from kernelfield import schedules
 
 
@@ -23,29 +24,17 @@ def main():
     parser.add_argument("--P", default="32,64", help="comma-separated numbers of training sequences")
     parser.add_argument("--arch", default="rnn")
     args = parser.parse_args()
-    counts = {"newton": 0, "hvp": 0}
-    newton = closure.steihaug_newton
-
-    def counted(hessian_vector, *rest, **kwargs):
-        counts["newton"] += 1
-
-        def product(v):
-            counts["hvp"] += 1
-            return hessian_vector(v)
-
-        return newton(product, *rest, **kwargs)
-
-    closure.steihaug_newton = counted
-    for P in (int(p) for p in args.P.split(",")):
-        task = schedules.supervise(kf.tasks.integration(P=P, T=4, D=4, supervise_every=1), schedules.every(2))
-        arch = kf.Architecture.from_name(args.arch, 4)
-        for call in ("first", "warm"):
-            counts.update(newton=0, hvp=0)
-            started = time.perf_counter()
-            sol = kf.solve(arch, task, phi="erf", kappa=0.1, method="gaussian", init="prior")
-            print(f"{args.arch} P = {P} (n = {4 * P}) {call} call: {time.perf_counter() - started:.1f} s, "
-                  f"{counts['newton']} Newton steps, {counts['hvp']} Hessian-vector products, converged "
-                  f"{sol.converged}, residual {sol.residual:.2g}, S {sol.S:.5f}", flush=True)
+    with NewtonCounter() as counts:
+        for P in (int(p) for p in args.P.split(",")):
+            task = schedules.supervise(kf.tasks.integration(P=P, T=4, D=4, supervise_every=1), schedules.every(2))
+            arch = kf.Architecture.from_name(args.arch, 4)
+            for call in ("first", "warm"):
+                counts.reset()
+                started = time.perf_counter()
+                sol = kf.solve(arch, task, phi="erf", kappa=0.1, method="gaussian", init="prior")
+                print(f"{args.arch} P = {P} (n = {4 * P}) {call} call: {time.perf_counter() - started:.1f} s, "
+                      f"{counts.newton} Newton steps, {counts.products} Hessian-vector products, converged "
+                      f"{sol.converged}, residual {sol.residual:.2g}, S {sol.S:.5f}", flush=True)
 
 
 if __name__ == "__main__":

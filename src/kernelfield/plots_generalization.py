@@ -165,14 +165,17 @@ def draw_learning_curve(ax, ds: xr.Dataset, schedule, part: str = "unsupervised"
     spread = 0.015 * (np.log2(P.max() / P.min()) if log_x else P.max() - P.min() if P.size > 1 else 1.0)
     name = f"{metric}_{part}"
     sem_name = f"{metric}_sem_{part}" if metric != "sign_error" else None
+    unconverged = _unconverged(ds).sel(schedule=schedule)
     for i, arch in enumerate(ds.arch.values):
         for pred in ds.predictor.values:
             sel = dict(arch=arch, schedule=schedule, predictor=pred)
             mean, err = _summary(ds[name].sel(sel), ds[sem_name].sel(sel) if sem_name else None)
             _draw(ax, P, mean, err, str(pred), colours[arch], offset=(i - len(colours) / 2) * spread,
                   lw=_width(i, len(colours)), log_x=log_x)
-            crossed = np.asarray(_unconverged(ds).sel(arch=arch, schedule=schedule)) & np.isfinite(mean)
-            if pred == "theory" and crossed.any():
+            if pred != "theory":
+                continue
+            crossed = np.asarray(unconverged.sel(arch=arch)) & np.isfinite(mean)
+            if crossed.any():
                 ax.plot(P[crossed], np.asarray(mean)[crossed], ls="none", marker=_UNCONVERGED, color=colours[arch],
                         ms=8, mew=1.8)
     if metric == "nmse":
