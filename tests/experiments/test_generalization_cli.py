@@ -2,6 +2,7 @@
 
 import copy
 import json
+import re
 import tomllib
 from pathlib import Path
 
@@ -52,6 +53,29 @@ def test_example_configs_load(path):
     kw = cfg.study_kwargs()
     assert kw["T"] == cfg.task.T and kw["P"] == sorted(cfg.study.P)
     assert all(isinstance(s, schedules.Schedule) for s in kw["schedules"])
+
+
+DRAW_OF = re.compile(r"draw of\s+(?:#\s*)?([a-z_]+\.toml)")
+SHARED_DRAWS = [(p, m.group(1)) for p in EXAMPLES
+                for m in [DRAW_OF.search(p.read_text().split("\n[task]")[0])] if m]
+
+
+def test_configs_that_share_a_draw_are_found():
+    assert {p.stem for p, _ in SHARED_DRAWS} >= {"integration_erf_sampled", "digits_erf_sampled",
+                                                 "integration_large_networks", "digits_large_networks"}
+
+
+@pytest.mark.parametrize("path, other", SHARED_DRAWS, ids=lambda x: getattr(x, "name", x))
+def test_a_config_on_another_configs_draw_has_its_pool_and_targets(path, other):
+    """A networks config that says it uses another config's draw must produce the same pool (the
+    generator, its arguments and seed, ``max(P) + P_test``) and the same supervised steps, so its
+    networks stand at that study's points."""
+    mine = load_generalization_config(path).study_kwargs()
+    theirs = load_generalization_config(path.parent / other).study_kwargs()
+    for key in ("task", "T", "task_kwargs", "seed", "P_test", "repeats", "phi", "kappa", "prior"):
+        assert mine[key] == theirs[key], key
+    assert max(mine["P"]) == max(theirs["P"])
+    assert [s.label for s in mine["schedules"]] == [s.label for s in theirs["schedules"]]
 
 
 def test_config_builds_study_arguments():
