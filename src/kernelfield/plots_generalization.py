@@ -91,6 +91,9 @@ def _legend(fig, ds, colours):
     fig.legend(handles=_legend_handles(ds, colours), loc="outside right center", fontsize=8, frameon=False)
 
 
+_UNCONVERGED = "x"  # marker of a theory point whose solve did not converge
+
+
 def _legend_handles(ds, colours):
     """One line per architecture (its colour), one per predictor (its style)."""
     handles = [Line2D([], [], color=c, lw=2, label=a) for a, c in colours.items()]
@@ -104,9 +107,6 @@ def _legend_handles(ds, colours):
     if bool(_unconverged(ds).any()):
         handles.append(Line2D([], [], color="0.3", ls="none", marker=_UNCONVERGED, label="theory: not converged"))
     return handles
-
-
-_UNCONVERGED = "x"  # marker of a theory point whose solve did not converge
 
 
 def _unconverged(ds: xr.Dataset) -> xr.DataArray:

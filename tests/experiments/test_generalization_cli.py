@@ -61,8 +61,9 @@ SHARED_DRAWS = [(p, m.group(1)) for p in EXAMPLES
 
 
 def test_configs_that_share_a_draw_are_found():
-    assert {p.stem for p, _ in SHARED_DRAWS} >= {"integration_erf_sampled", "digits_erf_sampled",
-                                                 "integration_large_networks", "digits_large_networks"}
+    assert {p.stem for p, _ in SHARED_DRAWS} >= {
+        "integration_erf_sampled", "digits_erf_sampled", "sunspots_erf_sampled", "digits_erf_sampled_32",
+        "sunspots_erf_sampled_32", "integration_large_networks", "digits_large_networks"}
 
 
 @pytest.mark.parametrize("path, other", SHARED_DRAWS, ids=lambda x: getattr(x, "name", x))
